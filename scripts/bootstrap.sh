@@ -2,7 +2,7 @@
 # Create (or refresh) the project's virtual environment in .venv with a Python >= 3.12.
 #
 # Which Python: $PYTHON if set (e.g. PYTHON=/opt/python3.13/bin/python3); otherwise the first of
-# python3.13, python3.12, python3 on PATH that is >= 3.12; otherwise a pyenv-installed 3.12/3.13.
+# python3.12, python3.13, python3 on PATH that is >= 3.12; otherwise a pyenv-installed 3.12/3.13.
 # The install is redone only when pyproject.toml changes (stamp file in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,11 +14,11 @@ find_python() {
         if ok_python "$PYTHON"; then echo "$PYTHON"; return 0; fi
         echo "isletbayes: PYTHON=$PYTHON is not a Python >= 3.12" >&2; return 1
     fi
-    for cand in python3.13 python3.12 python3; do
+    for cand in python3.12 python3.13 python3; do
         if command -v "$cand" >/dev/null 2>&1 && ok_python "$cand"; then command -v "$cand"; return 0; fi
     done
     if command -v pyenv >/dev/null 2>&1; then
-        for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])' | sort -rV); do
+        for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])' | sort -V); do
             p="$(pyenv root)/versions/$v/bin/python3"
             if ok_python "$p"; then echo "$p"; return 0; fi
         done
@@ -39,7 +39,12 @@ if [ ! -x .venv/bin/python ] || ! ok_python .venv/bin/python; then
     "$py" -m venv .venv
 fi
 echo "isletbayes: installing dependencies into .venv (first run takes a minute or two)" >&2
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" >&2 || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v -e "is ignored" -e "BuildBackendWarning" >&2 || true
-.venv/bin/python -c "import isletbayes.analyses.cli" || { echo "isletbayes: installation failed" >&2; exit 1; }
+log=.venv/install.log
+if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip \
+       && .venv/bin/python -m pip install --disable-pip-version-check -e ".[dev]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "isletbayes: installation failed (full log: $log)" >&2
+    exit 1
+fi
+.venv/bin/python -c "import isletbayes.analyses.cli" || { echo "isletbayes: installation is broken (see $log)" >&2; exit 1; }
 echo "$want" > "$stamp"
