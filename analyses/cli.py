@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from isletbayes.data.errors import InputError
@@ -24,6 +23,9 @@ app = typer.Typer(
 
 # --- subcommands: each analysis module registers its own commands here --------------------------------
 # (one line per module; keep them in the order of the data flow)
+from isletbayes.analyses import data_commands as _data_commands; app.add_typer(_data_commands.app, name="data")  # noqa: E402,E702
+from isletbayes.analyses import design as _design, durability as _durability; app.command("design")(_design.cli); app.command("durability")(_durability.cli)  # noqa: E402,E702,E501
+from isletbayes.analyses import main_job as _main_job; app.command("run")(_main_job.run_cli); app.command("report")(_main_job.report_cli)  # noqa: E402,E702
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -34,13 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"isletbayes: error: {err}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as ex:
+    except typer.Exit as ex:
         return ex.exit_code
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("isletbayes: aborted", file=sys.stderr)
+        return 130
+    except typer.TyperException as err:
+        # Usage errors (missing/extra arguments, bad option values) from typer's bundled click.
+        show = getattr(err, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"isletbayes: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("isletbayes: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -1,0 +1,197 @@
+"""``isletbayes data ...``: validate a data file, or summarise the bundled published data.
+
+``data check FILE`` tells the file's kind from its header (or takes ``--kind``), validates every row and
+prints a short summary (exit 0) or the one line naming file, line and column of the first problem (exit 2,
+through :func:`isletbayes.analyses.cli.main`). ``data summary`` loads all bundled files, cross-checks their
+sources and prints what a reader needs: the counts with their sources, the C-peptide means, the comparators
+with their time anchors, and what is left out as unverified.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+
+from isletbayes.data import (
+    KINDS,
+    PUBLISHED_DIR,
+    check_file,
+    load_comparators,
+    load_continuous,
+    load_counts,
+    load_cpeptide_means,
+    load_durability,
+    load_sources,
+)
+from isletbayes.data.errors import InputError
+from isletbayes.data.io import to_json
+
+app = typer.Typer(name="data", help="Check data files; summarise the bundled published data.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+@app.command("check")
+def check(
+    file: Annotated[Path, typer.Argument(help="CSV file to validate (UTF-8, one header row).")],
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help=f"File kind ({', '.join(KINDS)}); told from the header if omitted.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Validate FILE (exit 0 with a summary; exit 2 with the first problem, naming line and column)."""
+    # --kind is checked here rather than by a typer Choice so that a bad value is an InputError: one line
+    # and exit 2 through cli.main, whatever click the installed typer uses internally.
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"unknown kind '{kind}' (one of: {', '.join(KINDS)})", option="--kind")
+    summary = check_file(file, kind)
+    if as_json:
+        typer.echo(to_json(summary))
+        return
+    typer.echo(_format_check(summary))
+
+
+def _format_check(summary: dict[str, Any]) -> str:
+    lines = [f"{summary['file']}: valid {summary['kind']} file ({summary['description']}), {summary['rows']} rows"]
+    kind = summary["kind"]
+    if kind == "participant":
+        cohorts = ", ".join(f"{c} ({n})" for c, n in summary["cohorts"].items())
+        lines.append(f"  participants: {summary['participants']} in cohorts {cohorts}")
+        lines.append("  measures: " + ", ".join(f"{m} ({n} rows)" for m, n in summary["measures"].items()))
+        lines.append("  days: " + ", ".join(str(d) for d in summary["days"]))
+        lines.append(f"  below LOD: {summary['below_lod_rows']} rows")
+        for measure, conv in summary["converted_units"].items():
+            lines.append(f"  converted {measure}: {', '.join(conv['from'])} -> {conv['to']}")
+    if kind == "counts":
+        for row in summary["default_counts"]:
+            lines.append(f"  {row['endpoint']}: {row['r']}/{row['n']} ({row['cohort']}, day {row['timepoint_day']}; "
+                         f"{row['source_id']})")
+        lines.append(f"  rows not used by default: {summary['rows_not_used_by_default']}")
+    if kind == "cpeptide":
+        lines.append("  " + ", ".join(f"day {m['day']}: {m['mean_pmol_l']:g} pmol/L (n={m['n']})"
+                                      for m in summary["means"]))
+    if kind == "comparators":
+        lines.append("  default MAP set: " + "; ".join(f"{d['study']} {d['endpoint']} {d['r']}/{d['n']}"
+                                                       for d in summary["default_map"]))
+    if kind in ("continuous", "durability"):
+        lines.append("  measures: " + ", ".join(f"{m} ({n})" for m, n in summary["measures"].items()))
+    if "unverified_rows" in summary:
+        lines.append(f"  unverified rows (left out by default): {summary['unverified_rows']}")
+    return "\n".join(lines)
+
+
+def published_summary() -> dict[str, Any]:
+    """Everything bundled, validated, as plain data (the body of ``data summary --json``)."""
+    sources = load_sources()
+    citation = dict(zip(sources["source_id"], sources["citation"]))
+    counts = load_counts(include_unverified=True)
+    cpeptide = load_cpeptide_means(include_unverified=True)
+    continuous = load_continuous(include_unverified=True)
+    comparators = load_comparators(include_unverified=True)
+    durability = load_durability(include_unverified=True)
+
+    def provenance(row) -> dict[str, Any]:
+        return {"source_id": row.source_id, "locator": row.locator, "evidence_type": row.evidence_type,
+                "caveat": row.caveat}
+
+    def opt_int(value):
+        return None if pd.isna(value) else int(value)
+
+    excluded = []
+    for name, frame, label in [
+        ("counts", counts, lambda r: f"{r.endpoint} {r.r}/{r.n} ({r.cohort})"),
+        ("cpeptide", cpeptide, lambda r: f"day {r.day} mean {r.mean_pmol_l:g} pmol/L"),
+        ("continuous", continuous, lambda r: f"{r.measure} day {r.day} {r.statistic} {r.value:g} {r.unit}"),
+        ("comparators", comparators, lambda r: f"{r.study}: {r.endpoint} "
+                                               f"{'' if opt_int(r.r) is None else f'{r.r}/{r.n}'}".strip()),
+        ("durability", durability, lambda r: f"{r.study}: {r.measure} {r.value:g} {r.unit}"),
+    ]:
+        for row in frame[frame["evidence_type"] == "unverified"].itertuples():
+            excluded.append({"file": name, "what": label(row), **provenance(row)})
+
+    return {
+        "folder": str(PUBLISHED_DIR),
+        "sources": int(len(sources)),
+        "counts_default": [
+            {"endpoint": r.endpoint, "kind": r.kind, "cohort": r.cohort, "timepoint_day": opt_int(r.timepoint_day),
+             "r": int(r.r), "n": int(r.n), "citation": citation[r.source_id], **provenance(r)}
+            for r in counts[counts["used_by_default"]].itertuples()],
+        "counts_other": [
+            {"endpoint": r.endpoint, "cohort": r.cohort, "timepoint_day": opt_int(r.timepoint_day), "r": int(r.r),
+             "n": int(r.n), **provenance(r)}
+            for r in counts[~counts["used_by_default"]].itertuples()],
+        "cpeptide_means": [
+            {"day": int(r.day), "mean_pmol_l": float(r.mean_pmol_l), "n": int(r.n), "lod_pmol_l": float(r.lod_pmol_l),
+             "spread_kind": r.spread_kind or None, "series": r.series, **provenance(r)}
+            for r in cpeptide.itertuples()],
+        "continuous_default": [
+            {"measure": r.measure, "cohort": r.cohort, "day": int(r.day), "statistic": r.statistic,
+             "value": float(r.value), "unit": r.unit, **provenance(r)}
+            for r in continuous[continuous["used_by_default"]].itertuples()],
+        "comparators": [
+            {"study": r.study, "endpoint": r.endpoint, "r": opt_int(r.r), "n": opt_int(r.n),
+             "percent": None if pd.isna(r.percent) else float(r.percent), "timepoint": r.timepoint,
+             "time_anchor": r.time_anchor, "group": r.group, "in_default_map": bool(r.in_default_map),
+             **provenance(r)}
+            for r in comparators.itertuples()],
+        "durability": [
+            {"study": r.study, "measure": r.measure, "statistic": r.statistic, "value": float(r.value),
+             "unit": r.unit, "timepoint": r.timepoint, **provenance(r)}
+            for r in durability.itertuples()],
+        "excluded_unverified": excluded,
+    }
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    out = [f"Bundled published data in {s['folder']}: all files valid; {s['sources']} sources.", ""]
+    out.append("Zimislecel counts used by default (efficacy: full dose, n = 12; safety: all dosed, n = 14):")
+    for c in s["counts_default"]:
+        flag = "" if c["evidence_type"] == "primary" else f" [{c['evidence_type']}]"
+        out.append(f"  {c['endpoint']:<22} {c['r']:>2}/{c['n']:<2}  day {c['timepoint_day']:<3}  "
+                   f"{c['source_id']} ({c['locator']}){flag}")
+    out.append(f"  + {len(s['counts_other'])} rows kept for context, not used by default (interim data cuts, "
+               "earlier visits, part A, duplicates)")
+    out.append("")
+    first = s["cpeptide_means"][0]
+    out.append(f"C-peptide cohort means, pmol/L (LLOD {first['lod_pmol_l']:g}; series {first['series']}; "
+               f"{'no SD/CI published' if not first['spread_kind'] else first['spread_kind']}):")
+    out.append("  " + ", ".join(f"day {m['day']}: {m['mean_pmol_l']:g} (n={m['n']})" for m in s["cpeptide_means"])
+               + f"  [{first['source_id']}, {first['evidence_type']}]")
+    out.append("")
+    out.append("Continuous summaries used by default:")
+    for c in s["continuous_default"]:
+        out.append(f"  {c['measure']:<13} {c['cohort']:<34} day {c['day']:<3} {c['statistic']:<18} "
+                   f"{c['value']:g} {c['unit']}  [{c['source_id']}]")
+    out.append("")
+    out.append("Comparators (* = in the default MAP set; anchor = what the time point counts from):")
+    verified = [c for c in s["comparators"] if c["evidence_type"] != "unverified"]
+    study_w = max(len(c["study"]) for c in verified)
+    end_w = max(len(c["endpoint"]) for c in verified)
+    time_w = max(len(c["timepoint"]) for c in verified)
+    for c in verified:
+        count = f"{c['r']}/{c['n']}" if c["r"] is not None else f"{c['percent']:g}% (no count)"
+        star = "*" if c["in_default_map"] else " "
+        out.append(f" {star} {c['study']:<{study_w}}  {c['endpoint']:<{end_w}}  {count:<16} "
+                   f"{c['timepoint']:<{time_w}}  {c['time_anchor']:<14}  {c['group']}")
+    out.append("")
+    out.append("Durability (comparators):")
+    durable = [d for d in s["durability"] if d["evidence_type"] != "unverified"]
+    study_w = max(len(d["study"]) for d in durable)
+    measure_w = max(len(d["measure"]) for d in durable)
+    for d in durable:
+        out.append(f"  {d['study']:<{study_w}}  {d['measure']:<{measure_w}}  {d['value']:g} {d['unit']}"
+                   + (f"  ({d['timepoint']})" if d["timepoint"] else ""))
+    out.append("")
+    out.append(f"Excluded as unverified (include_unverified=False): {len(s['excluded_unverified'])} rows")
+    for e in s["excluded_unverified"]:
+        out.append(f"  {e['file']}: {e['what']}  [{e['source_id']}]")
+    return "\n".join(out)
+
+
+@app.command("summary")
+def summary(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Load and validate all bundled published data; print what it holds and where each figure comes from."""
+    s = published_summary()
+    typer.echo(to_json(s) if as_json else _format_summary(s))

@@ -1,0 +1,473 @@
+"""Loaders for the bundled published data and for a user's files of the same kinds.
+
+Every loader reads a UTF-8 CSV with one header row, validates each row against its schema
+(:mod:`isletbayes.data.schemas`), then the rules across rows (duplicated keys, one default row per key,
+source ids known to the sources table, one cohort and dose per participant), and returns a tidy
+``pandas.DataFrame``. The first problem found is raised as one :class:`InputError` naming the file, the line
+(header = line 1) and the column.
+
+A file's kind is told by its header (:func:`detect_kind`). Source ids are checked against, in order: the
+``sources_path`` given, a ``sources.csv`` beside the file, the bundled ``data/published/sources.csv``.
+Rows whose ``evidence_type`` is ``unverified`` are dropped unless ``include_unverified=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+from isletbayes.data.errors import InputError
+from isletbayes.data.schemas import (
+    ComparatorRow,
+    ContinuousRow,
+    CountRow,
+    CpeptideMeanRow,
+    DurabilityRow,
+    ParticipantRow,
+    SourceRow,
+    describe_validation_error,
+)
+from isletbayes.data.units import MEASURES, normalise_unit
+
+PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+PARTICIPANT_EXAMPLE = EXAMPLES_DIR / "participant_example.csv"
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a kind of file holds and how its rows are keyed."""
+
+    name: str
+    row_model: type[BaseModel]
+    columns: tuple[str, ...]
+    bundled_file: str | None
+    key: tuple[str, ...]  # no two rows may share it
+    default_flag: str | None = None  # boolean column marking the rows used by default
+    default_key: tuple[str, ...] = ()  # at most one default row per value of it
+    has_sources: bool = True
+    description: str = ""
+
+    @property
+    def bundled_path(self) -> Path | None:
+        return None if self.bundled_file is None else PUBLISHED_DIR / self.bundled_file
+
+
+_PROVENANCE = ("source_id", "locator", "caveat", "evidence_type")
+KINDS: dict[str, FileKind] = {
+    k.name: k
+    for k in [
+        FileKind("sources", SourceRow, ("source_id", "citation", "url", "evidence_type"), "sources.csv",
+                 ("source_id",), has_sources=False, description="the source table"),
+        FileKind("counts", CountRow,
+                 ("endpoint", "kind", "cohort", "timepoint_day", "r", "n", "definition", *_PROVENANCE,
+                  "used_by_default"),
+                 "zimislecel_counts.csv", ("endpoint", "cohort", "timepoint_day", "source_id"),
+                 "used_by_default", ("endpoint", "cohort", "timepoint_day"),
+                 description="binary end points and adverse events as r of n"),
+        FileKind("cpeptide", CpeptideMeanRow,
+                 ("day", "mean_pmol_l", "n", "lod_pmol_l", "spread_kind", "spread_value", "series", *_PROVENANCE,
+                  "used_by_default"),
+                 "zimislecel_cpeptide.csv", ("series", "day", "source_id"), "used_by_default", ("series", "day"),
+                 description="cohort-mean C-peptide by day"),
+        FileKind("continuous", ContinuousRow,
+                 ("measure", "cohort", "day", "statistic", "value", "unit", "n", *_PROVENANCE, "used_by_default"),
+                 "zimislecel_continuous.csv", ("measure", "cohort", "day", "statistic", "source_id"),
+                 "used_by_default", ("measure", "cohort", "day", "statistic"),
+                 description="HbA1c, time in range, glucose CV, insulin dose summaries"),
+        FileKind("comparators", ComparatorRow,
+                 ("study", "endpoint", "r", "n", "percent", "timepoint", "timepoint_day", "time_anchor", "group",
+                  "definition", "in_default_map", *_PROVENANCE),
+                 "comparators.csv", ("study", "endpoint", "timepoint", "source_id"), "in_default_map",
+                 ("study", "endpoint"), description="comparator studies (donor islets, registry, devices)"),
+        FileKind("durability", DurabilityRow,
+                 ("study", "measure", "statistic", "value", "unit", "lower", "upper", "interval_kind", "r", "n",
+                  "timepoint", "population", "group", *_PROVENANCE),
+                 "durability.csv", ("study", "measure", "timepoint", "source_id"),
+                 description="durability of insulin independence and graft function"),
+        FileKind("participant", ParticipantRow,
+                 ("participant", "cohort", "dose", "day", "measure", "value", "unit", "below_lod", "lod"), None,
+                 ("participant", "day", "measure"), has_sources=False,
+                 description="participant-level measurements, long format"),
+    ]
+}
+
+_INT = "int64"
+_NINT = "Int64"
+_FLOAT = "float64"
+_BOOL = "bool"
+_DTYPES: dict[str, dict[str, str]] = {
+    "sources": {},
+    "counts": {"timepoint_day": _NINT, "r": _INT, "n": _INT, "used_by_default": _BOOL},
+    "cpeptide": {"day": _INT, "mean_pmol_l": _FLOAT, "n": _INT, "lod_pmol_l": _FLOAT, "spread_value": _FLOAT,
+                 "used_by_default": _BOOL},
+    "continuous": {"day": _INT, "value": _FLOAT, "n": _NINT, "used_by_default": _BOOL},
+    "comparators": {"r": _NINT, "n": _NINT, "percent": _FLOAT, "timepoint_day": _NINT, "in_default_map": _BOOL},
+    "durability": {"value": _FLOAT, "lower": _FLOAT, "upper": _FLOAT, "r": _NINT, "n": _NINT},
+    "participant": {"dose": _FLOAT, "day": _INT, "value": _FLOAT, "below_lod": _BOOL, "lod": _FLOAT},
+}
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _read_csv(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and (line, {column: text}) for each non-blank data row; InputError on anything unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", file=path)
+    if not path.is_file():
+        raise InputError("is not a file", file=path)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise InputError("file is empty (expected a header row and data rows)", file=path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise InputError(f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); save the file as UTF-8 CSV",
+                         file=path, line=line) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise InputError("contains NUL bytes: not a text CSV file", file=path, line=line)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, dict[str, str]]] = []
+    previous_end = 0
+    try:
+        header = [name.strip() for name in next(reader)]
+        previous_end = reader.line_num
+        for fields in reader:
+            line = previous_end + 1
+            previous_end = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise InputError(f"has {len(fields)} fields but the header has {len(header)}", file=path,
+                                 line=line)
+            rows.append((line, dict(zip(header, fields))))
+    except csv.Error as err:
+        raise InputError(f"malformed CSV ({err})", file=path, line=reader.line_num) from None
+    for position, name in enumerate(header):
+        if not name:
+            raise InputError(f"header field {position + 1} is empty", file=path, line=1)
+        if header.index(name) != position:
+            raise InputError("column appears twice in the header", file=path, line=1, column=name)
+    if not rows:
+        raise InputError("has a header but no data rows", file=path, line=1)
+    return header, rows
+
+
+def read_header(path: str | Path) -> list[str]:
+    header, _ = _read_csv(path)
+    return header
+
+
+def detect_kind(columns: Iterable[str], *, file: str | Path | None = None) -> str:
+    """The kind whose columns best match a header (Jaccard overlap); InputError if none is close."""
+    columns = list(columns)
+    cols = set(columns)
+    scores = {name: len(cols & set(kind.columns)) / len(cols | set(kind.columns)) for name, kind in KINDS.items()}
+    best = max(scores, key=scores.get)
+    if scores[best] < 0.5:
+        raise InputError(
+            f"cannot tell what kind of data file this is from its header ({', '.join(columns)}); the closest "
+            f"kind, '{best}', has the columns {', '.join(KINDS[best].columns)}; pass --kind to choose one of "
+            f"{', '.join(KINDS)}", file=file, line=1)
+    return best
+
+
+def _check_header(path: Path, header: list[str], kind: FileKind) -> None:
+    missing = [c for c in kind.columns if c not in header]
+    extra = [c for c in header if c not in kind.columns]
+    if not missing and not extra:
+        return
+    parts = []
+    if missing:
+        parts.append("missing column" + ("s " if len(missing) > 1 else " ") + ", ".join(f"'{c}'" for c in missing))
+    if extra:
+        parts.append("unexpected column" + ("s " if len(extra) > 1 else " ") + ", ".join(f"'{c}'" for c in extra))
+    raise InputError(f"{'; '.join(parts)} for a {kind.name} file (expected: {', '.join(kind.columns)})",
+                     file=path, line=1, column=(missing or extra)[0])
+
+
+def _validate(path: str | Path, kind_name: str) -> list[tuple[int, Any]]:
+    """(line, validated row) for every row of a file of the given kind."""
+    kind = KINDS[kind_name]
+    path = Path(path)
+    header, records = _read_csv(path)
+    _check_header(path, header, kind)
+    rows = []
+    for line, record in records:
+        try:
+            rows.append((line, kind.row_model.model_validate(record)))
+        except ValidationError as err:
+            column, message = describe_validation_error(err)
+            raise InputError(message, file=path, line=line, column=column) from None
+    _check_keys(path, kind, rows)
+    return rows
+
+
+def _check_keys(path: Path, kind: FileKind, rows: list[tuple[int, Any]]) -> None:
+    seen: dict[tuple, int] = {}
+    for line, row in rows:
+        key = tuple(getattr(row, c) for c in kind.key)
+        if key in seen:
+            shown = ", ".join(f"{c}={'' if v is None else v}" for c, v in zip(kind.key, key))
+            raise InputError(f"duplicated row: {shown} already on line {seen[key]}", file=path, line=line,
+                             column="+".join(kind.key))
+        seen[key] = line
+    if kind.default_flag:
+        defaults: dict[tuple, int] = {}
+        for line, row in rows:
+            if not getattr(row, kind.default_flag):
+                continue
+            key = tuple(getattr(row, c) for c in kind.default_key)
+            if key in defaults:
+                shown = ", ".join(f"{c}={'' if v is None else v}" for c, v in zip(kind.default_key, key))
+                raise InputError(f"two rows marked {kind.default_flag} for {shown} (the other is on line "
+                                 f"{defaults[key]}); mark one of them false", file=path, line=line,
+                                 column=kind.default_flag)
+            defaults[key] = line
+
+
+def _resolve_sources(path: Path, sources_path: str | Path | None) -> tuple[Path, dict[str, str]]:
+    if sources_path is not None:
+        chosen = Path(sources_path)
+    elif (path.parent / "sources.csv").is_file():
+        chosen = path.parent / "sources.csv"
+    else:
+        chosen = KINDS["sources"].bundled_path
+    return chosen, {row.source_id: row.evidence_type for _, row in _validate(chosen, "sources")}
+
+
+def _check_sources(path: Path, rows: list[tuple[int, Any]], sources_path: str | Path | None) -> None:
+    chosen, sources = _resolve_sources(path, sources_path)
+    for line, row in rows:
+        if row.source_id not in sources:
+            raise InputError(f"unknown source id '{row.source_id}': it is not in {chosen}", file=path, line=line,
+                             column="source_id")
+        if sources[row.source_id] == "unverified" and row.evidence_type != "unverified":
+            raise InputError(f"source '{row.source_id}' is unverified, so the row's evidence_type must be "
+                             f"'unverified' (got '{row.evidence_type}')", file=path, line=line,
+                             column="evidence_type")
+
+
+def _frame(kind_name: str, rows: list[tuple[int, Any]], records: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    kind = KINDS[kind_name]
+    data = records if records is not None else [row.model_dump() for _, row in rows]
+    dtypes = _DTYPES[kind_name]
+    text_columns = [c for c in kind.columns if c not in dtypes]
+    data = [{**record, **{c: "" if record[c] is None else str(record[c]) for c in text_columns}}
+            for record in data]
+    frame = pd.DataFrame(data, columns=list(kind.columns))
+    for column in kind.columns:
+        frame[column] = frame[column].astype(dtypes.get(column, str))
+    frame.attrs["source_file"] = None
+    return frame
+
+
+def _load(kind_name: str, path: str | Path | None, include_unverified: bool,
+          sources_path: str | Path | None) -> pd.DataFrame:
+    kind = KINDS[kind_name]
+    path = kind.bundled_path if path is None else Path(path)
+    rows = _validate(path, kind_name)
+    if kind.has_sources:
+        _check_sources(path, rows, sources_path)
+    if not include_unverified and "evidence_type" in kind.columns:
+        rows = [(line, row) for line, row in rows if row.evidence_type != "unverified"]
+    frame = _frame(kind_name, rows)
+    frame.attrs["source_file"] = str(path)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+
+def load_sources(path: str | Path | None = None) -> pd.DataFrame:
+    """The source table: ``source_id, citation, url, evidence_type`` (primary|secondary|unverified)."""
+    return _load("sources", path, True, None)
+
+
+def load_counts(path: str | Path | None = None, include_unverified: bool = False, *,
+                sources_path: str | Path | None = None) -> pd.DataFrame:
+    """Zimislecel binary end points and adverse events as r of n.
+
+    Columns: ``endpoint, kind, cohort, timepoint_day, r, n, definition, source_id, locator, caveat,
+    evidence_type, used_by_default``. The published default has one ``used_by_default`` row per
+    (endpoint, cohort, timepoint_day): cohort ``full_dose`` (n = 12) for efficacy, ``all_dosed`` (n = 14) for
+    safety; other rows (interim data cuts, earlier visits, part A) are kept for context.
+    """
+    return _load("counts", path, include_unverified, sources_path)
+
+
+def load_cpeptide_means(path: str | Path | None = None, include_unverified: bool = False, *,
+                        sources_path: str | Path | None = None) -> pd.DataFrame:
+    """Cohort-mean C-peptide by day: ``day, mean_pmol_l, n, lod_pmol_l, spread_kind, spread_value, series,
+    source_id, locator, caveat, evidence_type, used_by_default``. Empty spread = none published."""
+    return _load("cpeptide", path, include_unverified, sources_path)
+
+
+def load_continuous(path: str | Path | None = None, include_unverified: bool = False, *,
+                    sources_path: str | Path | None = None) -> pd.DataFrame:
+    """Continuous summaries (HbA1c, time in range, glucose CV, insulin dose, single C-peptide values).
+
+    Values are converted to the measure's canonical unit (C-peptide pmol/L, HbA1c %, insulin U/day); the
+    ``unit`` column then names that unit. A change in a percentage is in percentage points.
+    """
+    kind = KINDS["continuous"]
+    path = kind.bundled_path if path is None else Path(path)
+    rows = _validate(path, "continuous")
+    _check_sources(path, rows, sources_path)
+    if not include_unverified:
+        rows = [(line, row) for line, row in rows if row.evidence_type != "unverified"]
+    records = []
+    for _, row in rows:
+        record = row.model_dump()
+        record["value"], record["unit"] = row.canonical()
+        records.append(record)
+    frame = _frame("continuous", rows, records)
+    frame.attrs["source_file"] = str(path)
+    return frame
+
+
+def load_comparators(path: str | Path | None = None, include_unverified: bool = False, *,
+                     sources_path: str | Path | None = None) -> pd.DataFrame:
+    """Comparator studies: ``study, endpoint, r, n, percent, timepoint, timepoint_day, time_anchor, group,
+    definition, in_default_map, source_id, locator, caveat, evidence_type``. ``r``/``n`` are empty where no
+    count can be had from the source; ``in_default_map`` marks the default MAP set per endpoint."""
+    return _load("comparators", path, include_unverified, sources_path)
+
+
+def load_durability(path: str | Path | None = None, include_unverified: bool = False, *,
+                    sources_path: str | Path | None = None) -> pd.DataFrame:
+    """Durability of insulin independence and graft function in comparator cohorts."""
+    return _load("durability", path, include_unverified, sources_path)
+
+
+def load_participant_data(path: str | Path) -> pd.DataFrame:
+    """Participant-level data in long format, one row per participant, visit and measure.
+
+    Columns: ``participant, cohort, dose, day, measure, value, unit, below_lod, lod``. Values and LODs are
+    converted to the measure's canonical unit (C-peptide to pmol/L from nmol/L or ng/mL; HbA1c to % from
+    mmol/mol) and ``unit`` names it; a below-LOD value may be empty (NaN). ``attrs['original_units']`` records
+    the conversions made.
+    """
+    path = Path(path)
+    rows = _validate(path, "participant")
+    first: dict[str, tuple[int, ParticipantRow]] = {}
+    for line, row in rows:
+        if row.participant not in first:
+            first[row.participant] = (line, row)
+            continue
+        first_line, first_row = first[row.participant]
+        for column in ("cohort", "dose"):
+            if getattr(row, column) != getattr(first_row, column):
+                raise InputError(f"participant '{row.participant}' has {column} '{getattr(row, column)}' here but "
+                                 f"'{getattr(first_row, column)}' on line {first_line}", file=path, line=line,
+                                 column=column)
+    records = []
+    conversions: dict[str, set[str]] = {}
+    for _, row in rows:
+        record = row.model_dump()
+        record["value"], record["lod"], record["unit"] = row.canonical()
+        given = normalise_unit(row.unit or "")
+        if given != normalise_unit(MEASURES[row.measure].canonical_unit):
+            conversions.setdefault(row.measure, set()).add(row.unit or "")
+        records.append(record)
+    frame = _frame("participant", rows, records)
+    frame.attrs["source_file"] = str(path)
+    frame.attrs["original_units"] = {m: sorted(u) for m, u in conversions.items()}
+    return frame
+
+
+_LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "sources": lambda p: load_sources(p),
+    "counts": lambda p: load_counts(p, include_unverified=True),
+    "cpeptide": lambda p: load_cpeptide_means(p, include_unverified=True),
+    "continuous": lambda p: load_continuous(p, include_unverified=True),
+    "comparators": lambda p: load_comparators(p, include_unverified=True),
+    "durability": lambda p: load_durability(p, include_unverified=True),
+    "participant": lambda p: load_participant_data(p),
+}
+
+
+def load_file(path: str | Path, kind: str | None = None) -> tuple[str, pd.DataFrame]:
+    """Validate a file of any kind (told by its header unless given); all rows, unverified included."""
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"unknown kind '{kind}' (one of: {', '.join(KINDS)})", option="--kind")
+    kind = kind or detect_kind(read_header(path), file=path)
+    return kind, _LOADERS[kind](path)
+
+
+def check_file(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Validate a data file and summarise it; raises InputError on the first problem.
+
+    The summary always has ``file, kind, rows, columns``; per kind it adds what a reader wants to see
+    (participants, measures and unit conversions; endpoints with their counts; rows left out by default).
+    """
+    kind, frame = load_file(path, kind)
+    summary: dict[str, Any] = {"file": str(path), "kind": kind, "description": KINDS[kind].description,
+                               "rows": int(len(frame)), "columns": list(frame.columns)}
+    if "evidence_type" in frame.columns:
+        summary["evidence_types"] = {k: int(v) for k, v in frame["evidence_type"].value_counts().items()}
+        summary["unverified_rows"] = int((frame["evidence_type"] == "unverified").sum())
+    if "source_id" in frame.columns and kind != "sources":
+        summary["sources"] = sorted(frame["source_id"].unique().tolist())
+    if kind == "participant":
+        summary["participants"] = int(frame["participant"].nunique())
+        summary["cohorts"] = {k: int(v) for k, v in
+                              frame.groupby("cohort")["participant"].nunique().items()}
+        summary["measures"] = {k: int(v) for k, v in frame["measure"].value_counts().sort_index().items()}
+        summary["days"] = sorted(int(d) for d in frame["day"].unique())
+        summary["below_lod_rows"] = int(frame["below_lod"].sum())
+        summary["converted_units"] = {m: {"from": u, "to": MEASURES[m].canonical_unit}
+                                      for m, u in frame.attrs["original_units"].items()}
+    elif kind == "counts":
+        used = frame[frame["used_by_default"]]
+        summary["default_counts"] = [
+            {"endpoint": r.endpoint, "cohort": r.cohort, "timepoint_day": _int_or_none(r.timepoint_day),
+             "r": int(r.r), "n": int(r.n), "source_id": r.source_id} for r in used.itertuples()]
+        summary["rows_not_used_by_default"] = int((~frame["used_by_default"]).sum())
+    elif kind == "cpeptide":
+        summary["means"] = [{"day": int(r.day), "mean_pmol_l": float(r.mean_pmol_l), "n": int(r.n)}
+                            for r in frame.itertuples()]
+    elif kind == "continuous":
+        summary["measures"] = {k: int(v) for k, v in frame["measure"].value_counts().sort_index().items()}
+        summary["rows_not_used_by_default"] = int((~frame["used_by_default"]).sum())
+    elif kind == "comparators":
+        summary["default_map"] = [
+            {"study": r.study, "endpoint": r.endpoint, "r": int(r.r), "n": int(r.n)}
+            for r in frame[frame["in_default_map"]].itertuples()]
+    elif kind == "durability":
+        summary["measures"] = {k: int(v) for k, v in frame["measure"].value_counts().sort_index().items()}
+    return summary
+
+
+def _int_or_none(value) -> int | None:
+    return None if pd.isna(value) else int(value)
+
+
+def published_count(endpoint: str, cohort: str | None = None, timepoint_day: int | None = None,
+                    path: str | Path | None = None) -> tuple[int, int]:
+    """(r, n) of the one default row for an end point, e.g. ``published_count('insulin_independence')``
+    -> (10, 12). InputError if no row, or several, match."""
+    counts = load_counts(path)
+    rows = counts[counts["used_by_default"] & (counts["endpoint"] == endpoint)]
+    if cohort is not None:
+        rows = rows[rows["cohort"] == cohort]
+    if timepoint_day is not None:
+        rows = rows[rows["timepoint_day"] == timepoint_day]
+    if len(rows) != 1:
+        options = counts.loc[counts["used_by_default"], ["endpoint", "cohort", "timepoint_day"]]
+        listed = "; ".join(f"{e} ({c}, day {d})" for e, c, d in options.itertuples(index=False))
+        what = "no default row" if len(rows) == 0 else f"{len(rows)} default rows"
+        raise InputError(f"{what} for this end point; give cohort/timepoint_day. Default rows: {listed}",
+                         key=endpoint)
+    row = rows.iloc[0]
+    return int(row["r"]), int(row["n"])
