@@ -24,6 +24,8 @@ app = typer.Typer(
 # --- subcommands: each analysis module registers its own commands here --------------------------------
 # (one line per module; keep them in the order of the data flow)
 from isletbayes.analyses import data_commands as _data_commands; app.add_typer(_data_commands.app, name="data")  # noqa: E402,E702
+from isletbayes.analyses import binary as _binary; app.command("binary")(_binary.cli)  # noqa: E402,E702
+from isletbayes.analyses import cpeptide as _cpeptide; app.command("cpeptide")(_cpeptide.cli)  # noqa: E402,E702
 from isletbayes.analyses import design as _design, durability as _durability; app.command("design")(_design.cli); app.command("durability")(_durability.cli)  # noqa: E402,E702,E501
 from isletbayes.analyses import main_job as _main_job; app.command("run")(_main_job.run_cli); app.command("report")(_main_job.report_cli)  # noqa: E402,E702
 # ---------------------------------------------------------------------------------------------------------

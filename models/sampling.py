@@ -70,11 +70,6 @@ class Diagnostics:
 
 def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_names=None, progressbar: bool = False):
     """Sample ``model`` with NUTS under ``settings``; return the ArviZ DataTree (same seed, same draws)."""
-    kwargs = {}
-    if settings.nuts_sampler == "pymc":
-        kwargs["target_accept"] = settings.target_accept
-    else:
-        kwargs["nuts_sampler_kwargs"] = {"target_accept": settings.target_accept}
     with warnings.catch_warnings():
         # PyMC's own convergence warnings are replaced by check_diagnostics(), which callers report.
         warnings.filterwarnings("ignore", message=".*(r_hat|R-hat|effective sample size|divergen).*")
@@ -89,7 +84,7 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
             compute_convergence_checks=False,
             var_names=var_names,
             model=model,
-            **kwargs,
+            target_accept=settings.target_accept,  # PyMC routes it to whichever NUTS implementation runs
         )
 
 

@@ -1,0 +1,287 @@
+"""A content-addressed cache of fitted analyses, so that rerunning an unchanged analysis costs nothing.
+
+A fit's **key** is the SHA-256 of everything that can change its result: the analysis name, its input data,
+its priors, its settings (sampler settings and seed included), the versions of the packages that compute it,
+the isletbayes version and a fingerprint of isletbayes' own source code. Change any of them and the key
+changes, so the analysis is refitted; change none and the stored result is reused.
+
+An entry is a folder ``<cache root>/<analysis>/<key>/`` holding whatever the analysis' ``save(outdir)`` writes
+(netCDF draws, JSON summaries) plus ``manifest.json``: the key, the material it was computed from, and the
+SHA-256 and size of every file. Entries are written into a temporary folder beside the final one and renamed
+into place (atomic on POSIX), and the manifest is written last, so a crash leaves no entry that looks whole.
+On lookup an entry is trusted only if its manifest reads, names the same key, every listed file exists with
+its recorded checksum, and every netCDF file opens; anything else (a half-written entry, a flipped byte, a
+truncated netCDF) is reported, removed and refitted.
+
+Where the cache lives: ``--cache-dir`` on the command line, else the environment variable
+``ISLETBAYES_CACHE_DIR``, else ``.isletbayes-cache/`` beside the output folder (for the default output
+``reports/out/`` that is ``reports/.isletbayes-cache/``, ignored by git). Deleting the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from isletbayes.analyses.provenance import package_versions
+from isletbayes.data.io import write_json_atomic
+
+CACHE_FORMAT = 1
+MANIFEST = "manifest.json"
+ENV_CACHE_DIR = "ISLETBAYES_CACHE_DIR"
+CACHE_DIRNAME = ".isletbayes-cache"
+
+T = TypeVar("T")
+
+
+def default_cache_dir(out: str | Path) -> Path:
+    """The cache folder for an output folder: $ISLETBAYES_CACHE_DIR, else ``<out>/../.isletbayes-cache``."""
+    env = os.environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(env).expanduser()
+    return Path(out).expanduser().resolve().parent / CACHE_DIRNAME
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+
+
+def canonical(obj: Any) -> Any:
+    """A JSON-ready, order-stable form of ``obj`` for hashing.
+
+    DataFrames become their CSV text plus dtypes (so a changed value, row order or column type changes the
+    key), paths become the SHA-256 of the file's bytes (so editing a data file refits), dataclasses and
+    pydantic models become dicts, numpy values become Python values, floats keep full precision via repr.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return repr(obj)
+    if isinstance(obj, np.generic):
+        return canonical(obj.item())
+    if isinstance(obj, np.ndarray):
+        return {"ndarray": str(obj.dtype), "shape": list(obj.shape),
+                "sha256": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}
+    if isinstance(obj, pd.DataFrame):
+        return {"dataframe": obj.to_csv(index=False, lineterminator="\n"),
+                "dtypes": {str(k): str(v) for k, v in obj.dtypes.items()}}
+    if isinstance(obj, pd.Series):
+        return canonical(obj.to_frame())
+    if isinstance(obj, Path):
+        return {"file_sha256": hashlib.sha256(obj.read_bytes()).hexdigest()} if obj.is_file() else str(obj)
+    if hasattr(obj, "model_dump"):  # pydantic
+        return canonical(obj.model_dump(mode="json"))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return canonical(dataclasses.asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(canonical(v) for v in obj)
+    raise TypeError(f"cannot build a cache key from a {type(obj).__name__}")
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 over isletbayes' own Python sources (data/, models/, analyses/), so a code change refits."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for folder in (here.parent / "data", here.parent / "models", here):
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(str(path.relative_to(here.parent)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def key_material(analysis: str, *, data: Any, priors: Any, settings: Any) -> dict[str, Any]:
+    """Everything a fit's result depends on, in canonical form (what the key hashes, kept in the manifest)."""
+    versions = package_versions()
+    return {
+        "cache_format": CACHE_FORMAT,
+        "analysis": analysis,
+        "isletbayes_version": versions.get("isletbayes", "unknown"),
+        "code_sha256": code_fingerprint(),
+        "package_versions": versions,
+        "data": canonical(data),
+        "priors": canonical(priors),
+        "settings": canonical(settings),
+    }
+
+
+def fit_key(material: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+# --- entries ----------------------------------------------------------------------------------------------
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class CacheEvent:
+    """What happened to one analysis in this run: 'hit', 'miss', 'refit' (entry was corrupt) or 'disabled'."""
+
+    analysis: str
+    key: str
+    status: str
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FitCache:
+    """The cache folder ``root``; ``enabled=False`` (``--no-cache``) computes everything and stores nothing."""
+
+    root: Path
+    enabled: bool = True
+    events: list[CacheEvent] = field(default_factory=list)
+    _last_corruption: str = field(default="", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    def entry_dir(self, analysis: str, key: str) -> Path:
+        return self.root / analysis / key
+
+    def validate(self, entry: Path, key: str) -> str | None:
+        """Why ``entry`` cannot be trusted, or None if it is whole."""
+        manifest_path = entry / MANIFEST
+        if not manifest_path.is_file():
+            return "no manifest (half-written entry)"
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            files = manifest["files"]
+            if manifest.get("key") != key:
+                return "manifest names a different key"
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return f"unreadable manifest ({err})"
+        for rel, meta in files.items():
+            path = entry / rel
+            if not path.is_file():
+                return f"missing file {rel}"
+            if path.stat().st_size != meta.get("bytes") or _file_sha256(path) != meta.get("sha256"):
+                return f"checksum mismatch in {rel}"
+            if path.suffix == ".nc":
+                reason = _netcdf_unreadable(path)
+                if reason:
+                    return f"unreadable netCDF {rel} ({reason})"
+        return None
+
+    def lookup(self, analysis: str, key: str) -> Path | None:
+        """The entry's folder if it exists and is whole; a broken entry is removed and None returned."""
+        entry = self.entry_dir(analysis, key)
+        if not entry.exists():
+            return None
+        reason = self.validate(entry, key)
+        if reason is None:
+            return entry
+        self._discard(entry)
+        self._last_corruption = reason
+        return None
+
+    def store(self, analysis: str, key: str, material: Mapping[str, Any], write: Callable[[Path], Any]) -> Path:
+        """Run ``write(tmpdir)``, checksum what it wrote, add the manifest, rename the folder into place."""
+        final = self.entry_dir(analysis, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            write(tmp)
+            files = {}
+            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                rel = path.relative_to(tmp).as_posix()
+                files[rel] = {"sha256": _file_sha256(path), "bytes": path.stat().st_size}
+            if not files:
+                raise RuntimeError(f"the {analysis} analysis saved no files to cache")
+            manifest = {"format": CACHE_FORMAT, "analysis": analysis, "key": key, "files": files,
+                        "key_material": material}
+            write_json_atomic(tmp / MANIFEST, manifest)
+            if final.exists():  # a stale or concurrent entry: move it aside, then take its place
+                self._discard(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def get_or_compute(
+        self,
+        analysis: str,
+        material: Mapping[str, Any],
+        compute: Callable[[], T],
+        save: Callable[[T, Path], Any],
+        load: Callable[[Path], T],
+    ) -> tuple[T, CacheEvent]:
+        """The cached result for ``material`` if whole, else ``compute()`` it and store it with ``save``."""
+        key = fit_key(material)
+        if not self.enabled:
+            event = CacheEvent(analysis, key, "disabled")
+            self.events.append(event)
+            return compute(), event
+        result, corruption = self.fetch(analysis, key, load)
+        if result is not None:
+            event = CacheEvent(analysis, key, "hit")
+            self.events.append(event)
+            return result, event
+        result = compute()
+        self.store(analysis, key, material, lambda d: save(result, d))
+        event = CacheEvent(analysis, key, "refit" if corruption else "miss", corruption)
+        self.events.append(event)
+        return result, event
+
+    def fetch(self, analysis: str, key: str, load: Callable[[Path], T]) -> tuple[T | None, str]:
+        """(result, "") for a whole entry; (None, why) where the entry was corrupt (and is now removed);
+        (None, "") where there is none."""
+        self._last_corruption = ""
+        entry = self.lookup(analysis, key)
+        if entry is None:
+            return None, self._last_corruption
+        try:
+            return load(entry), ""
+        except Exception as err:  # noqa: BLE001 - any failure to read back means: refit
+            self._discard(entry)
+            return None, f"entry did not load ({type(err).__name__}: {err})"
+
+    def _discard(self, entry: Path) -> None:
+        trash = entry.parent / f".trash-{entry.name[:16]}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(entry, trash)
+        except OSError:
+            trash = entry
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _netcdf_unreadable(path: Path) -> str | None:
+    import xarray as xr
+
+    try:
+        tree = xr.open_datatree(path, engine="h5netcdf")
+        try:
+            for node in tree.subtree:
+                for var in node.variables.values():
+                    var.values  # noqa: B018 - forces the read; a truncated file fails here
+        finally:
+            tree.close()
+    except Exception as err:  # noqa: BLE001 - h5py/h5netcdf raise many types for a damaged file
+        return f"{type(err).__name__}: {err}"
+    return None

@@ -1,0 +1,438 @@
+r"""Simulation-based assurance for phase 3 endpoints that have no exact answer (C-peptide, graft-driven insulin independence).
+
+Assurance (O'Hagan, Stevens and Campbell 2005, Pharm Stat 4:187-201) is the probability that the phase 3 trial
+succeeds, averaging over what we believe about the truth:
+
+.. math::
+    \text{assurance} = \int \mathrm{P}(\text{success} \mid \phi)\, p(\phi \mid \text{phase 1/2})\, d\phi
+    \approx \frac{1}{S}\sum_{s=1}^{S} \mathbf{1}[\text{trial}_s \text{ succeeds}], \qquad
+    \mathrm{MCSE} = \sqrt{\hat a (1 - \hat a) / S}.
+
+Simulation s (i) takes population parameters :math:`\phi_s` (a draw from the C-peptide model's posterior,
+:func:`isletbayes.models.cpeptide.posterior_parameter_draws`), (ii) simulates n new participants' C-peptide
+trajectories and day-365 insulin independence through the graft-function link
+(:func:`isletbayes.models.cpeptide.simulate_participants`), (iii) analyses that trial as phase 3 would, and (iv)
+applies the decision rule. Two analyses are provided:
+
+* :class:`InsulinIndependenceAnalysis`: r of n insulin independent, the exact beta-mixture rule of
+  :mod:`isletbayes.models.design` (Bayesian or exact binomial); no MCMC.
+* :class:`CpeptideDay365Analysis` (the default for the C-peptide endpoint): the endpoint as a phase 3 would analyse
+  it, stimulated C-peptide at day 365, :math:`\log y_i \sim \mathrm{Normal}(\mu, s^2)` left-censored at the LLOD,
+  with weakly informative priors :math:`\mu \sim \mathrm{Normal}(\log c_0, 2^2)` (centred on the threshold, so
+  the prior favours neither outcome) and :math:`s \sim \mathrm{HalfNormal}(1)`; success when
+  :math:`P(e^{\mu} > c_0 \mid y) \ge \gamma` (:math:`e^{\mu}`: the median participant's C-peptide). The default
+  :math:`c_0 = 200` pmol/L is the stimulated C-peptide level (0.2 nmol/L) conventionally taken as clinically
+  meaningful residual beta-cell function since the DCCT (Palmer et al. 2004, Diabetes 53:250-264).
+* :class:`CpeptideTrajectoryAnalysis`: the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide`
+  refitted to every visit of the simulated participants; success when P(median participant's C-peptide at day
+  365 > c_0 | data) >= gamma, the median participant's value being :math:`A (1 - e^{-365 \ln 2 / t_{1/2}})`.
+  Slower (seconds per fit) and harder to sample (four visits inform the between-participant spread of the rise
+  rate weakly): its diagnostics are checked per fit and failures are counted in the summary.
+
+Engineering (this is the expensive part of the toolkit):
+
+* the analysis model is compiled **once per worker process** (nutpie's compiled model, refitted with
+  ``.with_data``; :class:`isletbayes.models.cpeptide.CompiledRefit`) and reused for every simulation that worker runs;
+* simulations run in parallel on local worker processes (``concurrent.futures``), or on a Dask cluster given its
+  scheduler address (``dask.distributed.Client``);
+* each finished simulation is written at once as its own small JSON file (written to a temporary name, fsynced,
+  renamed), so an interrupted run keeps everything it finished and a rerun resumes where it stopped;
+* simulation i draws all its randomness from ``numpy.random.SeedSequence(seed, spawn_key=(i,))``, so results are
+  identical whatever the number of workers and the order in which simulations complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from isletbayes.analyses.provenance import sha256_of
+from isletbayes.data.errors import InputError
+from isletbayes.data.io import atomic_path, to_json, write_json_atomic
+from isletbayes.models.sampling import SamplerSettings
+
+MANIFEST = "simulation_manifest.json"
+SIM_DIR = "simulations"
+CPEPTIDE_DAYS = (90.0, 180.0, 270.0, 365.0)  # the phase 1/2 visit schedule (days after infusion)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the two halves of one simulation: simulate a trial, analyse it
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrialSimulator:
+    """Simulates one phase 3 trial of ``n_participants`` from one draw of the population parameters."""
+
+    n_participants: int
+    days: tuple[float, ...] = CPEPTIDE_DAYS
+    lod: float = 13.0
+
+    def simulate(self, params, rng: np.random.Generator):
+        from isletbayes.models.cpeptide import simulate_participants
+
+        return simulate_participants(params, self.n_participants, np.asarray(self.days), lod=self.lod, rng=rng,
+                                     link=True, cohort="phase3_simulated")
+
+    def describe(self) -> dict:
+        return {"simulator": type(self).__name__, **asdict(self)}
+
+
+class Analysis(Protocol):
+    """What the runner needs of an analysis: a picklable description, a per-process preparation, a decision."""
+
+    def describe(self) -> dict: ...
+
+    def prepare(self, example_trial) -> Any: ...
+
+    def analyse(self, prepared: Any, trial, seed: int) -> dict: ...
+
+
+@dataclass(frozen=True)
+class InsulinIndependenceAnalysis:
+    """Exact analysis of r of n insulin independent at day 365 (no MCMC; the rule of :mod:`models.design`)."""
+
+    rule: str = "bayes"
+    p0: float = 0.44
+    gamma: float = 0.975
+    alpha: float = 0.025
+    analysis_prior: dict = field(default_factory=lambda: {"weights": [1.0], "a": [1.0], "b": [1.0]})
+
+    def describe(self) -> dict:
+        return {"analysis": type(self).__name__, **asdict(self)}
+
+    def prepare(self, example_trial) -> Any:
+        return {}  # boundaries are computed per n on first use (cheap)
+
+    def analyse(self, prepared: dict, trial, seed: int) -> dict:
+        from isletbayes.models import design
+        from isletbayes.models.mixtures import BetaMixture, posterior_prob_above
+
+        ii = trial[trial["measure"] == "insulin_independent"]["value"].to_numpy()
+        r, n = int(ii.sum()), int(ii.size)
+        if n not in prepared:
+            prior = BetaMixture.from_dict(self.analysis_prior)
+            if self.rule == "bayes":
+                prepared[n] = design.bayes_boundary(prior, n, self.p0, self.gamma)
+            else:
+                prepared[n] = int(design.binomial_boundaries([n], self.p0, self.alpha)[0])
+        out = {"r": r, "n": n, "success": bool(r >= prepared[n])}
+        if self.rule == "bayes":
+            out["posterior_prob"] = float(posterior_prob_above(BetaMixture.from_dict(self.analysis_prior), r, n,
+                                                               self.p0))
+        return out
+
+
+def build_day365_model(cpeptide_365: np.ndarray, lod: np.ndarray, threshold_pmol_l: float):
+    """Censored lognormal model of day-365 C-peptide (see the module docstring); data in ``pm.Data`` containers."""
+    import pymc as pm
+
+    with pm.Model() as model:
+        y = pm.Data("cpeptide_365", np.asarray(cpeptide_365, dtype=float))
+        lower = pm.Data("lod_365", np.asarray(lod, dtype=float))
+        mu = pm.Normal("log_median_pmol_l", mu=math.log(threshold_pmol_l), sigma=2.0)
+        s = pm.HalfNormal("sd_log", sigma=1.0)
+        pm.Censored("cpeptide", pm.LogNormal.dist(mu=mu, sigma=s), lower=lower, upper=None, observed=y)
+    return model
+
+
+def _day365_arrays(trial) -> dict[str, np.ndarray]:
+    rows = trial[(trial["measure"] == "cpeptide") & (trial["day"] == 365.0)]
+    return {"cpeptide_365": rows["value"].to_numpy(dtype=float), "lod_365": rows["lod"].to_numpy(dtype=float)}
+
+
+@dataclass(frozen=True)
+class CpeptideDay365Analysis:
+    """Censored lognormal analysis of day-365 C-peptide, compiled once per worker, refitted per trial."""
+
+    threshold_pmol_l: float = 200.0
+    gamma: float = 0.975
+    sampler: SamplerSettings = SamplerSettings(draws=1000, tune=500, chains=2, cores=1, nuts_sampler="nutpie")
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["sampler"] = self.sampler.as_dict()
+        return {"analysis": type(self).__name__, **d}
+
+    def prepare(self, example_trial) -> Any:
+        from isletbayes.models.cpeptide import CompiledRefit
+
+        arrays = _day365_arrays(example_trial)
+        return CompiledRefit(build_day365_model(arrays["cpeptide_365"], arrays["lod_365"], self.threshold_pmol_l))
+
+    def analyse(self, prepared, trial, seed: int) -> dict:
+        from isletbayes.models.sampling import check_diagnostics
+
+        import nutpie
+
+        st = self.sampler
+        # nutpie directly on the compiled model: warm-up draws are not kept, which halves the conversion of the
+        # trace to a DataTree (the largest per-trial cost after sampling itself; see benchmarks/bench_design.py)
+        idata = nutpie.sample(prepared.compiled.with_data(**_day365_arrays(trial)), draws=st.draws, tune=st.tune,
+                              chains=st.chains, cores=st.cores, seed=seed, progress_bar=False, save_warmup=False,
+                              target_accept=st.target_accept)
+        diag = check_diagnostics(idata, var_names=["log_median_pmol_l", "sd_log"])
+        median = np.exp(np.asarray(idata["posterior"]["log_median_pmol_l"].values, dtype=float).ravel())
+        prob = float(np.mean(median > self.threshold_pmol_l))
+        return {"posterior_prob": prob, "success": bool(prob >= self.gamma),
+                "median_posterior_mean": float(median.mean()),
+                "diagnostics_ok": diag.ok, "diagnostics_failures": list(diag.failures)}
+
+
+@dataclass(frozen=True)
+class CpeptideTrajectoryAnalysis:
+    """The C-peptide trajectory model refitted on the simulated participants (compiled once per worker)."""
+
+    threshold_pmol_l: float = 200.0
+    gamma: float = 0.975
+    sampler: SamplerSettings = SamplerSettings(draws=500, tune=500, chains=2, cores=1, nuts_sampler="nutpie")
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["sampler"] = self.sampler.as_dict()
+        return {"analysis": type(self).__name__, **d}
+
+    def prepare(self, example_trial) -> Any:
+        from isletbayes.models.cpeptide import CompiledRefit, build_participant_model, participant_data_from_long
+
+        data = participant_data_from_long(example_trial, source="simulated trial")
+        return CompiledRefit(build_participant_model(data, link_priors=None))
+
+    def analyse(self, prepared, trial, seed: int) -> dict:
+        from isletbayes.models.cpeptide import participant_arrays, participant_data_from_long
+        from isletbayes.models.sampling import check_diagnostics
+
+        data = participant_data_from_long(trial, source="simulated trial")
+        # the analysis model has no insulin-independence link: C-peptide is the endpoint
+        arrays = {k: v for k, v in participant_arrays(data).items() if not k.startswith("ii_")}
+        idata = prepared.sample(arrays, replace(self.sampler, seed=seed))
+        diag = check_diagnostics(idata, var_names=["plateau_pmol_l", "t_half_days", "sd_log_plateau",
+                                                   "sd_log_rate", "measurement_sd"])
+        post = idata["posterior"]
+        plateau = np.asarray(post["plateau_pmol_l"].values, dtype=float).ravel()
+        t_half = np.asarray(post["t_half_days"].values, dtype=float).ravel()
+        median_c365 = plateau * -np.expm1(-365.0 * math.log(2.0) / t_half)
+        prob = float(np.mean(median_c365 > self.threshold_pmol_l))
+        return {"posterior_prob": prob, "success": bool(prob >= self.gamma),
+                "median_c365_posterior_mean": float(median_c365.mean()),
+                "diagnostics_ok": diag.ok, "diagnostics_failures": list(diag.failures)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# one simulation (runs in a worker)
+# --------------------------------------------------------------------------------------------------------------
+_PREPARED: dict[str, Any] = {}  # per process: analysis description hash -> compiled model (compile once, reuse)
+
+
+def simulation_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, int]:
+    """Simulation ``index``'s data seed sequence and its MCMC seed, from (master seed, index) only."""
+    data_seq, fit_seq = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(2)
+    return data_seq, int(fit_seq.generate_state(1, dtype=np.uint32)[0])
+
+
+def run_one(simulator: TrialSimulator, analysis: Analysis, params, seed: int, index: int) -> dict:
+    """Simulate and analyse trial ``index``; deterministic given (seed, index, params)."""
+    data_seq, fit_seed = simulation_seeds(seed, index)
+    trial = simulator.simulate(params, np.random.default_rng(data_seq))
+    key = sha256_of(analysis.describe()) + f"/n={simulator.n_participants}"
+    if key not in _PREPARED:
+        _PREPARED[key] = analysis.prepare(trial)
+    result = analysis.analyse(_PREPARED[key], trial, fit_seed)
+    return {"index": int(index), "fit_seed": fit_seed, "params": _params_dict(params), **result}
+
+
+def _params_dict(params) -> dict:
+    return params.as_dict() if hasattr(params, "as_dict") else dict(params)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class SimulationSummary:
+    """Assurance estimated from the finished simulations, with its Monte Carlo standard error."""
+
+    n_sims: int
+    n_success: int
+    assurance: float
+    mcse: float
+    n_diagnostic_failures: int
+    records: list[dict]
+    settings: dict
+
+    def as_dict(self, with_records: bool = False) -> dict:
+        d = {"n_sims": self.n_sims, "n_success": self.n_success, "assurance": self.assurance, "mcse": self.mcse,
+             "n_diagnostic_failures": self.n_diagnostic_failures, "settings": self.settings}
+        if with_records:
+            d["records"] = self.records
+        return d
+
+
+def _sim_path(outdir: Path, index: int) -> Path:
+    return outdir / SIM_DIR / f"sim_{index:06d}.json"
+
+
+def _write_record(outdir: Path, record: dict) -> None:
+    """Atomic and durable: temp file, fsync, rename (a reader never sees half a record)."""
+    path = _sim_path(outdir, record["index"])
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(to_json(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def finished_indices(outdir: str | Path) -> set[int]:
+    folder = Path(outdir) / SIM_DIR
+    if not folder.is_dir():
+        return set()
+    return {int(p.stem.split("_")[1]) for p in folder.glob("sim_*.json")}
+
+
+def read_records(outdir: str | Path, n_sims: int | None = None) -> list[dict]:
+    import json
+
+    out = []
+    for index in sorted(finished_indices(outdir)):
+        if n_sims is None or index < n_sims:
+            out.append(json.loads(_sim_path(Path(outdir), index).read_text(encoding="utf-8")))
+    return out
+
+
+def pick_parameters(parameter_draws: Sequence, seed: int, n_sims: int) -> list[int]:
+    """Which parameter draw simulation i uses: from its own seed, so it does not depend on the number of workers."""
+    picks = []
+    for i in range(n_sims):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 1_000_000)))
+        picks.append(int(rng.integers(len(parameter_draws))))
+    return picks
+
+
+def _check_manifest(outdir: Path, settings: dict) -> None:
+    import json
+
+    path = outdir / MANIFEST
+    digest = sha256_of(settings)
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("settings_sha256") != digest:
+            raise InputError(f"{outdir} holds simulations from different settings; use a new --out folder "
+                             "(or delete it) to start afresh", option="--out")
+    else:
+        write_json_atomic(path, {"settings": settings, "settings_sha256": digest})
+
+
+def run_simulations(
+    simulator: TrialSimulator,
+    analysis: Analysis,
+    parameter_draws: Sequence,
+    *,
+    n_sims: int,
+    seed: int,
+    outdir: str | Path,
+    workers: int = 1,
+    scheduler: str | Any | None = None,
+    progress: bool = False,
+    on_record: Callable[[dict], None] | None = None,
+) -> SimulationSummary:
+    """Run (or resume) ``n_sims`` simulations; every finished one is on disk before the next is awaited.
+
+    ``scheduler`` is a Dask scheduler address (or a ``distributed.Client``); otherwise ``workers`` local processes
+    (1: in this process). ``on_record`` is called after each record is written (progress hooks, tests).
+    """
+    if n_sims < 1:
+        raise InputError(f"must be >= 1, got {n_sims}", option="--simulate")
+    if workers < 1:
+        raise InputError(f"must be >= 1, got {workers}", option="--workers")
+    if not parameter_draws:
+        raise InputError("no parameter draws to simulate from", option="--simulate")
+    outdir = Path(outdir)
+    picks = pick_parameters(parameter_draws, seed, n_sims)
+    settings = {"simulator": simulator.describe(), "analysis": analysis.describe(), "seed": int(seed),
+                "parameter_draws_sha256": sha256_of([_params_dict(p) for p in parameter_draws])}
+    # n_sims is not part of the manifest: a run may be extended to more simulations with the same settings
+    _check_manifest(outdir, settings)
+    todo = [i for i in range(n_sims) if i not in finished_indices(outdir)]
+
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_sims, initial=n_sims - len(todo), desc="simulated trials", unit="trial",
+                   file=sys.stderr, dynamic_ncols=True)
+
+    def done(record: dict) -> None:
+        _write_record(outdir, record)
+        if bar is not None:
+            bar.update(1)
+        if on_record is not None:
+            on_record(record)
+
+    try:
+        if todo:
+            if scheduler is not None:
+                _run_dask(scheduler, simulator, analysis, parameter_draws, picks, seed, todo, done)
+            elif workers == 1:
+                for i in todo:
+                    done(run_one(simulator, analysis, parameter_draws[picks[i]], seed, i))
+            else:
+                _run_processes(workers, simulator, analysis, parameter_draws, picks, seed, todo, done)
+    finally:
+        if bar is not None:
+            bar.close()
+    return summarise(outdir, n_sims, settings)
+
+
+def _run_processes(workers, simulator, analysis, draws, picks, seed, todo, done) -> None:
+    import multiprocessing
+
+    # 'spawn': a fresh interpreter per worker (nutpie and PyTensor hold threads, which fork does not copy safely)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(run_one, simulator, analysis, draws[picks[i]], seed, i) for i in todo]
+        for fut in as_completed(futures):
+            done(fut.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_dask(scheduler, simulator, analysis, draws, picks, seed, todo, done) -> None:
+    from distributed import Client
+    from distributed import as_completed as dask_as_completed
+
+    own_client = not isinstance(scheduler, Client)
+    try:
+        client = Client(scheduler, set_as_default=False) if own_client else scheduler
+    except (OSError, TimeoutError, ValueError) as err:
+        raise InputError(f"cannot connect to the Dask scheduler {scheduler!r}: {err}", option="--scheduler") from err
+    try:
+        sim_f, ana_f = client.scatter([simulator, analysis], broadcast=True)
+        futures = [client.submit(run_one, sim_f, ana_f, draws[picks[i]], seed, i, pure=False, key=f"sim-{seed}-{i}")
+                   for i in todo]
+        try:
+            for fut in dask_as_completed(futures):
+                done(fut.result())
+        except BaseException:
+            client.cancel(futures)
+            raise
+    finally:
+        if own_client:
+            client.close()
+
+
+def summarise(outdir: str | Path, n_sims: int, settings: dict | None = None) -> SimulationSummary:
+    records = read_records(outdir, n_sims)
+    s = len(records)
+    success = sum(bool(r["success"]) for r in records)
+    a = success / s if s else float("nan")
+    mcse = math.sqrt(a * (1 - a) / s) if s else float("nan")
+    failures = sum(not r.get("diagnostics_ok", True) for r in records)
+    return SimulationSummary(s, success, a, mcse, failures, records, settings or {})

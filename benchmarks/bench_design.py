@@ -1,0 +1,139 @@
+"""Phase 3 design speed, side by side in one run.
+
+1. Exact assurance curve: boundaries, type I error, power and assurance for every n = 20..100 (Bayesian rule,
+   mixture design prior). Target: well under a second.
+2. Simulation-based assurance throughput (simulated trials per second) for the C-peptide end point
+   (censored lognormal refit per trial, 1000 draws x 2 chains after 500 tuning steps):
+   * runner: :func:`isletbayes.analyses.simulation.run_simulations` (nutpie model compiled once per worker,
+     ``with_data`` per trial), 1 and 2 local worker processes;
+   * pm.Data + ``pm.set_data`` + ``pm.sample`` on one model (PyMC's own NUTS; the other compile-once route);
+   * naive loop: rebuild the PyMC model and ``pm.sample`` it for every trial (PyMC NUTS, and nutpie via pm.sample).
+   Target: the runner 20x or more faster than the naive loop.
+
+``python -m benchmarks design`` (or ``make bench``); ``--quick`` for fewer trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+
+def _time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_exact() -> dict:
+    from isletbayes.models import design
+    from isletbayes.models.mixtures import BetaMixture
+
+    analysis = BetaMixture.single(1, 1)
+    design_prior = BetaMixture.single(11, 3).robustify(0.2)
+    n_values = np.arange(20, 101)
+
+    def run():
+        return design.single_arm_oc(n_values, rule="bayes", p0=0.44, gamma=0.975, analysis_prior=analysis,
+                                    design_prior=design_prior)
+
+    run()
+    t_bayes = _time(run, 20)
+    t_binom = _time(lambda: design.single_arm_oc(n_values, rule="binomial", p0=0.44, alpha=0.025,
+                                                 design_prior=design_prior), 20)
+    t_two = _time(lambda: design.two_sample_decision(analysis, BetaMixture.single(4, 12), 60, 30, 0.0, 0.975), 5)
+    return {"exact_curve_bayes_s": t_bayes, "exact_curve_binomial_s": t_binom, "two_sample_region_60x30_s": t_two}
+
+
+def bench_simulation(n_runner: int, n_naive: int) -> dict:
+    import pymc as pm
+
+    from isletbayes.analyses import simulation as sim
+    from isletbayes.models.cpeptide import PopulationParameters
+    from isletbayes.models.sampling import SamplerSettings, fit
+
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    draws = [PopulationParameters(1200.0, 60.0, 0.8, 0.3, 0.3, 1.5, 1.0),
+             PopulationParameters(600.0, 90.0, 1.2, 0.3, 0.4, 0.5, 1.0)]
+    simulator = sim.TrialSimulator(50)
+    analysis = sim.CpeptideDay365Analysis()
+    settings = analysis.sampler
+    out = {}
+
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as d:
+            sim._PREPARED.clear()
+            t0 = time.perf_counter()
+            first = []
+            sim.run_simulations(simulator, analysis, draws, n_sims=n_runner, seed=1, outdir=d, workers=workers,
+                                on_record=lambda r: first.append(time.perf_counter()) if not first else None)
+            total = time.perf_counter() - t0
+        out[f"runner_{workers}w_total_s"] = total
+        out[f"runner_{workers}w_trials_per_s"] = n_runner / total
+        if workers == 1:
+            out["runner_1w_compile_s"] = first[0] - t0
+            out["runner_1w_steady_trials_per_s"] = (n_runner - 1) / (total - (first[0] - t0))
+
+    trials = [simulator.simulate(draws[i % 2], np.random.default_rng(i)) for i in range(n_naive)]
+
+    def naive(nuts_sampler: str) -> float:
+        t0 = time.perf_counter()
+        for i, trial in enumerate(trials):
+            arrays = sim._day365_arrays(trial)
+            model = sim.build_day365_model(arrays["cpeptide_365"], arrays["lod_365"], analysis.threshold_pmol_l)
+            fit(model, SamplerSettings(draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
+                                       nuts_sampler=nuts_sampler, seed=i))
+        return n_naive / (time.perf_counter() - t0)
+
+    out["naive_pymc_trials_per_s"] = naive("pymc")
+    out["naive_nutpie_via_pm_sample_trials_per_s"] = naive("nutpie")
+
+    arrays = sim._day365_arrays(trials[0])
+    model = sim.build_day365_model(arrays["cpeptide_365"], arrays["lod_365"], analysis.threshold_pmol_l)
+    t0 = time.perf_counter()
+    for i, trial in enumerate(trials):
+        with model:
+            pm.set_data(sim._day365_arrays(trial))
+        fit(model, SamplerSettings(draws=settings.draws, tune=settings.tune, chains=settings.chains, cores=1,
+                                   nuts_sampler="pymc", seed=i))
+    out["set_data_pymc_trials_per_s"] = n_naive / (time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    ex = bench_exact()
+    print(f"exact OC + assurance, n = 20..100 (81 designs), Bayesian rule : {ex['exact_curve_bayes_s'] * 1e3:8.1f} ms")
+    print(f"exact OC + assurance, n = 20..100, exact binomial rule        : {ex['exact_curve_binomial_s'] * 1e3:8.1f} ms")
+    print(f"two-sample decision region, n_t = 60, n_c = 30               : {ex['two_sample_region_60x30_s'] * 1e3:8.1f} ms")
+    n_runner, n_naive = (20, 3) if quick else (60, 6)
+    s = bench_simulation(n_runner, n_naive)
+    naive = s["naive_pymc_trials_per_s"]
+    print(f"\nsimulation-based assurance, C-peptide end point, n = 50 per trial "
+          f"({n_runner} trials per runner run, {n_naive} per naive loop)")
+    rows = [
+        ("naive: rebuild model + pm.sample (PyMC NUTS) per trial", naive),
+        ("naive: rebuild model + pm.sample (nutpie, recompiled)", s["naive_nutpie_via_pm_sample_trials_per_s"]),
+        ("pm.Data + pm.set_data + pm.sample (PyMC NUTS)", s["set_data_pymc_trials_per_s"]),
+        ("runner, 1 worker, incl. compile", s["runner_1w_trials_per_s"]),
+        ("runner, 1 worker, after compile (steady state)", s["runner_1w_steady_trials_per_s"]),
+        ("runner, 2 workers, incl. spawn + compile", s["runner_2w_trials_per_s"]),
+    ]
+    for label, rate in rows:
+        print(f"  {label:<58} {rate:8.2f} trials/s   {rate / naive:6.1f}x naive")
+    print(f"  (runner compile once per worker: {s['runner_1w_compile_s']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,598 @@
+"""C-peptide trajectories after islet-cell infusion: a hierarchical, nonlinear PyMC model (DESIGN.md, model 3).
+
+Model
+-----
+Participant i's graft function (stimulated C-peptide, pmol/L) rises from zero to a plateau:
+
+    C_i(t)     = A_i (1 - exp(-(k_i t)^h)) [ * exp(-delta * max(t - t0, 0) / 365.25)   optional late decline ]
+    log A_i    = log A  + sd_A z_A,i,       z_A,i ~ Normal(0, 1)    (non-centred random effects)
+    log k_i    = log k  + sd_k z_k,i,       z_k,i ~ Normal(0, 1),   k = (ln 2)^(1/h) / t_half
+    y_ij       ~ LogNormal(log C_i(t_ij), sigma)                     (measurement + visit-to-visit error)
+    y_ij < LLOD  is left-censored: it contributes P(y_ij < LLOD) = Phi((log LLOD - log C_i(t_ij)) / sigma).
+
+Priors (:class:`TrajectoryPriors`, all overridable) are stated on interpretable scales: the population plateau A
+(the median participant's, pmol/L) ~ LogNormal(log 1000, 1); the time to half the plateau t_half = ln 2 / k (days)
+~ LogNormal(log 60, 1); sd_A, sd_k ~ HalfNormal(0.5); sigma ~ HalfNormal(0.5); the late decline rate delta
+(per year) ~ HalfNormal(0.2), switched off by default (one year of data cannot inform it: with it switched on it
+is a prior-only extrapolation device, unless participant-level data run beyond t0).
+
+The rise shape h is 1 by default: the saturating exponential of DESIGN.md, concave from day 0. Its cohort mean
+is concave too, while the published means are not (0 -> 424 -> 1036 pmol/L over days 0 -> 90 -> 180: a lag, as
+stem-cell-derived islets mature over months); the posterior predictive check shows that misfit, and with h = 1
+the measurement sd absorbs it. ``rise_shape=True`` frees h ~ LogNormal(0, 0.5) (a Weibull-type rise, sigmoid for
+h > 1; h = 1 recovers the default), a model check that the analysis reports side by side.
+
+The same model has two likelihoods:
+
+* :func:`build_participant_model`: one observation per participant and visit (the long format of
+  :func:`isletbayes.data.load_participant_data`), censored below each row's LLOD. Every data array is a
+  ``pm.Data`` container (:func:`participant_arrays` names them), so one compiled model is refitted on new data of
+  the same shape: ``model.set_data(...)``/``pm.set_data`` or nutpie's ``compiled.with_data(**arrays)``
+  (:class:`CompiledRefit` wraps the latter).
+* :func:`build_means_model`: the published cohort means. There are n latent participants (n = 12) drawn from the
+  population above; the reported mean at day t is the mean of their n measured values. Given the latent C_i(t),
+  that mean has expectation m_t = e^{sigma^2/2} mean_i C_i(t) and variance
+  v_t = e^{sigma^2}(e^{sigma^2} - 1) sum_i C_i(t)^2 / n^2 (n independent lognormal measurements). The sum of
+  lognormals is approximated by a lognormal with these two moments (Fenton 1960, IRE Trans. Commun. Syst.
+  8:57-67, "Fenton-Wilkinson"):  mean_t ~ LogNormal(log m_t - s_t^2/2, s_t),  s_t^2 = log(1 + v_t / m_t^2).
+  Where a between-participant SD is published it enters as log SD_t ~ Normal(log SD_model_t, 1/sqrt(2(n-1)))
+  (the normal-theory standard error of a log sample SD). The bundled data publish no spread, so the
+  between-participant spread is then carried by its prior, and every report says so. Censoring below the LLOD
+  is ignored for means: a value below 13 pmol/L moves a mean of 12 by at most 13/12 ~ 1 pmol/L.
+
+Insulin independence at day 365 is linked to C_i(365) by :mod:`isletbayes.models.graft_link` (Bernoulli per
+participant, or the exact Poisson-binomial count of the latent participants) and fitted jointly.
+
+Simulation API (stable: the phase 3 design simulations use it)
+--------------------------------------------------------------
+``PopulationParameters``                              the population-level parameters of one scenario/draw
+``simulate_participants(params, n_participants, days, lod=13.0, rng=None, link=True, cohort="simulated",
+                        dose="full") -> pd.DataFrame`` long format: participant, cohort, dose, day, measure
+                        ('cpeptide' pmol/L; 'insulin_independent' 0/1 at day 365), value, unit, below_lod, lod
+                        (a censored row carries value = lod and below_lod = True)
+``simulate_cohort_means(params, n_participants, days, rng=None, link=True) -> CohortMeans``
+``posterior_parameter_draws(idata, n, rng, decline_start_day=365.0) -> list[PopulationParameters]``
+``draw_prior_parameters(priors, link_priors, rng, late_decline=False) -> PopulationParameters``
+``participant_data_from_long(df) -> ParticipantData``;  ``participant_arrays(data) -> dict`` (for refits)
+
+References: the saturating-exponential rise is the standard one-compartment "monomolecular" growth curve
+(Pinheiro & Bates 2000, Mixed-Effects Models in S, ch. 6, for the nonlinear mixed-model form); non-centred random
+effects after Betancourt & Girolami (2015, arXiv:1312.0906); censored lognormal likelihood as in Lynn (2001,
+Stat. Med. 20:3325) for assay detection limits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+
+from isletbayes.data.errors import InputError
+from isletbayes.models.graft_link import (
+    INSULIN_INDEPENDENCE_DAY,
+    LinkPriors,
+    link_logit,
+    poisson_binomial_pmf_tensor,
+)
+
+DEFAULT_LOD_PMOL_L = 13.0
+DAYS_PER_YEAR = 365.25
+LN2 = math.log(2.0)
+
+#: Population-level parameters, in the order used by calibration and reports.
+POPULATION_PARAMETERS = ("plateau_pmol_l", "t_half_days", "sd_log_plateau", "sd_log_rate", "measurement_sd")
+LINK_PARAMETERS = ("alpha", "beta")
+
+
+# --------------------------------------------------------------------------------------------- priors
+@dataclass(frozen=True)
+class TrajectoryPriors:
+    """Priors of the trajectory model on interpretable scales (see the module docstring).
+
+    plateau_median_pmol_l, plateau_log_sd:  population plateau A ~ LogNormal(log median, log_sd)
+    t_half_median_days, t_half_log_sd:      time to half plateau ~ LogNormal(log median, log_sd)
+    spread_plateau_scale, spread_rate_scale: between-participant sds of log A_i, log k_i ~ HalfNormal(scale)
+    measurement_sd_scale:                   lognormal measurement sd ~ HalfNormal(scale)
+    decline_rate_scale_per_year, decline_start_day: late decline delta ~ HalfNormal(scale), from day t0
+    rise_shape_log_sd:                      rise shape h ~ LogNormal(0, log_sd) (only with ``rise_shape=True``)
+    """
+
+    plateau_median_pmol_l: float = 1000.0
+    plateau_log_sd: float = 1.0
+    t_half_median_days: float = 60.0
+    t_half_log_sd: float = 1.0
+    spread_plateau_scale: float = 0.5
+    spread_rate_scale: float = 0.5
+    measurement_sd_scale: float = 0.5
+    decline_rate_scale_per_year: float = 0.2
+    decline_start_day: float = 365.0
+    rise_shape_log_sd: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise InputError(f"must be a finite number > 0, got {value!r}", key=name)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_spread_scale(self, scale: float) -> TrajectoryPriors:
+        """The same priors with both between-participant sd scales set to ``scale``."""
+        return TrajectoryPriors(**{**asdict(self), "spread_plateau_scale": scale, "spread_rate_scale": scale})
+
+
+# ------------------------------------------------------------------------------------------ parameters
+@dataclass(frozen=True)
+class PopulationParameters:
+    """Population-level parameters of the trajectory and link models (one scenario or one posterior draw)."""
+
+    plateau_pmol_l: float
+    t_half_days: float
+    sd_log_plateau: float
+    sd_log_rate: float
+    measurement_sd: float
+    alpha: float | None = None
+    beta: float | None = None
+    decline_rate_per_year: float = 0.0
+    decline_start_day: float = 365.0
+    rise_shape: float = 1.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def draw_prior_parameters(priors: TrajectoryPriors, link_priors: LinkPriors | None, rng: np.random.Generator,
+                          late_decline: bool = False, rise_shape: bool = False) -> PopulationParameters:
+    """One draw of the population parameters from the priors (exactly the PyMC model's priors)."""
+    plateau = float(np.exp(rng.normal(math.log(priors.plateau_median_pmol_l), priors.plateau_log_sd)))
+    t_half = float(np.exp(rng.normal(math.log(priors.t_half_median_days), priors.t_half_log_sd)))
+    sd_a = float(abs(rng.normal(0.0, priors.spread_plateau_scale)))
+    sd_k = float(abs(rng.normal(0.0, priors.spread_rate_scale)))
+    sigma = float(abs(rng.normal(0.0, priors.measurement_sd_scale)))
+    alpha = beta = None
+    if link_priors is not None:
+        alpha = float(rng.normal(link_priors.alpha_mean, link_priors.alpha_sd))
+        beta = float(rng.normal(link_priors.beta_mean, link_priors.beta_sd))
+    delta = float(abs(rng.normal(0.0, priors.decline_rate_scale_per_year))) if late_decline else 0.0
+    shape = float(np.exp(rng.normal(0.0, priors.rise_shape_log_sd))) if rise_shape else 1.0
+    return PopulationParameters(plateau, t_half, sd_a, sd_k, sigma, alpha, beta, delta, priors.decline_start_day,
+                                shape)
+
+
+def posterior_parameter_draws(idata, n: int, rng: np.random.Generator,
+                              decline_start_day: float = 365.0) -> list[PopulationParameters]:
+    """``n`` posterior draws of the population parameters (without replacement when the posterior has enough)."""
+    post = idata["posterior"]
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    total = n_chain * n_draw
+    picks = rng.choice(total, size=n, replace=n > total)
+
+    def flat(name):
+        return np.asarray(post[name].values, dtype=float).reshape(total)
+
+    columns = {name: flat(name) for name in POPULATION_PARAMETERS}
+    has_link = all(name in post for name in LINK_PARAMETERS)
+    if has_link:
+        columns.update({name: flat(name) for name in LINK_PARAMETERS})
+    delta = flat("decline_rate_per_year") if "decline_rate_per_year" in post else np.zeros(total)
+    shape = flat("rise_shape") if "rise_shape" in post else np.ones(total)
+    out = []
+    for j in picks:
+        out.append(PopulationParameters(
+            **{name: float(columns[name][j]) for name in POPULATION_PARAMETERS},
+            alpha=float(columns["alpha"][j]) if has_link else None,
+            beta=float(columns["beta"][j]) if has_link else None,
+            decline_rate_per_year=float(delta[j]),
+            decline_start_day=float(decline_start_day),
+            rise_shape=float(shape[j]),
+        ))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- curves
+def rate_from_t_half(t_half_days, rise_shape=1.0):
+    """k such that C(t_half) = A / 2: (k t_half)^h = ln 2."""
+    return np.log(2.0) ** (1.0 / rise_shape) / t_half_days
+
+
+def log_trajectory(log_plateau, rate, day, decline_rate_per_year=0.0, decline_start_day=365.0, rise_shape=1.0):
+    """log C(t) for numpy arrays (broadcasting); ``day`` > 0."""
+    day = np.asarray(day, dtype=float)
+    decline = decline_rate_per_year * np.maximum(day - decline_start_day, 0.0) / DAYS_PER_YEAR
+    return log_plateau + np.log(-np.expm1(-((rate * day) ** rise_shape))) - decline
+
+
+def _log_trajectory_tensor(log_plateau, log_rate, day, decline_rate, decline_start_day, rise_shape):
+    log_kt = log_rate + pt.log(day)
+    if rise_shape is not None:
+        log_kt = rise_shape * log_kt
+    log_c = log_plateau + pt.log1mexp(-pt.exp(log_kt))
+    if decline_rate is not None:
+        log_c = log_c - decline_rate * pt.maximum(day - decline_start_day, 0.0) / DAYS_PER_YEAR
+    return log_c
+
+
+# ------------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class ParticipantData:
+    """Participant-level data as the model's arrays (indices are 0-based positions in ``participant_ids``)."""
+
+    participant_ids: tuple[str, ...]
+    obs_participant: np.ndarray
+    obs_day: np.ndarray
+    obs_value: np.ndarray
+    obs_lod: np.ndarray
+    obs_censored: np.ndarray
+    ii_participant: np.ndarray
+    ii_value: np.ndarray
+    n_baseline_excluded: int = 0
+
+    @property
+    def n_participants(self) -> int:
+        return len(self.participant_ids)
+
+
+PARTICIPANT_COLUMNS = ("participant", "day", "measure", "value", "below_lod", "lod")
+
+
+def participant_data_from_long(df: pd.DataFrame, source: str = "participant data") -> ParticipantData:
+    """Arrays for :func:`build_participant_model` from the long format (C-peptide already in pmol/L).
+
+    Visits at day <= 0 are dropped (the model has C(0) = 0: a baseline value below the LLOD carries no
+    information, and a detectable one is rejected as incompatible with the model). A censored row's value is
+    replaced by its LLOD. Insulin independence is read from ``measure == 'insulin_independent'`` at day 365.
+    """
+    missing = [c for c in PARTICIPANT_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)}", file=source, column=missing[0])
+    cp = df[df["measure"] == "cpeptide"]
+    if cp.empty:
+        raise InputError("no rows with measure 'cpeptide'", file=source, column="measure")
+    if "unit" in cp.columns:
+        bad_unit = cp[cp["unit"].astype(str) != "pmol/L"]
+        if not bad_unit.empty:
+            raise InputError(f"C-peptide must be in pmol/L, found {bad_unit['unit'].iloc[0]!r}", file=source,
+                             column="unit", line=_line(bad_unit))
+    day = pd.to_numeric(cp["day"], errors="coerce").to_numpy(dtype=float)
+    value = pd.to_numeric(cp["value"], errors="coerce").to_numpy(dtype=float)
+    lod = pd.to_numeric(cp["lod"], errors="coerce").to_numpy(dtype=float)
+    below = cp["below_lod"].astype(str).str.lower().isin(["true", "1", "yes"]).to_numpy()
+    for name, arr in (("day", day), ("lod", lod)):
+        if not np.all(np.isfinite(arr)):
+            raise InputError("must be a number", file=source, column=name, line=_line(cp[~np.isfinite(arr)]))
+    if np.any(lod <= 0):
+        raise InputError("must be > 0", file=source, column="lod", line=_line(cp[lod <= 0]))
+    bad_value = ~below & ~(np.isfinite(value) & (value > 0))
+    if bad_value.any():
+        raise InputError("a detected C-peptide must be a number > 0", file=source, column="value",
+                         line=_line(cp[bad_value]))
+    below = below | (value <= lod)  # a reported value at or under its LLOD is censored
+    baseline = day <= 0
+    if np.any(baseline & ~below):
+        raise InputError("detectable C-peptide at or before day 0 is incompatible with the model (C(0) = 0)",
+                         file=source, column="value", line=_line(cp[baseline & ~below]))
+    keep = ~baseline
+    ids = tuple(pd.unique(df["participant"].astype(str)))
+    index = {pid: i for i, pid in enumerate(ids)}
+    participants = cp["participant"].astype(str).map(index).to_numpy()
+
+    ii = df[(df["measure"] == "insulin_independent")]
+    ii = ii[pd.to_numeric(ii["day"], errors="coerce") == INSULIN_INDEPENDENCE_DAY]
+    ii_value = pd.to_numeric(ii["value"], errors="coerce").to_numpy(dtype=float)
+    if ii_value.size and not np.all(np.isin(ii_value, (0.0, 1.0))):
+        raise InputError("insulin_independent must be 0 or 1", file=source, column="value",
+                         line=_line(ii[~np.isin(ii_value, (0.0, 1.0))]))
+    obs_value = np.where(below, lod, value)
+    return ParticipantData(
+        participant_ids=ids,
+        obs_participant=participants[keep].astype(np.int64),
+        obs_day=day[keep],
+        obs_value=obs_value[keep],
+        obs_lod=lod[keep],
+        obs_censored=below[keep],
+        ii_participant=ii["participant"].astype(str).map(index).to_numpy().astype(np.int64),
+        ii_value=ii_value.astype(np.int64),
+        n_baseline_excluded=int(baseline.sum()),
+    )
+
+
+def _line(rows: pd.DataFrame) -> int | None:
+    """1-based file line of the first row (header = line 1) when the frame keeps the file's row order."""
+    if rows.empty:
+        return None
+    idx = rows.index[0]
+    return int(idx) + 2 if isinstance(idx, (int, np.integer)) else None
+
+
+def participant_arrays(data: ParticipantData) -> dict[str, np.ndarray]:
+    """The ``pm.Data`` values of :func:`build_participant_model`, by container name (for refits)."""
+    out = {
+        "obs_participant": data.obs_participant,
+        "obs_day": data.obs_day,
+        "obs_value": data.obs_value,
+        "obs_lod": data.obs_lod,
+    }
+    if data.ii_value.size:
+        out["ii_participant"] = data.ii_participant
+        out["ii_value"] = data.ii_value
+    return out
+
+
+@dataclass(frozen=True)
+class CohortMeans:
+    """Published cohort means of C-peptide (pmol/L) at visit days, with the cohort size and the II count.
+
+    ``spread_sd`` is the between-participant SD per visit (NaN where none is published); ``ii_count`` of
+    ``n_participants`` were insulin independent at day 365 (None if not used).
+    """
+
+    days: np.ndarray
+    means: np.ndarray
+    n_participants: int
+    lod: float = DEFAULT_LOD_PMOL_L
+    spread_sd: np.ndarray | None = None
+    ii_count: int | None = None
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        days = np.asarray(self.days, dtype=float)
+        means = np.asarray(self.means, dtype=float)
+        object.__setattr__(self, "days", days)
+        object.__setattr__(self, "means", means)
+        if days.shape != means.shape or days.ndim != 1 or days.size == 0:
+            raise InputError("days and means must be equal-length, non-empty lists", key="cohort_means")
+        if np.any(days <= 0) or np.any(~np.isfinite(means)) or np.any(means <= 0):
+            raise InputError("visit days and cohort means must be > 0", key="cohort_means")
+        if not (isinstance(self.n_participants, (int, np.integer)) and self.n_participants >= 2):
+            raise InputError(f"cohort size must be an integer >= 2, got {self.n_participants!r}", key="n")
+        if self.spread_sd is not None:
+            sd = np.asarray(self.spread_sd, dtype=float)
+            if sd.shape != days.shape or np.any(sd[np.isfinite(sd)] <= 0):
+                raise InputError("spread SDs must match the visits and be > 0", key="spread_value")
+            object.__setattr__(self, "spread_sd", sd if np.isfinite(sd).any() else None)
+        if self.ii_count is not None and not (0 <= int(self.ii_count) <= self.n_participants):
+            raise InputError(f"insulin-independence count {self.ii_count} outside 0..{self.n_participants}",
+                             key="r")
+
+    @property
+    def has_spread(self) -> bool:
+        return self.spread_sd is not None
+
+
+def spread_to_sd(kind: str, value: float, n: int) -> float:
+    """A published spread of the participants' values as an SD: 'sd'; 'se'/'sem' (x sqrt n);
+    'ci95' (half-width of a t-based 95% CI for the mean, x sqrt(n) / t_{0.975, n-1})."""
+    from scipy import stats
+
+    kind = str(kind).strip().lower()
+    if kind == "sd":
+        return float(value)
+    if kind in ("se", "sem"):
+        return float(value) * math.sqrt(n)
+    if kind in ("ci95", "ci95_halfwidth"):
+        return float(value) * math.sqrt(n) / float(stats.t.ppf(0.975, n - 1))
+    raise InputError(f"unknown spread kind {kind!r} (expected sd, se, sem or ci95)", column="spread_kind")
+
+
+def means_arrays(means: CohortMeans) -> dict[str, np.ndarray]:
+    """The ``pm.Data`` values of :func:`build_means_model`, by container name (for refits)."""
+    out = {"visit_day": means.days, "cohort_mean_obs": means.means}
+    if means.has_spread:
+        has = np.isfinite(means.spread_sd)
+        out["cohort_sd_obs"] = means.spread_sd[has]
+    if means.ii_count is not None:
+        out["ii_count"] = np.asarray(int(means.ii_count), dtype=np.int64)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- models
+def _population(priors: TrajectoryPriors, late_decline: bool, rise_shape: bool):
+    """Population-level priors (inside a model context); returns the tensors the likelihoods need."""
+    plateau = pm.LogNormal("plateau_pmol_l", mu=math.log(priors.plateau_median_pmol_l), sigma=priors.plateau_log_sd)
+    t_half = pm.LogNormal("t_half_days", mu=math.log(priors.t_half_median_days), sigma=priors.t_half_log_sd)
+    sd_a = pm.HalfNormal("sd_log_plateau", sigma=priors.spread_plateau_scale)
+    sd_k = pm.HalfNormal("sd_log_rate", sigma=priors.spread_rate_scale)
+    sigma = pm.HalfNormal("measurement_sd", sigma=priors.measurement_sd_scale)
+    z_a = pm.Normal("z_log_plateau", 0.0, 1.0, dims="participant")
+    z_k = pm.Normal("z_log_rate", 0.0, 1.0, dims="participant")
+    shape = pm.LogNormal("rise_shape", mu=0.0, sigma=priors.rise_shape_log_sd) if rise_shape else None
+    log_plateau_i = pt.log(plateau) + sd_a * z_a
+    # k_i = (ln 2)^(1/h) / t_half * exp(sd_k z_k): t_half is the median participant's time to half plateau.
+    log_ln2_over_h = math.log(math.log(2.0)) if shape is None else math.log(math.log(2.0)) / shape
+    log_rate_i = log_ln2_over_h - pt.log(t_half) + sd_k * z_k
+    decline = None
+    if late_decline:
+        decline = pm.HalfNormal("decline_rate_per_year", sigma=priors.decline_rate_scale_per_year)
+    pm.Deterministic("plateau_participant", pt.exp(log_plateau_i), dims="participant")
+    pm.Deterministic("t_half_participant", pt.exp(log_ln2_over_h - log_rate_i), dims="participant")
+    return log_plateau_i, log_rate_i, sigma, decline, shape
+
+
+def _link(link_priors: LinkPriors, log_c365):
+    alpha = pm.Normal("alpha", link_priors.alpha_mean, link_priors.alpha_sd)
+    beta = pm.Normal("beta", link_priors.beta_mean, link_priors.beta_sd)
+    logit_p = link_logit(alpha, beta, log_c365)
+    pm.Deterministic("p_insulin_independent", pm.math.sigmoid(logit_p), dims="participant")
+    return logit_p
+
+
+def build_participant_model(data: ParticipantData, priors: TrajectoryPriors = TrajectoryPriors(),
+                            link_priors: LinkPriors | None = LinkPriors(), late_decline: bool = False,
+                            rise_shape: bool = False) -> pm.Model:
+    """The trajectory model (and, when the data hold day-365 insulin independence and ``link_priors`` is given,
+    the link) on participant-level data; every data array is a ``pm.Data`` container (see :func:`participant_arrays`).
+    """
+    coords = {"participant": list(data.participant_ids), "observation": np.arange(data.obs_day.size)}
+    use_link = link_priors is not None and data.ii_value.size > 0
+    if use_link:
+        coords["ii_observation"] = np.arange(data.ii_value.size)
+    with pm.Model(coords=coords) as model:
+        obs_participant = pm.Data("obs_participant", data.obs_participant, dims="observation")
+        obs_day = pm.Data("obs_day", data.obs_day, dims="observation")
+        obs_value = pm.Data("obs_value", data.obs_value, dims="observation")
+        obs_lod = pm.Data("obs_lod", data.obs_lod, dims="observation")
+        log_plateau_i, log_rate_i, sigma, decline, shape = _population(priors, late_decline, rise_shape)
+        mu = _log_trajectory_tensor(log_plateau_i[obs_participant], log_rate_i[obs_participant], obs_day, decline,
+                                    priors.decline_start_day, shape)
+        pm.Censored("cpeptide", pm.LogNormal.dist(mu=mu, sigma=sigma), lower=obs_lod, upper=None,
+                    observed=obs_value, dims="observation")
+        log_c365 = _log_trajectory_tensor(log_plateau_i, log_rate_i, float(INSULIN_INDEPENDENCE_DAY), decline,
+                                          priors.decline_start_day, shape)
+        pm.Deterministic("cpeptide_365_participant", pt.exp(log_c365), dims="participant")
+        if use_link:
+            ii_participant = pm.Data("ii_participant", data.ii_participant, dims="ii_observation")
+            ii_value = pm.Data("ii_value", data.ii_value, dims="ii_observation")
+            logit_p = _link(link_priors, log_c365)
+            pm.Bernoulli("insulin_independent", logit_p=logit_p[ii_participant], observed=ii_value,
+                         dims="ii_observation")
+    model.decline_start_day = priors.decline_start_day
+    return model
+
+
+def build_means_model(means: CohortMeans, priors: TrajectoryPriors = TrajectoryPriors(),
+                      link_priors: LinkPriors | None = LinkPriors(), late_decline: bool = False,
+                      rise_shape: bool = False) -> pm.Model:
+    """The trajectory model on published cohort means, with ``means.n_participants`` latent participants and,
+    when ``means.ii_count`` and ``link_priors`` are given, the exact Poisson-binomial insulin-independence count."""
+    n = int(means.n_participants)
+    coords = {"participant": [f"latent_{i + 1}" for i in range(n)], "visit": means.days.tolist()}
+    with pm.Model(coords=coords) as model:
+        visit_day = pm.Data("visit_day", means.days, dims="visit")
+        mean_obs = pm.Data("cohort_mean_obs", means.means, dims="visit")
+        log_plateau_i, log_rate_i, sigma, decline, shape = _population(priors, late_decline, rise_shape)
+        log_c = _log_trajectory_tensor(log_plateau_i[:, None], log_rate_i[:, None], visit_day[None, :], decline,
+                                       priors.decline_start_day, shape)  # participant x visit
+        c = pt.exp(log_c)
+        s2 = sigma**2
+        expected = pt.exp(s2 / 2.0) * pt.mean(c, axis=0)
+        variance = pt.exp(s2) * pt.expm1(s2) * pt.sum(c**2, axis=0) / n**2
+        log_sd_mean = pt.sqrt(pt.log1p(variance / expected**2))
+        pm.Deterministic("expected_cohort_mean", expected, dims="visit")
+        pm.Deterministic("cohort_mean_log_sd", log_sd_mean, dims="visit")
+        pm.LogNormal("cohort_mean", mu=pt.log(expected) - log_sd_mean**2 / 2.0, sigma=log_sd_mean,
+                     observed=mean_obs, dims="visit")
+        if means.has_spread:
+            has = np.flatnonzero(np.isfinite(means.spread_sd))
+            sd_obs = pm.Data("cohort_sd_obs", means.spread_sd[has])
+            measured = c * pt.exp(s2 / 2.0)
+            between = pt.var(measured, axis=0, ddof=1)
+            within = pt.mean(c**2, axis=0) * pt.exp(s2) * pt.expm1(s2)
+            sd_model = pt.sqrt(between + within)
+            pm.LogNormal("cohort_sd", mu=pt.log(sd_model[has]), sigma=1.0 / math.sqrt(2.0 * (n - 1)),
+                         observed=sd_obs)
+        log_c365 = _log_trajectory_tensor(log_plateau_i, log_rate_i, float(INSULIN_INDEPENDENCE_DAY), decline,
+                                          priors.decline_start_day, shape)
+        pm.Deterministic("cpeptide_365_participant", pt.exp(log_c365), dims="participant")
+        if link_priors is not None and means.ii_count is not None:
+            ii_count = pm.Data("ii_count", np.asarray(int(means.ii_count), dtype=np.int64))
+            logit_p = _link(link_priors, log_c365)
+            pmf = poisson_binomial_pmf_tensor(pm.math.sigmoid(logit_p), n)
+            pm.Categorical("insulin_independent_count", p=pmf / pt.sum(pmf), observed=ii_count)
+    model.decline_start_day = priors.decline_start_day
+    return model
+
+
+# ------------------------------------------------------------------------------------------- simulation
+def _simulate_latent(params: PopulationParameters, n_participants: int, days: np.ndarray,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True log C_i(t) (participant x day), measured values (uncensored) and true log C_i(365)."""
+    z = rng.standard_normal((n_participants, 2))
+    log_plateau_i = math.log(params.plateau_pmol_l) + params.sd_log_plateau * z[:, 0]
+    rate_i = rate_from_t_half(params.t_half_days, params.rise_shape) * np.exp(params.sd_log_rate * z[:, 1])
+    log_c = log_trajectory(log_plateau_i[:, None], rate_i[:, None], days[None, :], params.decline_rate_per_year,
+                           params.decline_start_day, params.rise_shape)
+    measured = np.exp(log_c + params.measurement_sd * rng.standard_normal(log_c.shape))
+    log_c365 = log_trajectory(log_plateau_i, rate_i, float(INSULIN_INDEPENDENCE_DAY), params.decline_rate_per_year,
+                              params.decline_start_day, params.rise_shape)
+    return log_c, measured, log_c365
+
+
+def _draw_insulin_independence(params: PopulationParameters, log_c365: np.ndarray,
+                               rng: np.random.Generator) -> np.ndarray:
+    if params.alpha is None or params.beta is None:
+        raise InputError("simulating insulin independence needs the link parameters alpha and beta", key="link")
+    p = 1.0 / (1.0 + np.exp(-link_logit(params.alpha, params.beta, log_c365)))
+    return (rng.random(p.shape) < p).astype(np.int64)
+
+
+def _check_schedule(n_participants: int, days) -> np.ndarray:
+    days = np.asarray(days, dtype=float).ravel()
+    if not (isinstance(n_participants, (int, np.integer)) and n_participants >= 1):
+        raise InputError(f"n_participants must be an integer >= 1, got {n_participants!r}", key="n_participants")
+    if days.size == 0 or np.any(~np.isfinite(days)) or np.any(days <= 0):
+        raise InputError("visit days must be a non-empty list of numbers > 0", key="days")
+    return days
+
+
+def simulate_participants(params: PopulationParameters, n_participants: int, days, lod: float = DEFAULT_LOD_PMOL_L,
+                          rng: np.random.Generator | None = None, link: bool = True, cohort: str = "simulated",
+                          dose: str = "full") -> pd.DataFrame:
+    """Simulate participant-level data in the long format (see the module docstring) from population parameters."""
+    rng = np.random.default_rng() if rng is None else rng
+    days = _check_schedule(n_participants, days)
+    _, measured, log_c365 = _simulate_latent(params, n_participants, days, rng)
+    ids = [f"P{i + 1:03d}" for i in range(n_participants)]
+    below = measured <= lod
+    cp = pd.DataFrame({
+        "participant": np.repeat(ids, days.size),
+        "cohort": cohort,
+        "dose": dose,
+        "day": np.tile(days, n_participants),
+        "measure": "cpeptide",
+        "value": np.where(below, lod, measured).ravel(),
+        "unit": "pmol/L",
+        "below_lod": below.ravel(),
+        "lod": float(lod),
+    })
+    if not link:
+        return cp
+    ii = _draw_insulin_independence(params, log_c365, rng)
+    ii_rows = pd.DataFrame({
+        "participant": ids, "cohort": cohort, "dose": dose, "day": float(INSULIN_INDEPENDENCE_DAY),
+        "measure": "insulin_independent", "value": ii.astype(float), "unit": "binary", "below_lod": False,
+        "lod": np.nan,
+    })
+    return pd.concat([cp, ii_rows], ignore_index=True)
+
+
+def simulate_cohort_means(params: PopulationParameters, n_participants: int, days,
+                          rng: np.random.Generator | None = None, link: bool = True) -> CohortMeans:
+    """Cohort means of ``n_participants`` simulated participants' measured values (uncensored), and the II count."""
+    rng = np.random.default_rng() if rng is None else rng
+    days = _check_schedule(n_participants, days)
+    _, measured, log_c365 = _simulate_latent(params, n_participants, days, rng)
+    count = int(_draw_insulin_independence(params, log_c365, rng).sum()) if link else None
+    return CohortMeans(days=days, means=measured.mean(axis=0), n_participants=int(n_participants), ii_count=count)
+
+
+# ------------------------------------------------------------------------------------------------ refit
+class CompiledRefit:
+    """A model compiled once by nutpie and refitted on new data of the same shape.
+
+    ``CompiledRefit(model).sample(arrays, settings)`` with ``arrays`` from :func:`participant_arrays` or
+    :func:`means_arrays`; returns the DataTree (check it with ``check_diagnostics``). The phase 3 simulations
+    and the calibration use this: compilation (seconds) happens once, each refit costs only sampling.
+    """
+
+    def __init__(self, model: pm.Model):
+        import nutpie
+
+        self.model = model
+        self.compiled = nutpie.compile_pymc_model(model)
+        self.data_names = {v.name for v in model.data_vars}
+
+    def sample(self, arrays: dict[str, Any], settings) -> Any:
+        import nutpie
+
+        unknown = set(arrays) - self.data_names
+        if unknown:
+            raise KeyError(f"not a data container of this model: {sorted(unknown)}")
+        compiled = self.compiled.with_data(**arrays) if arrays else self.compiled
+        return nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
+                             cores=settings.cores, seed=settings.seed, progress_bar=False,
+                             target_accept=settings.target_accept)

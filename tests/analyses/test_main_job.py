@@ -1,0 +1,136 @@
+"""The main job's plumbing on its fast (exact, no MCMC) sections: outputs, index, cache reuse, user errors.
+
+The MCMC sections and the report's contents are exercised in tests/reports/ (one shared small run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from isletbayes.analyses.cli import main
+from isletbayes.analyses.config import config_from_dict
+from isletbayes.analyses.main_job import RESULTS_INDEX, find_diagnostics, run_main_job
+
+FAST_SECTIONS = {"sections": {"binary": False, "cpeptide": False, "design": True, "durability": True},
+                 "design": {"n_min": 10, "n_max": 30}, "durability": {"n_draws": 2000}}
+
+
+def fast_config(**override):
+    doc = json.loads(json.dumps(FAST_SECTIONS))
+    for key, value in override.items():
+        doc.setdefault(key, {}).update(value)
+    return config_from_dict(doc)
+
+
+def test_outputs_index_and_a_warm_rerun_from_cache(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    index = json.loads((out / RESULTS_INDEX).read_text())
+    assert index["format"] == "isletbayes-results/1"
+    assert {s: e["status"] for s, e in index["sections"].items()} == {
+        "binary": "skipped", "cpeptide": "skipped", "design": "ok", "durability": "ok"}
+    assert index["sections"]["design"]["cache"]["status"] == "miss"
+    assert (out / "design" / "design.json").is_file() and (out / "durability" / "durability.json").is_file()
+    assert index["sections"]["design"]["files"] == ["design.json", "design_table.csv"]
+    assert index["report"]["html"] == "report.html" and (out / "report.html").is_file()
+    assert len(index["config_sha256"]) == 64 and index["data"]["counts"]["sha256"]
+    assert index["provenance"]["settings"]["seed"] == 20250620
+    # every number the summary quotes is in the index
+    assert index["report"]["numbers"]["design"]["first_n"] == first.sections["design"].result.recommendation[
+        "type1_power"]["first"]
+
+    second = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    assert {n: s.cache.status for n, s in second.sections.items() if s.cache} == {"design": "hit",
+                                                                                   "durability": "hit"}
+    assert second.sections["design"].result.to_dict()["table"] == first.sections["design"].result.to_dict()["table"]
+    assert second.sections["durability"].result.scenarios == first.sections["durability"].result.scenarios
+
+
+def test_a_changed_setting_refits_only_its_section(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    again = run_main_job(fast_config(design={"p1": 0.75}), out, cache_dir=cache, pdf=False, quiet=True)
+    assert again.sections["design"].cache.status == "miss"
+    assert again.sections["durability"].cache.status == "hit"
+    assert again.sections["design"].result.settings["p1"] == 0.75
+
+
+def test_no_cache_recomputes_and_leaves_no_cache(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run = run_main_job(fast_config(), out, cache_dir=cache, use_cache=False, pdf=False, quiet=True)
+    assert {s.cache.status for s in run.sections.values() if s.cache} == {"disabled"}
+    assert not cache.exists()
+
+
+def test_corrupt_cache_entry_is_refitted(tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    entry = cache / "design" / first.sections["design"].cache.key
+    (entry / "design.json").write_text("{}")
+    again = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    assert again.sections["design"].cache.status == "refit"
+    assert "checksum mismatch" in again.sections["design"].cache.reason
+    assert again.sections["design"].result.table == first.sections["design"].result.table
+
+
+def test_bad_data_file_exits_2_and_keeps_the_previous_results(tmp_path, capsys):
+    out = tmp_path / "out"
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(FAST_SECTIONS))
+    assert main(["run", "--config", str(good), "--out", str(out), "--no-pdf", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad_counts = tmp_path / "counts.csv"
+    bad_counts.write_text("endpoint,kind,cohort,timepoint_day,r,n\ninsulin_independence,efficacy,full_dose,365,13,12\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**FAST_SECTIONS, "data": {"counts": str(bad_counts)}}))
+    capsys.readouterr()
+    code = main(["run", "--config", str(bad), "--out", str(out), "--no-pdf", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("isletbayes: error: ") and "\n" not in err
+    assert str(bad_counts) in err
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    code = main(["run", "--out", str(target), "--no-pdf", "--quiet"])
+    assert code == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_missing_participant_data_file_exits_2(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(FAST_SECTIONS))
+    code = main(["report", "--config", str(cfg), "--data", str(tmp_path / "none.csv"), "--out",
+                 str(tmp_path / "o"), "--no-pdf", "--quiet"])
+    assert code == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_find_diagnostics_names_each_fit():
+    ok = {"max_rhat": 1.0, "failures": [], "ok": True}
+    bad = {"max_rhat": 1.2, "failures": ["R-hat 1.200 > 1.01"], "ok": False}
+    summary = {"diagnostics": ok, "link_sensitivity": [{"label": "agnostic", "diagnostics": bad}],
+               "provenance": {"diagnostics": ok}}
+    found = find_diagnostics(summary, "cpeptide")
+    assert [(d["fit"], d["ok"]) for d in found] == [("cpeptide", True), ("cpeptide.link_sensitivity[agnostic]",
+                                                                          False)]
+
+
+@pytest.mark.parametrize("section", ["binary", "cpeptide"])
+def test_a_missing_analysis_module_is_reported_not_fatal(tmp_path, monkeypatch, section):
+    import isletbayes.analyses.main_job as mj
+
+    monkeypatch.setitem(mj.SECTIONS, section, ("isletbayes.analyses.no_such_module", "Missing"))
+    cfg = config_from_dict({**FAST_SECTIONS, "sections": {**FAST_SECTIONS["sections"], section: True}})
+    run = run_main_job(cfg, tmp_path / "out", cache_dir=tmp_path / "c", pdf=False, quiet=True)
+    assert run.sections[section].status == "unavailable"
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert f"The {section} section is missing from this report" in html

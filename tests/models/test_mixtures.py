@@ -1,0 +1,340 @@
+"""Exact mixture layer: closed forms, independent numerics, and RBesT's published numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import integrate, special, stats
+
+from isletbayes.models.mixtures import (
+    BetaMixture,
+    NormalMixture,
+    fit_beta_mixture,
+    posterior_prob_above,
+    posterior_prob_below,
+    prior_data_conflict,
+    prob_difference_greater,
+)
+
+# RBesT's MAP prior for the ankylosing-spondylitis placebo data (introduction vignette, automixfit output)
+AS_MAP = BetaMixture([0.6167463, 0.3832537], [19.1916387, 3.5278745], [57.7779318, 9.3735980])
+BIMODAL = BetaMixture([0.3, 0.7], [4.0, 30.0], [20.0, 8.0])
+
+
+# --- construction ------------------------------------------------------------------------------------------
+def test_validation_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="sum to 1"):
+        BetaMixture([0.5, 0.4], [1, 2], [1, 2])
+    with pytest.raises(ValueError, match="> 0"):
+        BetaMixture([1.0], [0.0], [1.0])
+    with pytest.raises(ValueError, match="same non-zero length"):
+        BetaMixture([0.5, 0.5], [1, 2], [1])
+    with pytest.raises(ValueError, match=">= 0"):
+        BetaMixture([1.2, -0.2], [1, 2], [1, 2])
+    with pytest.raises(ValueError, match="sd must be > 0"):
+        NormalMixture([1.0], [0.0], [0.0])
+    m = BetaMixture.single(2, 3)
+    with pytest.raises(ValueError):
+        m.a[0] = 5.0  # read-only arrays: a frozen mixture stays frozen
+
+
+def test_dict_round_trip():
+    assert BetaMixture.from_dict(AS_MAP.to_dict()).allclose(AS_MAP)
+    nm = NormalMixture([0.4, 0.6], [0.0, 1.0], [1.0, 2.0], sigma=3.0)
+    back = NormalMixture.from_dict(nm.to_dict())
+    assert np.allclose(back.means, nm.means) and np.allclose(back.sds, nm.sds) and back.sigma == 3.0
+
+
+# --- densities, quantiles, moments -------------------------------------------------------------------------
+def test_single_beta_matches_scipy():
+    m = BetaMixture.single(2.5, 7.0)
+    x = np.linspace(0.01, 0.99, 25)
+    assert np.allclose(m.pdf(x), stats.beta.pdf(x, 2.5, 7.0), rtol=1e-12)
+    assert np.allclose(m.cdf(x), stats.beta.cdf(x, 2.5, 7.0), rtol=1e-12)
+    assert np.allclose(m.sf(x), stats.beta.sf(x, 2.5, 7.0), rtol=1e-12)
+    assert m.mean() == pytest.approx(2.5 / 9.5, rel=1e-14)
+    assert m.var() == pytest.approx(stats.beta.var(2.5, 7.0), rel=1e-12)
+
+
+def test_mixture_pdf_integrates_to_one_and_cdf_is_its_integral():
+    total, _ = integrate.quad(lambda t: float(BIMODAL.pdf(t)), 0, 1, epsabs=1e-12, limit=200)
+    assert total == pytest.approx(1.0, abs=1e-10)
+    part, _ = integrate.quad(lambda t: float(BIMODAL.pdf(t)), 0, 0.4, epsabs=1e-12, limit=200)
+    assert float(BIMODAL.cdf(0.4)) == pytest.approx(part, abs=1e-10)
+
+
+@pytest.mark.parametrize("mix", [AS_MAP, BIMODAL, AS_MAP.robustify(0.2, 0.5)])
+def test_quantiles_invert_the_cdf(mix):
+    q = np.array([1e-6, 0.001, 0.025, 0.1, 0.5, 0.9, 0.975, 0.999, 1 - 1e-6])
+    x = mix.ppf(q)
+    assert np.all(np.diff(x) > 0)
+    assert np.max(np.abs(mix.cdf(x) - q)) < 1e-10
+    assert mix.ppf(0.0) == 0.0 and mix.ppf(1.0) == 1.0
+    grid = mix.ppf(np.array([[0.1, 0.2], [0.3, 0.4]]))  # any shape
+    assert grid.shape == (2, 2) and float(mix.ppf(0.3)) == pytest.approx(grid[1, 0], abs=1e-14)
+
+
+def test_normal_mixture_quantiles_invert_the_cdf():
+    nm = NormalMixture([0.3, 0.7], [-2.0, 1.0], [0.5, 1.5])
+    q = np.linspace(0.001, 0.999, 41)
+    assert np.max(np.abs(nm.cdf(nm.ppf(q)) - q)) < 1e-10
+
+
+def test_moments_against_monte_carlo():
+    draws = BIMODAL.rvs(200_000, rng=np.random.default_rng(11))
+    se_mean = draws.std() / np.sqrt(draws.size)
+    assert abs(draws.mean() - BIMODAL.mean()) < 5 * se_mean
+    # sd of the sample variance ~ sqrt((m4 - var^2) / N)
+    m4 = np.mean((draws - draws.mean()) ** 4)
+    se_var = np.sqrt((m4 - draws.var() ** 2) / draws.size)
+    assert abs(draws.var() - BIMODAL.var()) < 5 * se_var
+    nm = NormalMixture([0.3, 0.7], [-2.0, 1.0], [0.5, 1.5])
+    nd = nm.rvs(200_000, rng=np.random.default_rng(12))
+    assert abs(nd.mean() - nm.mean()) < 5 * nd.std() / np.sqrt(nd.size)
+    # closed form of a normal mixture's variance
+    assert nm.var() == pytest.approx(0.3 * (0.25 + 4) + 0.7 * (2.25 + 1) - nm.mean() ** 2, rel=1e-12)
+
+
+# --- conjugate updates and predictive ----------------------------------------------------------------------
+def test_conjugate_posterior_single_beta():
+    post = BetaMixture.single(1, 1).posterior(10, 12)
+    assert post.allclose(BetaMixture.single(11, 3))
+    assert post.mean() == pytest.approx(11 / 14, rel=1e-14)
+
+
+def test_mixture_posterior_matches_numerical_bayes():
+    r, n = 7, 20
+    post = BIMODAL.posterior(r, n)
+    like = lambda t: stats.binom.pmf(r, n, t)  # noqa: E731
+    evidence, _ = integrate.quad(lambda t: float(BIMODAL.pdf(t)) * like(t), 0, 1, epsabs=1e-14, limit=200)
+    for t in (0.1, 0.25, 0.4, 0.6):
+        assert float(post.pdf(t)) == pytest.approx(float(BIMODAL.pdf(t)) * like(t) / evidence, rel=1e-8)
+    # weights by marginal likelihood, in closed form
+    a, b = BIMODAL.a, BIMODAL.b
+    lw = np.log(BIMODAL.weights) + special.betaln(a + r, b + n - r) - special.betaln(a, b)
+    assert np.allclose(post.weights, np.exp(lw) / np.exp(lw).sum(), rtol=1e-12)
+    assert np.allclose(post.a, BIMODAL.a + r) and np.allclose(post.b, BIMODAL.b + n - r)
+    assert BIMODAL.log_marginal_likelihood(r, n) == pytest.approx(np.log(evidence), rel=1e-9)
+
+
+def test_beta_binomial_predictive_matches_scipy():
+    pred = BetaMixture.single(2.0, 5.0).predictive(15)
+    k = np.arange(16)
+    assert np.allclose(pred.pmf(k), stats.betabinom.pmf(k, 15, 2.0, 5.0), rtol=1e-12)
+    assert np.allclose(pred.cdf(k), stats.betabinom.cdf(k, 15, 2.0, 5.0), rtol=1e-12)
+    assert pred.mean() == pytest.approx(15 * 2 / 7, rel=1e-14)
+    assert pred.var() == pytest.approx(stats.betabinom.var(15, 2.0, 5.0), rel=1e-10)
+    mix_pred = BIMODAL.predictive(12)
+    pmf = mix_pred.pmf(np.arange(13))
+    assert pmf.sum() == pytest.approx(1.0, abs=1e-12)
+    expected = sum(w * stats.betabinom.pmf(np.arange(13), 12, a, b)
+                   for w, a, b in zip(BIMODAL.weights, BIMODAL.a, BIMODAL.b))
+    assert np.allclose(pmf, expected, rtol=1e-12)
+    assert np.allclose(mix_pred.sf(np.arange(13)), 1 - np.cumsum(pmf), atol=1e-12)
+    assert mix_pred.ppf(0.5) == int(np.searchsorted(np.cumsum(pmf), 0.5))
+
+
+def test_normal_posterior_closed_form():
+    sigma, n, ybar = 2.0, 8, 1.3
+    prior = NormalMixture.single(0.0, 1.5, sigma=sigma)
+    post = prior.posterior(ybar, n)
+    prec = 1 / 1.5**2 + n / sigma**2
+    assert post.means[0] == pytest.approx((ybar * n / sigma**2) / prec, rel=1e-12)
+    assert post.sds[0] == pytest.approx(np.sqrt(1 / prec), rel=1e-12)
+    mix = NormalMixture([0.5, 0.5], [-1.0, 2.0], [0.7, 1.0], sigma=sigma)
+    mpost = mix.posterior(ybar, n)
+    like = lambda m: stats.norm.pdf(ybar, m, sigma / np.sqrt(n))  # noqa: E731
+    ev, _ = integrate.quad(lambda m: float(mix.pdf(m)) * like(m), -15, 15, epsabs=1e-14, limit=200)
+    for m in (-1.0, 0.5, 1.5):
+        assert float(mpost.pdf(m)) == pytest.approx(float(mix.pdf(m)) * like(m) / ev, rel=1e-8)
+    pred = mix.predictive(n)
+    assert np.allclose(pred.sds, np.sqrt(mix.sds**2 + sigma**2 / n))
+    with pytest.raises(ValueError, match="sigma"):
+        NormalMixture.single(0, 1).posterior(0.0, 3)
+
+
+# --- robustify and ESS (RBesT) -----------------------------------------------------------------------------
+def test_robustify_matches_rbest():
+    rob = AS_MAP.robustify(0.2, mean=0.5)
+    assert np.allclose(rob.weights, [0.493397, 0.306603, 0.2], atol=5e-7)  # RBesT prints 6 decimals
+    assert rob.a[-1] == 1.0 and rob.b[-1] == 1.0  # Beta(mean (n+1), (1-mean)(n+1)), n = 1
+    r2 = AS_MAP.robustify(0.1, mean=0.2, n=4)
+    assert r2.a[-1] == pytest.approx(1.0) and r2.b[-1] == pytest.approx(4.0)
+    nm = NormalMixture.single(1.0, 0.5, sigma=2.0).robustify(0.3, mean=0.0)
+    assert np.allclose(nm.weights, [0.7, 0.3]) and nm.sds[-1] == 2.0 and nm.means[-1] == 0.0
+
+
+def _elir_independent(mix: BetaMixture) -> float:
+    """ELIR by a different route: analytic p, p', p'' of the mixture, plain quadrature on theta."""
+
+    def dens_derivs(t):
+        f = stats.beta.pdf(t, mix.a, mix.b)
+        g = (mix.a - 1) / t - (mix.b - 1) / (1 - t)
+        h = -(mix.a - 1) / t**2 - (mix.b - 1) / (1 - t) ** 2
+        p = np.sum(mix.weights * f)
+        dp = np.sum(mix.weights * f * g)
+        d2p = np.sum(mix.weights * f * (h + g**2))
+        return p, dp, d2p
+
+    def integrand(t):
+        p, dp, d2p = dens_derivs(t)
+        info = (dp / p) ** 2 - d2p / p
+        return p * info * t * (1 - t)
+
+    val, err = integrate.quad(integrand, 0, 1, epsabs=1e-12, epsrel=1e-12, limit=1000, points=[0.1, 0.25, 0.5])
+    assert err < 1e-8
+    return val
+
+
+def test_ess_of_rbest_map_prior():
+    # RBesT prints round(ess(map)): 37 (elir), 26 (moment)
+    elir, moment = AS_MAP.ess("elir"), AS_MAP.ess("moment")
+    assert round(elir) == 37 and round(moment) == 26
+    # unrounded: moment is a closed form of the mixture's moments; elir is checked by an independent quadrature
+    m = np.sum(AS_MAP.weights * AS_MAP.a / (AS_MAP.a + AS_MAP.b))
+    ab = AS_MAP.a + AS_MAP.b
+    v = np.sum(AS_MAP.weights * AS_MAP.a * (AS_MAP.a + 1) / (ab * (ab + 1))) - m**2
+    assert moment == pytest.approx(m * (1 - m) / v - 1, rel=1e-12)
+    assert elir == pytest.approx(_elir_independent(AS_MAP), abs=1e-6)
+    # RBesT's documented ordering: moment conservative, morita liberal
+    assert moment < elir < AS_MAP.ess("morita")
+
+
+@pytest.mark.parametrize("a,b", [(1.0, 1.0), (3.0, 9.0), (19.19, 57.78), (0.5, 0.5), (13.0, 1.0)])
+def test_ess_of_single_beta_is_a_plus_b(a, b):
+    m = BetaMixture.single(a, b)
+    assert m.ess("elir") == pytest.approx(a + b, rel=1e-12)
+    assert m.ess("moment") == pytest.approx(a + b, rel=1e-10)
+
+
+def test_elir_integration_matches_a_plus_b_for_a_one_component_mixture_in_disguise():
+    # the same Beta(4, 9) split into two identical components: the quadrature path must still give a + b
+    m = BetaMixture([0.4, 0.6], [4.0, 4.0], [9.0, 9.0])
+    assert m.ess("elir") == pytest.approx(13.0, rel=1e-8)
+
+
+def test_morita_symmetric_beta_closed_form():
+    # at the mode 1/2 RBesT's Morita ESS of Beta(a, a) is 2a - 1/s (flattened prior Beta(1/(2s), 1/(2s)))
+    for a in (2.0, 10.0, 40.0):
+        assert BetaMixture.single(a, a).ess("morita") == pytest.approx(2 * a - 1 / 100, rel=1e-10)
+
+
+def test_elir_refuses_mixtures_with_parameters_below_one():
+    with pytest.raises(ValueError, match="undefined"):
+        BetaMixture([0.5, 0.5], [0.5, 3.0], [0.5, 3.0]).ess("elir")
+    with pytest.raises(ValueError, match="unknown ESS"):
+        AS_MAP.ess("foo")
+
+
+def test_normal_ess_closed_forms():
+    nm = NormalMixture.single(0.0, 0.5, sigma=2.0)
+    assert nm.ess("elir") == pytest.approx(16.0, rel=1e-12)
+    assert nm.ess("moment") == pytest.approx(16.0, rel=1e-12)
+    assert nm.ess("morita") == pytest.approx(16.0 - 4.0 / (100 * 0.25), rel=1e-10)
+    two = NormalMixture([0.5, 0.5], [0.0, 0.0], [0.5, 0.5], sigma=2.0)
+    assert two.ess("elir") == pytest.approx(16.0, rel=1e-8)
+
+
+# --- intervals -------------------------------------------------------------------------------------------
+def test_hdi_unimodal_has_equal_density_ends():
+    m = BetaMixture.single(11, 3)
+    lo, hi = m.hdi(0.95)
+    assert float(m.cdf(hi) - m.cdf(lo)) == pytest.approx(0.95, abs=1e-10)
+    assert float(m.pdf(lo)) == pytest.approx(float(m.pdf(hi)), rel=1e-5)
+    assert hi - lo < np.subtract(*m.eti(0.95)[::-1])
+    (hdr,) = m.hdr(0.95)
+    assert hdr == pytest.approx((lo, hi), abs=1e-6)
+
+
+def test_hdi_monotone_density_touches_the_edge():
+    lo, hi = BetaMixture.single(13, 1).hdi(0.95)  # density 13 t^12: HDI = [0.05^(1/13), 1]
+    assert lo == pytest.approx(0.05 ** (1 / 13), abs=1e-9) and hi == 1.0
+
+
+def test_hdr_of_a_bimodal_mixture_is_two_intervals():
+    mix = BetaMixture([0.5, 0.5], [5.0, 40.0], [40.0, 5.0])
+    region = mix.hdr(0.9)
+    assert len(region) == 2
+    mass = sum(float(mix.cdf(r) - mix.cdf(l)) for l, r in region)
+    assert mass == pytest.approx(0.9, abs=1e-8)
+    ends = [t for iv in region for t in iv]
+    dens = mix.pdf(np.array(ends))
+    assert np.allclose(dens, dens[0], rtol=1e-6)
+    lo, hi = mix.hdi(0.9)  # the shortest single interval spans the valley
+    assert lo < region[0][1] and hi > region[1][0]
+
+
+# --- design helpers ------------------------------------------------------------------------------------------
+def test_posterior_prob_above_is_vectorised_and_exact():
+    n, p0 = 20, 0.3
+    r = np.arange(n + 1)
+    above = posterior_prob_above(AS_MAP, r, n, p0)
+    loop = np.array([float(AS_MAP.posterior(int(k), n).sf(p0)) for k in r])
+    assert np.allclose(above, loop, rtol=1e-12, atol=1e-15)
+    assert np.all(np.diff(above) > 0)
+    assert np.allclose(above + posterior_prob_below(AS_MAP, r, n, p0), 1.0, atol=1e-12)
+    uni = posterior_prob_above(BetaMixture.single(1, 1), r, n, p0)
+    assert np.allclose(uni, stats.beta.sf(p0, 1 + r, 1 + n - r), rtol=1e-12)
+
+
+def test_prob_difference_closed_form_and_monte_carlo():
+    u = BetaMixture.single(1, 1)
+    for delta in (0.0, 0.2, -0.3):
+        exact = (1 - delta) ** 2 / 2 if delta >= 0 else 1 - (1 + delta) ** 2 / 2
+        assert prob_difference_greater(u, u, delta) == pytest.approx(exact, abs=1e-9)
+    t = BetaMixture.single(15.5, 10)
+    c = AS_MAP.robustify(0.2, 0.5).posterior(1, 6)
+    p = prob_difference_greater(t, c, 0.1)
+    rng = np.random.default_rng(3)
+    diff = t.rvs(400_000, rng) - c.rvs(400_000, rng)
+    mc = np.mean(diff > 0.1)
+    assert abs(p - mc) < 5 * np.sqrt(mc * (1 - mc) / diff.size)
+
+
+def test_prior_data_conflict():
+    prior = BetaMixture.single(2, 8)  # mean 0.2
+    check = prior_data_conflict(prior, 10, 12)
+    pmf = stats.betabinom.pmf(np.arange(13), 12, 2, 8)
+    assert check.p_upper == pytest.approx(pmf[10:].sum(), rel=1e-10)
+    assert check.p_lower == pytest.approx(pmf[:11].sum(), rel=1e-10)
+    assert check.p_box == pytest.approx(pmf[pmf <= pmf[10]].sum(), rel=1e-10)
+    assert check.p_box < 0.01 and check.p_two_sided == pytest.approx(2 * check.p_upper)
+    assert check.p_lower + check.p_upper - pmf[10] == pytest.approx(1.0, abs=1e-12)
+    assert prior_data_conflict(prior, 2, 12).p_box > 0.5  # data at the prior's centre: no conflict
+
+
+# --- EM fit --------------------------------------------------------------------------------------------------
+def test_fit_beta_mixture_recovers_a_known_mixture():
+    truth = BetaMixture([0.6, 0.4], [30.0, 3.0], [70.0, 9.0])
+    draws = truth.rvs(4000, rng=np.random.default_rng(5))
+    res = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=1)
+    assert res.n_components == 2 and res.converged
+    assert res.ks_distance < 0.02 and res.max_abs_quantile_error < 0.01
+    assert np.allclose(res.mixture.weights, truth.weights, atol=0.06)
+    # the fitted mixture's moments match the sample's within its Monte Carlo error
+    assert abs(res.mixture.mean() - draws.mean()) < 3 * draws.std() / np.sqrt(draws.size)
+    again = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=1)
+    assert again.mixture.allclose(res.mixture, rtol=0)  # reproducible
+
+
+def test_fit_beta_mixture_single_beta_sample():
+    draws = BetaMixture.single(12, 30).rvs(3000, rng=np.random.default_rng(6))
+    res = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=2)
+    assert res.n_components == 1
+    a_hat, b_hat = res.mixture.a[0], res.mixture.b[0]
+    # MLE recovers (12, 30) within a few standard errors (sd of the MLE of a, b here ~ 0.3 and 0.8)
+    assert abs(a_hat - 12) < 1.5 and abs(b_hat - 30) < 4
+    with pytest.raises(ValueError):
+        fit_beta_mixture(np.array([0.5, 1.5] * 10))
+    with pytest.raises(ValueError, match="criterion"):
+        fit_beta_mixture(draws, criterion="dic")
+
+
+def test_elir_at_parameter_one_follows_the_integral_for_mixtures():
+    # the integrand's boundary term (a - 1)(1 - x)/x vanishes at a = 1: RBesT's integral gives 0 for a mixture of
+    # uniforms, while a single Beta(1, 1) is reported as a + b = 2 (the limit a, b -> 1+); documented in the module
+    assert BetaMixture([0.4, 0.6], [1.0, 1.0], [1.0, 1.0]).ess("elir") == pytest.approx(0.0, abs=1e-12)
+    assert BetaMixture.single(1.0, 1.0).ess("elir") == 2.0
+    # and the limit: a single beta just above 1 integrates to a + b
+    near = BetaMixture([0.5, 0.5], [1.001, 1.001], [3.0, 3.0])
+    assert near.ess("elir") == pytest.approx(4.001, rel=1e-6)
