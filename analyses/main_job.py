@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 import typer
 
-from isletbayes.analyses.cache import CacheEvent, FitCache, default_cache_dir, key_material
+from isletbayes.analyses.cache import MANIFEST, CacheEvent, FitCache, default_cache_dir, fit_key, key_material
 from isletbayes.analyses.config import MainJobConfig, config_to_dict, load_config
 from isletbayes.analyses.provenance import provenance, sha256_of
 from isletbayes.data.errors import InputError
@@ -344,6 +344,57 @@ class Progress:
         self.console.print(f"[bold red]FAILED[/bold red] {message}")
 
 
+# Sections that fit MCMC models: when several must be computed they run in separate processes (each seeded,
+# so the numbers do not depend on how many run at once).
+HEAVY_SECTIONS = ("binary", "cpeptide")
+
+
+def _wanted(config: MainJobConfig, name: str) -> bool:
+    return bool(getattr(config.sections, name) or (name == "binary" and config.sections.safety))
+
+
+def _quiet_pymc() -> None:
+    """PyMC logs each sampler start at INFO; the main job prints its own progress lines instead."""
+    import logging
+
+    for name in ("pymc", "pymc.sampling", "pymc.stats.convergence"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def compute_section(name: str, config_doc: dict, participant_data: str | None, cache_root: str | None,
+                    scratch: str) -> tuple[str, float]:
+    """Compute one section from scratch (in a worker process or in-line) and save it: into the cache when
+    ``cache_root`` is given, else into ``scratch``. Returns the folder and the seconds it took."""
+    _quiet_pymc()
+    config = MainJobConfig.model_validate(config_doc)
+    inputs = load_inputs(config, Path(participant_data) if participant_data else None)
+    plan = PLANNERS[name](importlib.import_module(SECTIONS[name][0]), config, inputs, {})
+    started = time.perf_counter()
+    result = plan.compute()
+    seconds = time.perf_counter() - started
+    if cache_root is not None:
+        cache = FitCache(Path(cache_root))
+        folder = cache.store(name, fit_key(plan.material), plan.material, lambda d: plan.save(result, d))
+    else:
+        folder = Path(scratch) / name
+        folder.mkdir(parents=True)
+        plan.save(result, folder)
+    return str(folder), seconds
+
+
+def _copy_entry(src: Path, dest: Path) -> list[str]:
+    """Copy a saved section (a cache entry or a scratch folder) to the output folder, manifest left out."""
+    def write(tmp: Path) -> None:
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            rel = path.relative_to(src)
+            if rel.as_posix() == MANIFEST:
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp / rel)
+
+    return _replace_dir(dest, write)
+
+
 def run_analyses(
     config: MainJobConfig,
     out: Path,
@@ -351,15 +402,25 @@ def run_analyses(
     cache: FitCache,
     participant_data: Path | None = None,
     progress: Progress | None = None,
+    jobs: int | None = None,
 ) -> tuple[dict[str, SectionRun], Inputs]:
-    """Run every section switched on, through the cache; save each under ``out/<section>/``."""
+    """Run every section switched on, through the cache; save each under ``out/<section>/``.
+
+    Cached sections are loaded; the others are computed, the MCMC ones in up to ``jobs`` worker processes at
+    once (default: as many as there are CPU cores, at most the number of such sections)."""
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     progress = progress or Progress(quiet=True)
+    _quiet_pymc()
     with progress.status("loading and validating the data"):
         inputs = load_inputs(config, participant_data)
     runs: dict[str, SectionRun] = {}
+    plans: dict[str, SectionPlan] = {}
+    events: dict[str, CacheEvent] = {}
     for name, (module_name, title) in SECTIONS.items():
-        wanted = getattr(config.sections, name) or (name == "binary" and config.sections.safety)
-        if not wanted:
+        if not _wanted(config, name):
             runs[name] = SectionRun(name, title, "skipped", "switched off in the configuration (sections)")
             progress.line(f"[dim]- {name}: skipped (sections.{name} is false)[/dim]")
             continue
@@ -368,24 +429,62 @@ def run_analyses(
                                     f"the {name} analysis ({module_name}) is not part of this installation")
             progress.line(f"[yellow]- {name}: unavailable ({module_name} not installed)[/yellow]")
             continue
-        module = importlib.import_module(module_name)
-        plan = PLANNERS[name](module, config, inputs, runs)
+        plan = PLANNERS[name](importlib.import_module(module_name), config, inputs, runs)
+        plans[name] = plan
+        key = fit_key(plan.material)
+        if not cache.enabled:
+            events[name] = CacheEvent(name, key, "disabled")
+            continue
         started = time.perf_counter()
-        with progress.status(f"{name}: {title.lower()} (looking in the cache)"):
-            result, event = cache.get_or_compute(name, plan.material, plan.compute, plan.save, plan.load)
-        seconds = time.perf_counter() - started
-        files = _replace_dir(out / name, lambda d: plan.save(result, d))
-        run = SectionRun(name, title, "ok", result=result, cache=event, seconds=seconds, directory=name,
-                         files=files)
-        run.diagnostics = find_diagnostics(result.to_dict(), name)
-        runs[name] = run
-        how = {"hit": "from cache", "miss": "computed", "refit": f"recomputed ({event.reason})",
-               "disabled": "computed, cache off"}[event.status]
-        progress.line(f"[green]\u2713[/green] {name}: {how} in {seconds:.1f} s")
-        for diag in run.diagnostics:
-            if not diag.get("ok", False):
-                progress.failure(f"diagnostics of {diag['fit']}: " + "; ".join(diag.get("failures", [])))
-    return runs, inputs
+        result, corruption = cache.fetch(name, key, plan.load)
+        if result is None:
+            events[name] = CacheEvent(name, key, "refit" if corruption else "miss", corruption)
+            continue
+        events[name] = CacheEvent(name, key, "hit")
+        runs[name] = SectionRun(name, title, "ok", result=result, cache=events[name],
+                                seconds=time.perf_counter() - started)
+
+    to_compute = [n for n in plans if n not in runs]
+    heavy = [n for n in to_compute if n in HEAVY_SECTIONS]
+    n_jobs = max(1, min(jobs or (os.cpu_count() or 1), len(heavy)))
+    config_doc = config.model_dump(mode="json")
+    cache_root = str(cache.root) if cache.enabled else None
+    with tempfile.TemporaryDirectory(prefix="isletbayes-scratch-") as scratch:
+        folders: dict[str, tuple[str, float]] = {}
+        args = lambda n: (n, config_doc, str(participant_data) if participant_data else None,  # noqa: E731
+                          cache_root, scratch)
+        if n_jobs > 1:
+            with progress.status(f"fitting {', '.join(heavy)} ({n_jobs} processes)"), \
+                    ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(compute_section, *args(n)): n for n in heavy}
+                for future in as_completed(futures):
+                    folders[futures[future]] = future.result()
+                    progress.line(f"[green]\u2713[/green] {futures[future]}: computed in "
+                                  f"{folders[futures[future]][1]:.1f} s")
+        for name in to_compute:
+            if name not in folders:
+                with progress.status(f"{name}: {SECTIONS[name][1].lower()}"):
+                    folders[name] = compute_section(*args(name))
+                progress.line(f"[green]\u2713[/green] {name}: computed in {folders[name][1]:.1f} s")
+            folder, seconds = folders[name]
+            result = plans[name].load(Path(folder))
+            runs[name] = SectionRun(name, SECTIONS[name][1], "ok", result=result, cache=events[name],
+                                    seconds=seconds)
+            runs[name].files = _copy_entry(Path(folder), out / name)
+        for name, run in runs.items():
+            if run.status != "ok":
+                continue
+            if not run.files:  # loaded from the cache
+                run.files = _copy_entry(cache.entry_dir(name, run.cache.key), out / name)
+                progress.line(f"[green]\u2713[/green] {name}: from cache")
+            run.directory = name
+            if run.cache.status == "refit":
+                progress.line(f"[yellow]! {name}: cache entry was damaged ({run.cache.reason}); refitted[/yellow]")
+            run.diagnostics = find_diagnostics(run.result.to_dict(), name)
+            for diag in run.diagnostics:
+                if not diag.get("ok", False):
+                    progress.failure(f"diagnostics of {diag['fit']}: " + "; ".join(diag.get("failures", [])))
+    return {name: runs[name] for name in SECTIONS if name in runs}, inputs
 
 
 def write_index(out: Path, config: MainJobConfig, runs: dict[str, SectionRun], inputs: Inputs,
@@ -421,6 +520,7 @@ def run_main_job(
     config_path: str | Path | None = None,
     participant_data: str | Path | None = None,
     quiet: bool = False,
+    jobs: int | None = None,
 ) -> MainJobResult:
     """Run the analyses (through the cache), write results.json, build report.html (and report.pdf)."""
     started = time.perf_counter()
@@ -432,7 +532,7 @@ def run_main_job(
     progress = Progress(quiet)
     runs, inputs = run_analyses(config, out, cache=cache,
                                 participant_data=Path(participant_data) if participant_data else None,
-                                progress=progress)
+                                progress=progress, jobs=jobs)
     timings = {"analyses": time.perf_counter() - started}
     cfg_path = Path(config_path) if config_path else None
     index_path = write_index(out, config, runs, inputs, cfg_path, timings, None, cache)
@@ -465,16 +565,19 @@ def run_main_job(
 
 
 def _common(config_file: Path | None, out: Path, data: Path | None, no_cache: bool, pdf: bool,
-            cache_dir: Path | None, quiet: bool) -> MainJobResult:
+            cache_dir: Path | None, quiet: bool, jobs: int | None) -> MainJobResult:
     config = load_config(config_file)
     if data is not None and not data.is_file():
         raise InputError("no such file", option="--data", file=data)
+    if jobs is not None and jobs < 1:
+        raise InputError(f"must be >= 1, got {jobs}", option="--jobs")
     return run_main_job(config, out, cache_dir=cache_dir, use_cache=not no_cache, pdf=pdf,
-                        config_path=config_file, participant_data=data, quiet=quiet)
+                        config_path=config_file, participant_data=data, quiet=quiet, jobs=jobs)
 
 
 _CONFIG_HELP = "YAML configuration merged over the bundled default (analyses/default_config.yaml)"
 _CACHE_HELP = "fit cache folder (default: $ISLETBAYES_CACHE_DIR, else .isletbayes-cache/ beside --out)"
+_JOBS_HELP = "MCMC sections fitted at once in separate processes (default: CPU cores); results do not depend on it"
 
 
 def run_cli(
@@ -484,9 +587,10 @@ def run_cli(
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="also render report.pdf"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines (failures are still printed)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help=_JOBS_HELP),
 ) -> None:
     """Run the whole re-analysis on the bundled published data and write the report."""
-    result = _common(config_file, out, None, no_cache, pdf, cache_dir, quiet)
+    result = _common(config_file, out, None, no_cache, pdf, cache_dir, quiet, jobs)
     print(result.html)
 
 
@@ -499,10 +603,11 @@ def report_cli(
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="also render report.pdf"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=_CACHE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines (failures are still printed)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help=_JOBS_HELP),
 ) -> None:
     """Run the re-analysis for a chosen configuration (and optionally your participant-level data) and
     write the report."""
-    result = _common(config_file, out, data, no_cache, pdf, cache_dir, quiet)
+    result = _common(config_file, out, data, no_cache, pdf, cache_dir, quiet, jobs)
     print(result.html)
 
 

@@ -97,7 +97,7 @@ def forest_plot(
         if g:
             ax.plot([], [], "s", color=c, label=g.replace("_", " "))
     if any(g for g in groups):
-        ax.legend(loc="lower right", fontsize=7, frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     ax.grid(axis="x", color="0.92")
     fig.tight_layout()
     return fig
@@ -115,17 +115,21 @@ def posterior_densities(panels: Sequence[Mapping], grid_points: int = 501):
     fig, axes = plt.subplots(rows, cols, figsize=(7.2, 2.5 * rows), squeeze=False)
     x = np.linspace(0.0005, 0.9995, grid_points)
     labels_seen: dict[str, object] = {}
+    interior = x <= 0.985
     for ax, panel in zip(axes.ravel(), panels):
+        top = 0.0
         for i, (label, dist) in enumerate(panel["curves"].items()):
             dens = np.asarray(dist.pdf(x), dtype=float)
             line, = ax.plot(x, dens, color=PALETTE[i % len(PALETTE)], lw=1.3, label=label)
             labels_seen.setdefault(label, line)
+            top = max(top, float(np.nanmax(dens[interior])))
+        # a density with an infinite spike at 0 or 1 (r = 0 or r = n under Jeffreys) would flatten the rest
+        ax.set_ylim(0, 1.25 * top if top > 0 else None)
         if panel.get("p0") is not None:
             ax.axvline(panel["p0"], color="0.4", ls="--", lw=0.8)
         ax.plot(panel["r"] / panel["n"], 0, marker="^", color="k", ms=7, clip_on=False, zorder=5)
         ax.set_title(f"{panel['title']}  ({panel['r']}/{panel['n']})", loc="left")
         ax.set_xlim(0, 1)
-        ax.set_ylim(bottom=0)
         ax.set_yticks([])
         ax.set_xlabel("rate")
     for ax in axes.ravel()[k:]:

@@ -30,6 +30,8 @@ TEMPLATE = "report.html.j2"
 HTML_NAME = "report.html"
 PDF_NAME = "report.pdf"
 TITLE = "Zimislecel (VX-880) phase 1/2: a Bayesian re-analysis"
+PRIOR_SHORT = {"uniform": "uniform", "jeffreys": "Jeffreys", "sceptical": "sceptical", "enthusiastic": "enthusiastic",
+               "map": "MAP", "robust_map": "robust MAP"}
 
 
 # --- small formatting helpers -----------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def data_section(ctx: ReportContext, inputs: dict) -> Section:
                              "source", "evidence"], rows, caption="Comparator studies (with counts)"))
     src = inputs["sources"]
     cited = set(used["source_id"]) | set(means["source_id"]) | set(comps["source_id"])
-    rows = [[cell(r.source_id), cell(r.citation), cell(r.url if isinstance(r.url, str) else ""),
+    rows = [[cell(r.source_id), cell(r.citation), cell(r.url if isinstance(r.url, str) else "", "url"),
              _evidence_badge(r.evidence_type)] for r in src.itertuples() if r.source_id in cited]
     sec.blocks.append(table(["source", "citation", "address", "evidence"], rows, caption="Sources"))
     pdata = ctx.index.get("data", {}).get("participant_data")
@@ -368,8 +370,8 @@ def binary_section(ctx: ReportContext, result) -> Section:
                                      f"{e['comparators']['pooled_rate']:.2f}."))
     panels = []
     for ep, e in eps.items():
-        curves = {pr["label"].split(":")[0].split(" Beta")[0]: BetaMixture.from_dict(pr["posterior"])
-                  for pr in e["priors"].values()}
+        curves = {PRIOR_SHORT.get(name, name): BetaMixture.from_dict(pr["posterior"])
+                  for name, pr in e["priors"].items()}
         p0 = e["thresholds"].get("comparator", next(iter(e["thresholds"].values()), None))
         panels.append({"title": ep.replace("_", " "), "r": e["r"], "n": e["n"], "p0": p0, "curves": curves})
     if panels:

@@ -14,7 +14,8 @@ from isletbayes.analyses.cli import main
 from isletbayes.analyses.config import config_from_dict
 from isletbayes.analyses.main_job import RESULTS_INDEX, find_diagnostics, run_main_job
 
-FAST_SECTIONS = {"sections": {"binary": False, "cpeptide": False, "design": True, "durability": True},
+FAST_SECTIONS = {"sections": {"binary": False, "safety": False, "cpeptide": False, "design": True,
+                              "durability": True},
                  "design": {"n_min": 10, "n_max": 30}, "durability": {"n_draws": 2000}}
 
 

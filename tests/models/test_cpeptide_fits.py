@@ -12,7 +12,7 @@ from isletbayes.models import cpeptide as cpm
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics
 
 DAYS = [90.0, 180.0, 270.0, 365.0]
-RECOVERY = SamplerSettings(draws=1000, tune=1000, chains=2, cores=1, target_accept=0.95, seed=11)
+RECOVERY = SamplerSettings(draws=1000, tune=1000, chains=4, cores=1, target_accept=0.95, seed=11)
 SBC_SMALL = SamplerSettings(draws=100, tune=150, chains=2, cores=1, target_accept=0.95, seed=3)
 
 
