@@ -160,7 +160,8 @@ def cpeptide_means_problem(n_participants: int = 12, days=SBC_DAYS,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m isletbayes.analyses.calibration", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m isletbayes.analyses.calibration",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--draws", type=int, default=400)
     parser.add_argument("--tune", type=int, default=400)

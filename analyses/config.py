@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from isletbayes.data.errors import InputError
 
@@ -135,7 +135,7 @@ class CpeptideConfig(Strict):
     """The C-peptide trajectory and graft-function analysis (isletbayes.analyses.cpeptide.run_cpeptide)."""
 
     link: bool = True
-    sensitivity: bool = True
+    sensitivity: bool = False
     psense: bool = True
     late_decline: bool = False
     rise_shape: bool = False
@@ -209,14 +209,6 @@ class MainJobConfig(Strict):
     sampler: SamplerConfig = SamplerConfig()
 
 
-class _KeyedError(ValueError):
-    """A cross-field check that knows which dotted key it is about."""
-
-    def __init__(self, key: str, message: str):
-        self.key, self.message = key, message
-        super().__init__(message)
-
-
 # --- loading ----------------------------------------------------------------------------------------------
 
 
@@ -278,11 +270,6 @@ def config_from_dict(doc: dict[str, Any], *, source: str | Path | None = None,
         config = MainJobConfig.model_validate(merged)
     except ValidationError as err:
         key, msg = _first_error(err)
-        # a model-level check reports the dotted key it concerns
-        ctx = err.errors(include_url=False)[0].get("ctx", {}) or {}
-        inner = ctx.get("error")
-        if isinstance(inner, _KeyedError):
-            key, msg = inner.key, inner.message
         raise InputError(msg, file=source, key=key or "(top level)") from None
     # relative data paths in a user's file are relative to that file
     if source is not None:

@@ -21,7 +21,7 @@ and printed as FAILED.
 from __future__ import annotations
 
 import json
-import math
+import logging
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -257,7 +257,8 @@ def _draw_subset(idata, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @np.errstate(divide="ignore")  # day 0 is on the grid: log C(0) = -inf, C(0) = 0 exactly
-def population_trajectory(idata, days, seed: int, n_draws: int = 1000, n_new: int = 200) -> dict:
+def population_trajectory(idata, days, seed: int, n_draws: int = 1000, n_new: int = 200,
+                          decline_start_day: float = 365.0) -> dict:
     """Median-participant curve, population-mean curve (Monte Carlo over new participants) and a new
     participant's 90% predictive band (measurement error included), each as posterior 5/50/95% quantiles."""
     rng = np.random.default_rng(seed)
@@ -272,12 +273,12 @@ def population_trajectory(idata, days, seed: int, n_draws: int = 1000, n_new: in
     shape, delta = col("rise_shape", 1.0), col("decline_rate_per_year", 0.0)
     rate = cpm.rate_from_t_half(t_half, shape)
     median_curve = np.exp(cpm.log_trajectory(np.log(plateau)[:, None], rate[:, None], days[None, :],
-                                             delta[:, None], 365.0, shape[:, None]))
+                                             delta[:, None], decline_start_day, shape[:, None]))
     z = rng.standard_normal((pick.size, n_new, 3))
     log_a = np.log(plateau)[:, None] + sd_a[:, None] * z[..., 0]
     k = rate[:, None] * np.exp(sd_k[:, None] * z[..., 1])
-    log_c = cpm.log_trajectory(log_a[..., None], k[..., None], days[None, None, :], delta[:, None, None], 365.0,
-                               shape[:, None, None])
+    log_c = cpm.log_trajectory(log_a[..., None], k[..., None], days[None, None, :], delta[:, None, None],
+                               decline_start_day, shape[:, None, None])
     mean_curve = np.exp(log_c).mean(axis=1)
     new = np.exp(log_c[:, 0, :] + sigma[:, None] * z[:, 0, 2:3])
 
@@ -335,12 +336,17 @@ def _ppc_rows(days, observed, rep) -> list[dict]:
 def power_scaling(model: pm.Model, idata, names) -> list[dict]:
     """ArviZ power-scaling sensitivity (prior and likelihood) of the named parameters."""
     import arviz as az
+    from pymc.stats import compute_log_likelihood, compute_log_prior
 
+    psense_log = logging.getLogger("arviz_stats.psense")  # its generic warning; the diagnosis column says it
+    level = psense_log.level
+    psense_log.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        pm.compute_log_likelihood(idata, model=model, progressbar=False)
-        pm.compute_log_prior(idata, model=model, progressbar=False)
+        compute_log_likelihood(idata, model=model, progressbar=False)
+        compute_log_prior(idata, model=model, progressbar=False)
         table = az.psense_summary(idata, var_names=list(names))
+    psense_log.setLevel(level)
     return [{"name": str(name), "prior": float(row["prior"]), "likelihood": float(row["likelihood"]),
              "diagnosis": "ok" if row["diagnosis"] == "✓" else str(row["diagnosis"])}
             for name, row in table.iterrows()]
@@ -417,11 +423,12 @@ def run_cpeptide(data_path: str | Path | None = None, *, priors: cpm.TrajectoryP
         ppc = ppc_participant_means(idata, data, settings.seed)
     if any(r["outside_90"] for r in ppc):
         bad = ", ".join(f"day {r['day']:g}" for r in ppc if r["outside_90"])
-        notes.append(f"Posterior predictive check: the observed mean lies outside the 90% predictive interval at {bad}.")
+        notes.append(f"Posterior predictive check: the observed mean lies outside the 90% predictive interval at "
+                     f"{bad}.")
     result = CpeptideResult(
         mode=spec.mode,
         parameters=summarise_parameters(idata, names),
-        trajectory=population_trajectory(idata, days, settings.seed),
+        trajectory=population_trajectory(idata, days, settings.seed, decline_start_day=priors.decline_start_day),
         ppc=ppc,
         contraction=contraction_table(model, idata, names, settings.seed),
         diagnostics=diag.as_dict(),
@@ -486,16 +493,17 @@ def _print_result(result: CpeptideResult) -> None:
                         ("rise shape", result.shape_check)):
         if not group:
             continue
-        sens = Table(title=f"Sensitivity to the {name} (posterior median [90% interval])")
-        sens.add_column("fit")
-        names = [p["name"] for p in group[0]["parameters"]]
-        for n in names:
-            sens.add_column(n)
+        sens = Table(title=f"Sensitivity to the {name}: posterior median [90% interval]")
+        sens.add_column("parameter")
         for row in group:
-            by = {p["name"]: p for p in row["parameters"]}
-            cells = [f"{by[n]['median']:.3g} [{by[n]['q05']:.3g}, {by[n]['q95']:.3g}]" if n in by else "-"
-                     for n in names]
-            sens.add_row(row["label"], *cells)
+            sens.add_column(row["label"])
+        names = [p["name"] for p in max(group, key=lambda r: len(r["parameters"]))["parameters"]]
+        for n in names:
+            cells = []
+            for row in group:
+                p = next((p for p in row["parameters"] if p["name"] == n), None)
+                cells.append("-" if p is None else f"{p['median']:.3g} [{p['q05']:.3g}, {p['q95']:.3g}]")
+            sens.add_row(n, *cells)
         console.print(sens)
     if result.psense:
         ps = Table(title="Power-scaling sensitivity (threshold 0.05)")

@@ -36,6 +36,8 @@ from isletbayes.data.errors import InputError
 from isletbayes.data.io import write_json_atomic, write_text_atomic
 from isletbayes.models import design as exact
 from isletbayes.models.mixtures import BetaMixture
+from isletbayes.models.cpeptide_endpoint import (DEFAULT_MIN_FRACTION_ABOVE, DEFAULT_THRESHOLD_PMOL_L,
+                                                 check_decision_settings)
 
 BINARY_ENDPOINTS = ("insulin_independence", "composite_primary")
 ENDPOINTS = (*BINARY_ENDPOINTS, "cpeptide")
@@ -197,7 +199,8 @@ def run_design(
     futility: float = 0.05,
     simulate: int = 0,
     simulate_n: int | None = None,
-    cpeptide_threshold: float = 200.0,
+    cpeptide_threshold: float = DEFAULT_THRESHOLD_PMOL_L,
+    cpeptide_fraction: float = DEFAULT_MIN_FRACTION_ABOVE,
     workers: int = 1,
     scheduler: str | None = None,
     seed: int = 20250620,
@@ -208,6 +211,8 @@ def run_design(
     """Exact OC/assurance over the n grid (binary end points), optional interims and simulation-based assurance."""
     _validate(endpoint, rule, p0, p1, gamma, alpha, n_min, n_max, n_step, power_target, assurance_target,
               interim, futility, simulate, workers)
+    if simulate and endpoint == "cpeptide":
+        check_decision_settings(cpeptide_threshold, cpeptide_fraction, gamma)
     settings = {k: v for k, v in locals().items() if k not in ("progress", "out")}
     settings["out"] = None if out is None else str(out)
     n_values = np.arange(n_min, n_max + 1, n_step)
@@ -246,7 +251,8 @@ def run_design(
     if simulate:
         result.simulation = _simulate(result, endpoint=endpoint, rule=rule, p0=p0, gamma=gamma, alpha=alpha,
                                       analysis_prior=analysis_prior, n_values=n_values, simulate=simulate,
-                                      simulate_n=simulate_n, threshold=cpeptide_threshold, workers=workers,
+                                      simulate_n=simulate_n, threshold=cpeptide_threshold,
+                                      fraction=cpeptide_fraction, workers=workers,
                                       scheduler=scheduler, seed=seed, out=out, progress=progress)
     result.provenance = provenance(seed=seed, **{k: v for k, v in settings.items() if k != "seed"})
     if out is not None:
@@ -307,7 +313,7 @@ def cpeptide_posterior_draws(seed: int, n_draws: int = 4000):
 
 
 def _simulate(result: DesignResult, *, endpoint, rule, p0, gamma, alpha, analysis_prior, n_values, simulate,
-              simulate_n, threshold, workers, scheduler, seed, out, progress) -> dict:
+              simulate_n, threshold, fraction, workers, scheduler, seed, out, progress) -> dict:
     from isletbayes.analyses import simulation as sim
 
     if out is None:
@@ -318,7 +324,7 @@ def _simulate(result: DesignResult, *, endpoint, rule, p0, gamma, alpha, analysi
     draws, diag, fit_settings = cpeptide_posterior_draws(seed)
     simulator = sim.TrialSimulator(int(simulate_n))
     if endpoint == "cpeptide":
-        analysis = sim.CpeptideDay365Analysis(threshold_pmol_l=threshold, gamma=gamma)
+        analysis = sim.CpeptideDay365Analysis(threshold_pmol_l=threshold, min_fraction_above=fraction, gamma=gamma)
     else:
         prior = parse_prior(analysis_prior, "--analysis-prior")
         analysis = sim.InsulinIndependenceAnalysis(rule=rule, p0=p0, gamma=gamma, alpha=alpha,
@@ -425,7 +431,10 @@ def cli(
     futility: float = typer_option(0.05, "--futility", help="stop if the predictive probability is below this"),
     simulate: int = typer_option(0, "--simulate", help="number of simulated trials (simulation-based assurance)"),
     simulate_n: Optional[int] = typer_option(None, "--simulate-n", help="n of the simulated trials"),
-    cpeptide_threshold: float = typer_option(200.0, "--cpeptide-threshold", help="pmol/L, C-peptide end point"),
+    cpeptide_threshold: float = typer_option(DEFAULT_THRESHOLD_PMOL_L, "--cpeptide-threshold",
+                                             help="pmol/L, C-peptide end point: stimulated C-peptide level at day 365"),
+    cpeptide_fraction: float = typer_option(DEFAULT_MIN_FRACTION_ABOVE, "--cpeptide-fraction",
+                                            help="C-peptide end point: fraction of participants above the level"),
     workers: int = typer_option(1, "--workers", help="local worker processes for simulations"),
     scheduler: Optional[str] = typer_option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://h:8786"),
     seed: int = typer_option(20250620, "--seed"),
@@ -439,7 +448,8 @@ def cli(
             discount_ess=discount_ess, design_robust=design_robust, analysis_prior=analysis_prior, n_min=n_min,
             n_max=n_max, n_step=n_step, power_target=power_target, assurance_target=assurance_target,
             interim=_fractions(interim), futility=futility, simulate=simulate, simulate_n=simulate_n,
-            cpeptide_threshold=cpeptide_threshold, workers=workers, scheduler=scheduler, seed=seed, out=out,
+            cpeptide_threshold=cpeptide_threshold, cpeptide_fraction=cpeptide_fraction, workers=workers,
+            scheduler=scheduler, seed=seed, out=out,
             progress=not as_json and sys.stderr.isatty(),
         )
     except KeyboardInterrupt:

@@ -292,9 +292,23 @@ def find_diagnostics(obj: Any, path: str = "") -> list[dict]:
             found.extend(find_diagnostics(value, f"{path}.{key}" if path else str(key)))
     elif isinstance(obj, list):
         for i, value in enumerate(obj):
-            label = value.get("label") or value.get("name") if isinstance(value, dict) else None
+            label = (value.get("label") or value.get("name")) if isinstance(value, dict) else None
             found.extend(find_diagnostics(value, f"{path}[{label if label else i}]"))
     return found
+
+
+def unique_fits(diagnostics: list[dict]) -> list[dict]:
+    """One row per distinct fit: an analysis that reuses a fit (e.g. the main fit as one arm of a sensitivity
+    analysis) reports the same diagnostics twice; the copies are listed under 'also' instead."""
+    rows: dict[tuple, dict] = {}
+    for d in diagnostics:
+        sig = tuple(d.get(k) for k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "min_ebfmi",
+                                       "n_chains", "n_draws"))
+        if sig in rows:
+            rows[sig].setdefault("also", []).append(d["fit"])
+        else:
+            rows[sig] = dict(d)
+    return list(rows.values())
 
 
 def _replace_dir(final: Path, write: Callable[[Path], Any]) -> list[str]:
@@ -341,7 +355,9 @@ class Progress:
 
     def failure(self, message: str) -> None:
         # failures are printed even when quiet: they must never pass silently
-        self.console.print(f"[bold red]FAILED[/bold red] {message}")
+        from rich.markup import escape
+
+        self.console.print(f"[bold red]FAILED[/bold red] {escape(message)}")
 
 
 # Sections that fit MCMC models: when several must be computed they run in separate processes (each seeded,
@@ -412,6 +428,8 @@ def run_analyses(
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
+    from rich.markup import escape
+
     progress = progress or Progress(quiet=True)
     _quiet_pymc()
     with progress.status("loading and validating the data"):
@@ -466,6 +484,9 @@ def run_analyses(
                 with progress.status(f"{name}: {SECTIONS[name][1].lower()}"):
                     folders[name] = compute_section(*args(name))
                 progress.line(f"[green]\u2713[/green] {name}: computed in {folders[name][1]:.1f} s")
+        # Only now, with every section computed, is the output folder touched: a mistake found on the way
+        # (exit 2) leaves the previous results as they were.
+        for name in to_compute:
             folder, seconds = folders[name]
             result = plans[name].load(Path(folder))
             runs[name] = SectionRun(name, SECTIONS[name][1], "ok", result=result, cache=events[name],
@@ -479,8 +500,9 @@ def run_analyses(
                 progress.line(f"[green]\u2713[/green] {name}: from cache")
             run.directory = name
             if run.cache.status == "refit":
-                progress.line(f"[yellow]! {name}: cache entry was damaged ({run.cache.reason}); refitted[/yellow]")
-            run.diagnostics = find_diagnostics(run.result.to_dict(), name)
+                progress.line(f"[yellow]! {name}: cache entry was damaged ({escape(run.cache.reason)}); "
+                              "refitted[/yellow]")
+            run.diagnostics = unique_fits(find_diagnostics(run.result.to_dict(), name))
             for diag in run.diagnostics:
                 if not diag.get("ok", False):
                     progress.failure(f"diagnostics of {diag['fit']}: " + "; ".join(diag.get("failures", [])))
@@ -554,6 +576,8 @@ def run_main_job(
     progress.line(f"[green]\u2713[/green] report: {files.html}" + (f" and {files.pdf}" if files.pdf else ""))
     if pdf and files.pdf is None:
         progress.failure(f"PDF not written: {files.pdf_error}")
+    for problem in files.numbers.get("report_problems", []):
+        progress.failure(problem)
     if not result.diagnostics_ok:
         bad = [d["fit"] for d in result.diagnostics if not d.get("ok", False)]
         progress.failure(f"convergence checks in {len(bad)} fit(s): {', '.join(bad)} (see the report)")

@@ -17,12 +17,11 @@ applies the decision rule. Two analyses are provided:
 * :class:`InsulinIndependenceAnalysis`: r of n insulin independent, the exact beta-mixture rule of
   :mod:`isletbayes.models.design` (Bayesian or exact binomial); no MCMC.
 * :class:`CpeptideDay365Analysis` (the default for the C-peptide endpoint): the endpoint as a phase 3 would analyse
-  it, stimulated C-peptide at day 365, :math:`\log y_i \sim \mathrm{Normal}(\mu, s^2)` left-censored at the LLOD,
-  with weakly informative priors :math:`\mu \sim \mathrm{Normal}(\log c_0, 2^2)` (centred on the threshold, so
-  the prior favours neither outcome) and :math:`s \sim \mathrm{HalfNormal}(1)`; success when
-  :math:`P(e^{\mu} > c_0 \mid y) \ge \gamma` (:math:`e^{\mu}`: the median participant's C-peptide). The default
-  :math:`c_0 = 200` pmol/L is the stimulated C-peptide level (0.2 nmol/L) conventionally taken as clinically
-  meaningful residual beta-cell function since the DCCT (Palmer et al. 2004, Diabetes 53:250-264).
+  it, the censored lognormal model of day-365 stimulated C-peptide of :mod:`isletbayes.models.cpeptide_endpoint`;
+  success when :math:`P(\pi(c_0) > q_0 \mid y) \ge \gamma`, :math:`\pi(c_0)` being the fraction of participants
+  above :math:`c_0`. Defaults :math:`c_0 = 970` pmol/L (the CITR cut point of MMTT-stimulated C-peptide for the
+  optimal outcome of islet transplantation, Baidal et al. 2023) and :math:`q_0 = 1/2` (the median participant
+  reaches it); both are options, the reasoning is in the model's docstring.
 * :class:`CpeptideTrajectoryAnalysis`: the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide`
   refitted to every visit of the simulated participants; success when P(median participant's C-peptide at day
   365 > c_0 | data) >= gamma, the median participant's value being :math:`A (1 - e^{-365 \ln 2 / t_{1/2}})`.
@@ -31,8 +30,13 @@ applies the decision rule. Two analyses are provided:
 
 Engineering (this is the expensive part of the toolkit):
 
-* the analysis model is compiled **once per worker process** (nutpie's compiled model, refitted with
-  ``.with_data``; :class:`isletbayes.models.cpeptide.CompiledRefit`) and reused for every simulation that worker runs;
+* the analysis model is compiled **once per worker process** (``nutpie.compile_pymc_model``, refitted with
+  ``.with_data``) and reused for every simulation that worker runs;
+* each refit keeps nutpie's raw Arrow trace and reads the draws, energies and divergence flags it needs as numpy
+  arrays (:func:`sample_raw`); the convergence checks of :func:`isletbayes.models.sampling.check_diagnostics`
+  (same estimators from :mod:`arviz_stats`, same thresholds) run on those arrays (:func:`array_diagnostics`),
+  so no ArviZ DataTree is built per trial. Every trial's diagnostics are checked and kept in its record, and
+  failures are counted in the summary;
 * simulations run in parallel on local worker processes (``concurrent.futures``), or on a Dask cluster given its
   scheduler address (``dask.distributed.Client``);
 * each finished simulation is written at once as its own small JSON file (written to a temporary name, fsynced,
@@ -101,7 +105,7 @@ class Analysis(Protocol):
 
     def describe(self) -> dict: ...
 
-    def prepare(self, example_trial) -> Any: ...
+    def prepare(self, example_trial) -> Any: ...  # compiled once per worker; ``model_key()`` (optional) names it
 
     def analyse(self, prepared: Any, trial, seed: int) -> dict: ...
 
@@ -232,6 +236,10 @@ class CpeptideDay365Analysis:
         d["sampler"] = self.sampler.as_dict()
         return {"analysis": type(self).__name__, "priors": self.priors().as_dict(), **d}
 
+    def model_key(self) -> dict:
+        """The compiled model depends on the priors only (sampler and decision settings reuse it)."""
+        return {"model": "cpeptide_endpoint.build_day365_model", "priors": self.priors().as_dict()}
+
     def priors(self) -> Day365Priors:
         # centred on the threshold: a priori P(median participant above it) = 1/2, favouring neither outcome
         return Day365Priors(median_centre_pmol_l=self.threshold_pmol_l)
@@ -322,7 +330,8 @@ def run_one(simulator: TrialSimulator, analysis: Analysis, params, seed: int, in
     """Simulate and analyse trial ``index``; deterministic given (seed, index, params)."""
     data_seq, fit_seed = simulation_seeds(seed, index)
     trial = simulator.simulate(params, np.random.default_rng(data_seq))
-    key = sha256_of(analysis.describe()) + f"/n={simulator.n_participants}"
+    # what the compiled model depends on (an analysis may say, so that sampler or decision settings share it)
+    key = sha256_of(getattr(analysis, "model_key", analysis.describe)()) + f"/n={simulator.n_participants}"
     if key not in _PREPARED:
         _PREPARED[key] = analysis.prepare(trial)
     result = analysis.analyse(_PREPARED[key], trial, fit_seed)
@@ -474,8 +483,13 @@ def run_simulations(
 def _run_processes(workers, simulator, analysis, draws, picks, seed, todo, done) -> None:
     import multiprocessing
 
-    # 'spawn': a fresh interpreter per worker (nutpie and PyTensor hold threads, which fork does not copy safely)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    # 'forkserver': workers are forked from a server process that has only imported modules (no sampler has run
+    # there), never from this one, whose nutpie/PyTensor threads fork would not copy safely. The server imports
+    # this module once for the life of this process, so workers start in milliseconds instead of each
+    # re-importing PyMC as 'spawn' does (seconds per worker).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
         futures = [pool.submit(run_one, simulator, analysis, draws[picks[i]], seed, i) for i in todo]
         for fut in as_completed(futures):

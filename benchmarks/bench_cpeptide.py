@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
           f"target_accept={settings.target_accept} seed={settings.seed}; samplers: {', '.join(samplers)}")
     header = f"{'model':30s} {'sampler':34s} {'first fit s':>11s} {'refit s':>8s} {'min ESS':>8s} " \
              f"{'ESS/s':>7s} {'diagnostics':>12s}"
-    rows = []
+    rows, failures = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # pm.sample's nuts_sampler_kwargs deprecation (sampling.py)
         for model_name, (build, arrays, data) in _datasets().items():
@@ -95,13 +95,19 @@ def main(argv: list[str] | None = None) -> int:
                                                                                          settings)))
             for label, run in runs:
                 first, t_first, second, t_refit = run()
-                ok = check_diagnostics(first, PARAMS).ok and check_diagnostics(second, PARAMS).ok
+                d1, d2 = check_diagnostics(first, PARAMS), check_diagnostics(second, PARAMS)
                 ess = _min_ess(second)
-                rows.append((model_name, label, t_first, t_refit, ess, ess / t_refit, "pass" if ok else "FAILED"))
+                rows.append((model_name, label, t_first, t_refit, ess, ess / t_refit,
+                             "pass" if d1.ok and d2.ok else "FAILED"))
+                for which, d in (("first fit", d1), ("refit", d2)):
+                    if not d.ok:
+                        failures.append(f"{model_name} / {label} / {which}: FAILED {'; '.join(d.failures)}")
                 print(f"  done: {model_name} / {label}", file=sys.stderr, flush=True)
     print(header)
     for r in rows:
         print(f"{r[0]:30s} {r[1]:34s} {r[2]:11.1f} {r[3]:8.1f} {r[4]:8.0f} {r[5]:7.1f} {r[6]:>12s}")
+    for line in failures:
+        print(line)
     return 0
 
 

@@ -47,7 +47,7 @@ Simulation API (stable: the phase 3 design simulations use it)
 --------------------------------------------------------------
 ``PopulationParameters``                              the population-level parameters of one scenario/draw
 ``simulate_participants(params, n_participants, days, lod=13.0, rng=None, link=True, cohort="simulated",
-                        dose="full") -> pd.DataFrame`` long format: participant, cohort, dose, day, measure
+                        dose=0.8) -> pd.DataFrame`` long format: participant, cohort, dose, day, measure
                         ('cpeptide' pmol/L; 'insulin_independent' 0/1 at day 365), value, unit, below_lod, lod
                         (a censored row carries value = lod and below_lod = True)
 ``simulate_cohort_means(params, n_participants, days, rng=None, link=True) -> CohortMeans``
@@ -531,8 +531,11 @@ def _check_schedule(n_participants: int, days) -> np.ndarray:
 
 def simulate_participants(params: PopulationParameters, n_participants: int, days, lod: float = DEFAULT_LOD_PMOL_L,
                           rng: np.random.Generator | None = None, link: bool = True, cohort: str = "simulated",
-                          dose: str = "full") -> pd.DataFrame:
-    """Simulate participant-level data in the long format (see the module docstring) from population parameters."""
+                          dose: float = 0.8) -> pd.DataFrame:
+    """Simulate participant-level data in the long format (see the module docstring) from population parameters.
+
+    ``dose`` is written as given (the data layer's convention: 0.8, i.e. 0.8e9 cells, is zimislecel's full dose).
+    """
     rng = np.random.default_rng() if rng is None else rng
     days = _check_schedule(n_participants, days)
     _, measured, log_c365 = _simulate_latent(params, n_participants, days, rng)

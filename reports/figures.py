@@ -116,7 +116,7 @@ def posterior_densities(panels: Sequence[Mapping], grid_points: int = 501):
     x = np.linspace(0.0005, 0.9995, grid_points)
     labels_seen: dict[str, object] = {}
     interior = x <= 0.985
-    for ax, panel in zip(axes.ravel(), panels):
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
         top = 0.0
         for i, (label, dist) in enumerate(panel["curves"].items()):
             dens = np.asarray(dist.pdf(x), dtype=float)
@@ -173,9 +173,9 @@ def cpeptide_trajectory(
                     ha="right", fontsize=7, color="0.4")
     ax.set_xlabel("days after infusion")
     ax.set_ylabel(ylabel)
-    ax.set_xlim(0, float(np.max(days)))
+    ax.set_xlim(0, 1.04 * float(max(np.max(days), np.max(observed_days))))
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
     ax.grid(color="0.93")
     fig.tight_layout()
     return fig
@@ -197,12 +197,13 @@ def graft_link(
         ax.axhline(observed_rate, color=PALETTE[3], ls="--", lw=0.9, label=observed_label or "observed rate")
     for label, value in (cpeptide_marks or {}).items():
         ax.axvline(value, color="0.5", ls=":", lw=0.9)
-        ax.annotate(label, (value, 0.02), xytext=(3, 0), textcoords="offset points", fontsize=7, color="0.35")
+        ax.annotate(label, (value, 0.97), xytext=(3, 0), textcoords="offset points", fontsize=7, color="0.35",
+                    va="top")
     ax.set_xscale("log")
     ax.set_xlabel("day-365 C-peptide (pmol/L, log scale)")
     ax.set_ylabel("P(insulin independent)")
     ax.set_ylim(0, 1)
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.legend(loc="lower right", fontsize=7, frameon=True, framealpha=0.9, edgecolor="none")
     ax.grid(color="0.93")
     fig.tight_layout()
     return fig
@@ -245,7 +246,7 @@ def design_curves(
     fig, ax = plt.subplots(figsize=(7.2, 3.0))
     for i, (label, values) in enumerate(curves.items()):
         ax.step(n, values, where="mid", color=PALETTE[i % len(PALETTE)], lw=1.3, label=label)
-    for i, (label, value) in enumerate((targets or {}).items()):
+    for label, value in (targets or {}).items():
         ax.axhline(value, color="0.45", ls="--", lw=0.8)
         ax.annotate(label, (n[0], value), xytext=(2, 2), textcoords="offset points", fontsize=7, color="0.35")
     for label, value in (marks or {}).items():

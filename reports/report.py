@@ -103,6 +103,7 @@ class ReportContext:
     alerts: list[str] = field(default_factory=list)
     assumptions: list[tuple[str, str, str]] = field(default_factory=list)  # (what, value, where it comes from)
     data: dict[str, Any] = field(default_factory=dict)  # the input tables, reloaded
+    problems: list[str] = field(default_factory=list)  # sections that could not be drawn
 
     @property
     def config(self) -> dict[str, Any]:
@@ -291,7 +292,7 @@ def durability_section(ctx: ReportContext, result) -> Section:
     for name, sc in result.scenarios.items():
         rows.append([cell(name.replace("_", " "))]
                     + [cell(f"{m:.2f} ({lo:.2f}-{hi:.2f})", "num")
-                       for m, lo, hi in zip(sc["median"], sc["lower"], sc["upper"])]
+                       for m, lo, hi in zip(sc["median"], sc["lower"], sc["upper"], strict=True)]
                     + [cell(sc.get("assumptions", ""))])
     sec.blocks.append(table(["scenario", *[f"year {y}" for y in years], "assumption"], rows,
                             caption="Share insulin independent, median (95% interval)"))
@@ -383,7 +384,7 @@ def binary_section(ctx: ReportContext, result) -> Section:
     for ep, e in eps.items():
         thr = e["thresholds"]
         rows = []
-        for name, pr in e["priors"].items():
+        for pr in e["priors"].values():
             conflict = pr["conflict"]["p_box"]
             rows.append({"fail": False, "cells": [
                 cell(pr["label"]), num(pr["prior_mean"], ".2f"), num(pr["ess"].get("moment"), ".1f"),
@@ -503,7 +504,7 @@ def safety_section(ctx: ReportContext, result) -> Section:
 
 
 def _mixture_label(d: dict) -> str:
-    parts = [f"{w:.2f} x Beta({a:.2f}, {b:.2f})" for w, a, b in zip(d["weights"], d["a"], d["b"])]
+    parts = [f"{w:.2f} x Beta({a:.2f}, {b:.2f})" for w, a, b in zip(d["weights"], d["a"], d["b"], strict=True)]
     return " + ".join(parts)
 
 
@@ -511,10 +512,19 @@ def _param(rows: list[dict], name: str) -> dict | None:
     return next((r for r in rows if r["name"] == name), None)
 
 
-def _ci(r: dict | None, fmt: str = ".0f") -> str:
+def sig(x: float | None) -> str:
+    """A number with sensible precision for a table: 1391, 176, 0.325, 1.46."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    ax = abs(x)
+    return f"{x:.0f}" if ax >= 100 else f"{x:.1f}" if ax >= 10 else f"{x:.3g}" if ax >= 0.01 else f"{x:.2g}"
+
+
+def _ci(r: dict | None, fmt: str | None = None) -> str:
     if r is None:
         return "n/a"
-    return f"{format(r['median'], fmt)} ({format(r['q05'], fmt)} to {format(r['q95'], fmt)})"
+    f = (lambda v: format(v, fmt)) if fmt else sig
+    return f"{f(r['median'])} ({f(r['q05'])} to {f(r['q95'])})"
 
 
 def link_curve(idata, grid: np.ndarray, seed: int, n_draws: int = 2000) -> dict[str, np.ndarray] | None:
@@ -572,7 +582,7 @@ def cpeptide_section(ctx: ReportContext, result) -> Section:
                              "P(replicate <= observed)", "observed vs 90% interval"], rows,
                             caption="Posterior predictive check of the means"))
     verdict = {r["name"]: r["verdict"] for r in result.contraction}
-    rows = [[cell(r["label"]), num(r["median"], ".3g"), cell(f"{r['q05']:.3g} to {r['q95']:.3g}", "num"),
+    rows = [[cell(r["label"]), cell(sig(r["median"]), "num"), cell(f"{sig(r['q05'])} to {sig(r['q95'])}", "num"),
              cell(verdict.get(r["name"], ""))] for r in result.parameters]
     sec.blocks.append(table(["parameter", "posterior median", "90% credible interval", "learned from the data?"],
                             rows, caption="Parameters", note=d["contraction"]["rule"]))
@@ -612,7 +622,7 @@ def cpeptide_section(ctx: ReportContext, result) -> Section:
         for row in group:
             ok = row["diagnostics"].get("ok", False)
             rows.append({"fail": not ok, "cells": [cell(row["label"])]
-                         + [cell(_ci(_param(row["parameters"], n), ".3g"), "num") for n in names]
+                         + [cell(_ci(_param(row["parameters"], n)), "num") for n in names]
                          + [cell("ok" if ok else "FAILED", "ok" if ok else "fail")]})
         sec.blocks.append(table(["fit", *[n.replace("_", " ") for n in names], "diagnostics"], rows,
                                 caption=caption, note="Median (90% credible interval)."))
@@ -648,7 +658,8 @@ def cpeptide_section(ctx: ReportContext, result) -> Section:
     pri, lp = cp.get("priors", {}), cp.get("link_priors", {})
     if pri:
         ctx.assumptions.append(("C-peptide trajectory priors",
-                                f"plateau ~ LogNormal(log {pri['plateau_median_pmol_l']:g}, {pri['plateau_log_sd']:g}); "
+                                f"plateau ~ LogNormal(log {pri['plateau_median_pmol_l']:g}, "
+                                f"{pri['plateau_log_sd']:g}); "
                                 f"time to half plateau ~ LogNormal(log {pri['t_half_median_days']:g}, "
                                 f"{pri['t_half_log_sd']:g}); spreads ~ HalfNormal({pri['spread_plateau_scale']:g}, "
                                 f"{pri['spread_rate_scale']:g})", "configuration (cpeptide.priors)"))
@@ -675,8 +686,9 @@ def diagnostics_table(index: dict[str, Any]) -> dict:
     rows = []
     for d in index.get("diagnostics", []):
         ok = bool(d.get("ok", False))
+        name = d["fit"] + (f" (also used as: {', '.join(d['also'])})" if d.get("also") else "")
         rows.append({"fail": not ok, "cells": [
-            cell(d["fit"]), num(d.get("max_rhat"), ".3f"), num(d.get("min_ess_bulk"), ".0f"),
+            cell(name), num(d.get("max_rhat"), ".3f"), num(d.get("min_ess_bulk"), ".0f"),
             num(d.get("min_ess_tail"), ".0f"), cell(d.get("divergences", ""), "num"),
             num(d.get("min_ebfmi"), ".2f"), cell(f"{d.get('n_chains')} x {d.get('n_draws')}", "num"),
             cell("ok" if ok else "FAILED: " + "; ".join(d.get("failures", [])), "ok" if ok else "fail")]})
@@ -757,10 +769,23 @@ def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dic
         module_name, class_name, builds = builder
         cls = getattr(importlib.import_module(module_name), class_name)
         result = cls.load(Path(out) / entry["dir"])
-        built = [sec for sec in (build(ctx, result) for build in builds) if sec is not None]
+        built = []
+        for build in builds:
+            try:
+                sec = build(ctx, result)
+            except Exception as err:  # noqa: BLE001 - one section that cannot be drawn must not sink the report
+                title = entry.get("title", name)
+                message = (f"The {name} section could not be drawn ({type(err).__name__}: {err}); its results are "
+                           f"in {entry['dir']}/ and results.json.")
+                ctx.alerts.append(message)
+                ctx.problems.append(message)
+                sec = Section(name, title, unavailable=message)
+            if sec is not None:
+                built.append(sec)
         for d in entry.get("diagnostics", []):
             if not d.get("ok", False):
-                msg = f"Fit '{d['fit']}' FAILED its convergence checks: {'; '.join(d.get('failures', []))}."
+                also = f" (also used as {', '.join(d['also'])})" if d.get("also") else ""
+                msg = f"Fit '{d['fit']}'{also} FAILED its convergence checks: {'; '.join(d.get('failures', []))}."
                 if built:
                     built[0].alerts.append(msg + " Numbers that depend on it are not trustworthy.")
                 ctx.alerts.append(msg)
@@ -783,6 +808,8 @@ def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dic
         "packages": table(["package", "version"], [[cell(k), cell(v)] for k, v in versions.items()]),
         "provenance_version": versions.get("isletbayes", ""),
     }
+    if ctx.problems:
+        ctx.numbers["report_problems"] = ctx.problems
     return _environment().get_template(TEMPLATE).render(**context), ctx.numbers
 
 

@@ -84,6 +84,8 @@ def test_cli_prints_table_and_json(capsys):
     (["--n-min", "50", "--n-max", "40"], "--n-max"), (["--interim", "0.5,x"], "--interim"),
     (["--endpoint", "cpeptide"], "--simulate"), (["--discount-ess", "30"], "--discount-ess"),
     (["--analysis-prior", "beta:0,1"], "--analysis-prior"),
+    (["--endpoint", "cpeptide", "--simulate", "2", "--cpeptide-fraction", "1.5"], "--cpeptide-fraction"),
+    (["--endpoint", "cpeptide", "--simulate", "2", "--cpeptide-threshold", "-3"], "--cpeptide-threshold"),
 ])
 def test_cli_bad_options_exit_2_naming_the_option(capsys, args, option):
     assert main(["design", *args]) == 2

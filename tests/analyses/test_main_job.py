@@ -5,7 +5,6 @@ The MCMC sections and the report's contents are exercised in tests/reports/ (one
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -135,3 +134,23 @@ def test_a_missing_analysis_module_is_reported_not_fatal(tmp_path, monkeypatch, 
     assert run.sections[section].status == "unavailable"
     html = (tmp_path / "out" / "report.html").read_text()
     assert f"The {section} section is missing from this report" in html
+
+
+def test_report_with_participant_data_takes_the_count_from_it(tmp_path):
+    import pandas as pd
+
+    from isletbayes.data import PARTICIPANT_EXAMPLE
+
+    frame = pd.read_csv(PARTICIPANT_EXAMPLE)
+    ii = frame[(frame["measure"] == "insulin_independent") & (frame["day"] == 365)]
+    expected = (int((ii["value"] > 0.5).sum()), int(ii["participant"].nunique()))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(FAST_SECTIONS))
+    out = tmp_path / "out"
+    assert main(["report", "--config", str(cfg), "--data", str(PARTICIPANT_EXAMPLE), "--out", str(out), "--no-pdf",
+                 "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
+    index = json.loads((out / RESULTS_INDEX).read_text())
+    assert index["data"]["participant_data"]["sha256"]
+    design = index["sections"]["design"]["summary"]
+    assert (design["design_prior"]["phase12_r"], design["design_prior"]["phase12_n"]) == expected
+    assert "Participant-level data were supplied" in (out / "report.html").read_text()

@@ -111,16 +111,73 @@ def test_other_settings_in_the_same_folder_are_refused(reference, tmp_path):
         _run(tmp_path, n_sims=2, workers=0)
 
 
-def test_cpeptide_refit_compiles_once_and_is_reproducible(tmp_path):
+@pytest.fixture(scope="module")
+def cpeptide_runs(tmp_path_factory):
+    """Two identical 3-trial runs of the C-peptide end point (one compile serves both) and the compiled model."""
     analysis = sim.CpeptideDay365Analysis(threshold_pmol_l=600.0)
     sim._PREPARED.clear()
-    a = sim.run_simulations(SIMULATOR, analysis, DRAWS, n_sims=3, seed=5, outdir=tmp_path / "a")
-    assert len(sim._PREPARED) == 1  # one compiled model served all three refits
-    b = sim.run_simulations(SIMULATOR, analysis, DRAWS, n_sims=3, seed=5, outdir=tmp_path / "b")
+    root = tmp_path_factory.mktemp("cpeptide")
+    a = sim.run_simulations(SIMULATOR, analysis, DRAWS, n_sims=3, seed=5, outdir=root / "a")
+    n_compiled = len(sim._PREPARED)
+    b = sim.run_simulations(SIMULATOR, analysis, DRAWS, n_sims=3, seed=5, outdir=root / "b")
+    return analysis, a, b, n_compiled, next(iter(sim._PREPARED.values()))
+
+
+def test_cpeptide_refit_compiles_once_and_is_reproducible(cpeptide_runs):
+    analysis, a, b, n_compiled, _ = cpeptide_runs
+    assert n_compiled == 1  # one compiled model served all three refits
     assert [r["posterior_prob"] for r in a.records] == [r["posterior_prob"] for r in b.records]
     assert all(r["diagnostics_ok"] for r in a.records), [r["diagnostics_failures"] for r in a.records]
-    # the posterior median tracks the simulated truth: a trial drawn from a 1200 pmol/L population, analysed
-    # against 600 pmol/L, succeeds more often than one drawn from a 500 pmol/L population would
+    assert a.n_diagnostic_failures == 0 and all(r["diagnostics"]["n_draws"] == 1000 for r in a.records)
+    # the posterior median tracks the simulated truth's median participant at day 365 (plateau, nearly reached)
     for r in a.records:
         truth = r["params"]["plateau_pmol_l"]
         assert 0.3 * truth < r["median_posterior_mean"] < 2.5 * truth
+        assert 0.0 <= r["fraction_above_posterior_mean"] <= 1.0
+
+
+def _trial(seed=3):
+    return SIMULATOR.simulate(DRAWS[1], np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("draws, tune", [(1000, 500), (25, 25)])  # a converged fit and one that must fail
+def test_array_diagnostics_equal_check_diagnostics_on_the_same_fit(cpeptide_runs, draws, tune):
+    """The runner's numpy diagnostics are models.sampling.check_diagnostics, value for value, failure for failure."""
+    import nutpie
+
+    from isletbayes.models.cpeptide_endpoint import PARAMETERS, day365_arrays
+    from isletbayes.models.sampling import SamplerSettings, check_diagnostics
+
+    analysis, _, _, _, compiled = cpeptide_runs
+    model = compiled.with_data(**day365_arrays(analysis.data(_trial())))
+    settings = SamplerSettings(draws=draws, tune=tune, chains=2, cores=1, seed=11)
+    fit = sim.sample_raw(model, settings, PARAMETERS)
+    idata = nutpie.sample(model, draws=draws, tune=tune, chains=2, cores=1, seed=11, progress_bar=False,
+                          save_warmup=False, target_accept=settings.target_accept)
+    for name in PARAMETERS:  # the same draws, warm-up removed
+        np.testing.assert_array_equal(fit.draws[name], idata["posterior"][name].values)
+    fast, reference = sim.array_diagnostics(fit).as_dict(), check_diagnostics(idata, PARAMETERS).as_dict()
+    assert fast.pop("failures") == reference.pop("failures")
+    assert fast == pytest.approx(reference, rel=1e-12)
+    assert reference["ok"] is (draws == 1000)
+
+
+def test_failed_diagnostics_are_counted_in_the_summary(cpeptide_runs, tmp_path):
+    from isletbayes.models.sampling import SamplerSettings
+
+    analysis, _, _, _, _ = cpeptide_runs
+    short = sim.CpeptideDay365Analysis(threshold_pmol_l=600.0,
+                                       sampler=SamplerSettings(draws=25, tune=25, chains=2, cores=1))
+    summary = sim.run_simulations(SIMULATOR, short, DRAWS, n_sims=2, seed=5, outdir=tmp_path)
+    assert len(sim._PREPARED) == 1  # same model, other sampler settings: the compiled model is reused
+    assert summary.n_diagnostic_failures == 2
+    assert all("ESS" in " ".join(r["diagnostics_failures"]) for r in summary.records)
+
+
+def test_decision_settings_are_checked():
+    with pytest.raises(InputError, match="--cpeptide-threshold"):
+        sim.CpeptideDay365Analysis(threshold_pmol_l=0.0)
+    with pytest.raises(InputError, match="--cpeptide-fraction"):
+        sim.CpeptideDay365Analysis(min_fraction_above=1.0)
+    with pytest.raises(InputError, match="--gamma"):
+        sim.CpeptideDay365Analysis(gamma=1.0)

@@ -16,12 +16,6 @@ RECOVERY = SamplerSettings(draws=1000, tune=1000, chains=4, cores=1, target_acce
 SBC_SMALL = SamplerSettings(draws=100, tune=150, chains=2, cores=1, target_accept=0.95, seed=3)
 
 
-@pytest.fixture
-def slow_only(request):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("slow: run with -m slow")
-
-
 @pytest.fixture(scope="session")
 def participant_problem():
     return calibration.cpeptide_participant_problem()
@@ -82,7 +76,7 @@ def test_uniformity_test_detects_non_uniform_ranks():
 
 
 @pytest.mark.slow
-def test_recovery_with_50_participants(slow_only):
+def test_recovery_with_50_participants():
     truth = cpm.PopulationParameters(1200.0, 90.0, 0.35, 0.3, 0.2, alpha=1.5, beta=1.0)
     template = cpm.participant_data_from_long(cpm.simulate_participants(truth, 50, DAYS, rng=np.random.default_rng(0)))
     refit = cpm.CompiledRefit(cpm.build_participant_model(template))
@@ -96,7 +90,7 @@ def test_recovery_with_50_participants(slow_only):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["participant", "means"])
-def test_sbc_large(which, slow_only):
+def test_sbc_large(which):
     problem = (calibration.cpeptide_participant_problem() if which == "participant"
                else calibration.cpeptide_means_problem())
     res = calibration.run_sbc(problem, 100, SamplerSettings(draws=400, tune=400, chains=2, target_accept=0.95,

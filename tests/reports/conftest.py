@@ -21,7 +21,9 @@ from isletbayes.reports.pdf import CHROMIUM_FLAGS, find_chromium
 # are real (the same models on the same data), only less precise than the main job's.
 FAST_CONFIG = {
     "sampler": {"draws": 200, "tune": 300, "chains": 2, "cores": 1},
+    "cpeptide": {"sensitivity": False},
     "design": {"n_min": 10, "n_max": 40, "n_step": 5},
+    "durability": {"n_draws": 2000},
 }
 
 

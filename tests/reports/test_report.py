@@ -109,7 +109,7 @@ def test_failed_fit_is_shown_in_red(small_report, tmp_path):
     (out / "results.json").write_text(json.dumps(index))
     files = build_report(out, pdf=False)
     html = files.html.read_text()
-    assert f"Fit &#39;{bad['fit']}&#39; FAILED its convergence checks: R-hat 1.250 &gt; 1.01" in html
+    assert f"Fit &#39;{bad['fit']}&#39;" in html and "FAILED its convergence checks: R-hat 1.250 &gt; 1.01" in html
     assert re.search(r'<tr class="fail">\s*<td>' + re.escape(bad["fit"]), html)
     assert '<td class="fail">FAILED: R-hat 1.250 &gt; 1.01; 3 divergent transitions</td>' in html
     assert not (out / "report.pdf").exists()  # a PDF that no longer matches the HTML is removed
@@ -150,3 +150,21 @@ def test_figures_are_deterministic(small_report, tmp_path):
     uris = lambda html: re.findall(r'src="(data:[^"]+)"', html)  # noqa: E731
     assert uris(first) == uris(second)
     assert np.all([len(u) > 1000 for u in uris(first)])
+
+
+def test_a_section_that_cannot_be_drawn_is_flagged_not_fatal(small_report, tmp_path, monkeypatch):
+    from isletbayes.reports import report
+
+    out = tmp_path / "out"
+    shutil.copytree(small_report.out, out)
+
+    def broken(ctx, result):
+        raise RuntimeError("boom")
+
+    module, cls, _ = report.SECTION_BUILDERS["durability"]
+    monkeypatch.setitem(report.SECTION_BUILDERS, "durability", (module, cls, (broken,)))
+    files = build_report(out, pdf=False)
+    html = files.html.read_text()
+    assert "The durability section could not be drawn (RuntimeError: boom)" in html
+    assert files.numbers["report_problems"]
+    assert '<section id="design">' in html  # the others are still there

@@ -1,0 +1,124 @@
+"""``isletbayes cpeptide`` and ``run_cpeptide``: one small real fit to the published means shared by the tests,
+its summary, save/load round trip, CLI behaviour on good and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from isletbayes.analyses import cpeptide as ca
+from isletbayes.analyses.cli import main
+from isletbayes.data import InputError
+from isletbayes.models import cpeptide as cpm
+from isletbayes.models.sampling import SamplerSettings
+
+SMALL = SamplerSettings(draws=250, tune=300, chains=2, cores=1, target_accept=0.99, nuts_sampler="pymc", seed=4)
+
+
+@pytest.fixture(scope="session")
+def published_result():
+    return ca.run_cpeptide(settings=SMALL, sensitivity=False, psense=True)
+
+
+def test_published_means_are_read_from_the_data_layer():
+    means, inputs = ca.published_cohort_means()
+    np.testing.assert_array_equal(means.days, [90, 180, 270, 365])
+    np.testing.assert_array_equal(means.means, [424, 1036, 1104, 1274])
+    assert means.n_participants == 12 and means.ii_count == 10 and means.lod == 13.0 and not means.has_spread
+    assert inputs["source_ids"]
+
+
+def test_fit_to_published_means_reports_everything(published_result):
+    r = published_result
+    assert r.mode == "cohort_means"
+    names = [p["name"] for p in r.parameters]
+    assert names == list(cpm.POPULATION_PARAMETERS) + ["alpha", "beta"]
+    assert [row["observed"] for row in r.ppc] == [424.0, 1036.0, 1104.0, 1274.0]
+    assert all(row["predicted_q05"] < row["predicted_median"] < row["predicted_q95"] for row in r.ppc)
+    # no published spread: the between-participant spread is carried by its prior, and the output says so
+    assert any("carried by its prior" in n for n in r.notes)
+    verdicts = {row["name"]: row["verdict"] for row in r.contraction}
+    assert verdicts["sd_log_plateau"] == "prior only" and verdicts["beta"] == "prior only"
+    assert verdicts["plateau_pmol_l"] != "prior only"
+    assert {row["name"] for row in r.psense} == set(names)
+    traj = r.trajectory
+    assert traj["days"][0] == 0.0 and traj["population_mean"]["median"][0] == 0.0
+    assert traj["population_mean"]["median"][-1] == pytest.approx(r.ppc[-1]["predicted_median"], rel=0.25)
+    assert "diagnostics" in r.to_dict() and r.provenance["settings"]["seed"] == SMALL.seed
+
+
+def test_result_round_trips_through_its_folder(published_result, tmp_path):
+    published_result.save(tmp_path)
+    back = ca.CpeptideResult.load(tmp_path)
+    assert back.to_dict()["parameters"] == json.loads(json.dumps(published_result.to_dict()["parameters"]))
+    shape = published_result.idata["posterior"]["plateau_pmol_l"].shape
+    assert back.idata["posterior"]["plateau_pmol_l"].shape == shape
+    with pytest.raises(InputError):
+        ca.CpeptideResult.load(tmp_path / "nothing-here")
+
+
+def test_cohort_means_from_tables_uses_a_published_spread():
+    means = pd.DataFrame({"day": [90, 180], "mean_pmol_l": [424.0, 1036.0], "n": [12, 12], "lod_pmol_l": [13.0, 13.0],
+                          "spread_kind": ["sd", "se"], "spread_value": [200.0, 100.0]})
+    counts = pd.DataFrame({"timepoint_day": [365], "r": [10], "n": [12]})
+    cm = ca.cohort_means_from_tables(means, counts)
+    np.testing.assert_allclose(cm.spread_sd, [200.0, 100.0 * math.sqrt(12)])
+    with pytest.raises(InputError, match="insulin-independence count is of 14"):
+        ca.cohort_means_from_tables(means, counts.assign(n=14))
+
+
+def test_cli_json_on_participant_data(tmp_path, capsys):
+    df = cpm.simulate_participants(cpm.PopulationParameters(1200.0, 90.0, 0.3, 0.3, 0.2, alpha=1.5, beta=1.0), 8,
+                                   [90.0, 180.0, 365.0], rng=np.random.default_rng(1))
+    path = tmp_path / "participants.csv"
+    df.assign(value=df["value"].where(~df["below_lod"]), unit=df["unit"].where(df["measure"] == "cpeptide", "")
+              ).to_csv(path, index=False)
+    code = main(["cpeptide", "--data", str(path), "--draws", "200", "--tune", "300", "--chains", "2",
+                 "--no-sensitivity", "--json", "--out", str(tmp_path / "out"), "--seed", "3"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "participant" and out["inputs"]["n_participants"] == 8
+    assert out["provenance"]["settings"]["seed"] == 3 and "failures" in out["diagnostics"]
+    assert (tmp_path / "out" / "cpeptide_posterior.nc").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--spread-sd", "0"], "--spread-sd"),
+    (["--sampler", "stan"], "--sampler"),
+    (["--data", "/no/such/file.csv"], "no such file"),
+    (["--chains", "0"], "--chains"),
+])
+def test_cli_bad_options_exit_2(args, message, capsys):
+    assert main(["cpeptide", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_unknown_cohort_exits_2(tmp_path, capsys):
+    from isletbayes.data import PARTICIPANT_EXAMPLE
+
+    assert main(["cpeptide", "--data", str(PARTICIPANT_EXAMPLE), "--cohort", "nope"]) == 2
+    assert "--cohort" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_analysis_with_sensitivity_fits():
+    r = ca.run_cpeptide(settings=SamplerSettings(draws=500, tune=500, chains=4, target_accept=0.99, seed=2))
+    assert len(r.link_sensitivity) == 3 and len(r.spread_sensitivity) == 3 and len(r.shape_check) == 2
+    slopes = {row["label"]: next(p for p in row["parameters"] if p["name"] == "beta")["median"]
+              for row in r.link_sensitivity}
+    # the slope follows its prior (aggregates barely inform it)
+    assert slopes["strong link: beta ~ N(2, 0.5)"] > slopes["default: beta ~ N(1, 1)"] > slopes[
+        "agnostic: beta ~ N(0, 1)"]
+
+
+def test_posterior_draws_feed_the_simulator(published_result):
+    draws = cpm.posterior_parameter_draws(published_result.idata, 5, np.random.default_rng(0))
+    post = published_result.idata["posterior"]
+    assert len(draws) == 5 and all(d.alpha is not None and d.rise_shape == 1.0 for d in draws)
+    assert all(d.plateau_pmol_l in post["plateau_pmol_l"].values for d in draws)
+    df = cpm.simulate_participants(draws[0], 30, [30.0, 365.0], rng=np.random.default_rng(1))
+    assert df["participant"].nunique() == 30 and set(df["measure"]) == {"cpeptide", "insulin_independent"}
