@@ -93,26 +93,76 @@ def canonical(obj: Any) -> Any:
     raise TypeError(f"cannot build a cache key from a {type(obj).__name__}")
 
 
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """SHA-256 over isletbayes' own Python sources (data/, models/, analyses/), so a code change refits."""
-    here = Path(__file__).resolve().parent
+def module_closure(module: str) -> list[str]:
+    """``module`` and every isletbayes module it imports, directly or through others (read from the source
+    with ``ast``, imports inside functions included), sorted."""
+    import ast
+    import importlib.util
+
+    def origin(name: str) -> str | None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+    seen: dict[str, str] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = origin(name)
+        if path is None:
+            continue
+        seen[name] = path
+        parents = name.split(".")
+        for i in range(2, len(parents)):  # a package's __init__ runs before its modules
+            todo.append(".".join(parents[:i]))
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("isletbayes.")]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                    and node.module.startswith("isletbayes"):
+                todo.append(node.module)
+                # `from isletbayes.models import cpeptide` names a submodule
+                todo += [f"{node.module}.{a.name}" for a in node.names if origin(f"{node.module}.{a.name}")]
+    return sorted(seen)
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(module: str | None = None) -> str:
+    """SHA-256 over the source of ``module`` and the isletbayes modules it imports (all of data/, models/ and
+    analyses/ when None): a change to code an analysis runs refits it, a change elsewhere does not."""
     digest = hashlib.sha256()
-    for folder in (here.parent / "data", here.parent / "models", here):
-        for path in sorted(folder.rglob("*.py")):
-            digest.update(str(path.relative_to(here.parent)).encode())
-            digest.update(path.read_bytes())
+    if module is None:
+        here = Path(__file__).resolve().parent
+        files = [(str(p.relative_to(here.parent)), p) for folder in (here.parent / "data", here.parent / "models",
+                                                                    here) for p in sorted(folder.rglob("*.py"))]
+    else:
+        import importlib.util
+
+        files = [(name, Path(importlib.util.find_spec(name).origin)) for name in module_closure(module)]
+    for name, path in files:
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def key_material(analysis: str, *, data: Any, priors: Any, settings: Any) -> dict[str, Any]:
-    """Everything a fit's result depends on, in canonical form (what the key hashes, kept in the manifest)."""
+def key_material(analysis: str, *, data: Any, priors: Any, settings: Any, module: str | None = None
+                 ) -> dict[str, Any]:
+    """Everything a fit's result depends on, in canonical form (what the key hashes, kept in the manifest).
+
+    ``module``: the analysis' module; its source and that of every isletbayes module it imports enter the key
+    (all of isletbayes' analysis code when None)."""
     versions = package_versions()
     return {
         "cache_format": CACHE_FORMAT,
         "analysis": analysis,
         "isletbayes_version": versions.get("isletbayes", "unknown"),
-        "code_sha256": code_fingerprint(),
+        "code_module": module,
+        "code_sha256": code_fingerprint(module),
         "package_versions": versions,
         "data": canonical(data),
         "priors": canonical(priors),

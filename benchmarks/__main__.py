@@ -1,4 +1,6 @@
-"""Run every benchmark in this folder (``make bench``), or the ones named: ``python -m benchmarks design``."""
+"""Run every benchmark in this folder (``make bench``), or the ones named: ``python -m benchmarks design``.
+
+Flags (``--quick``) are passed on to each benchmark's ``main``."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
     wanted = [a for a in argv if not a.startswith("-")]
+    flags = [a for a in argv if a.startswith("-")]  # passed on to every benchmark, e.g. --quick
     if wanted:
         names = [n for n in names if any(w in n for w in wanted)]
     for name in names:
         print(f"\n=== {name} ===", flush=True)
-        importlib.import_module(f"benchmarks.{name}").main([])
+        importlib.import_module(f"benchmarks.{name}").main(flags)
     return 0
 
 

@@ -31,14 +31,14 @@ EBFMI_MIN = 0.3
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Every setting of a NUTS run. ``nuts_sampler`` is 'nutpie' or 'pymc' (benchmarked in benchmarks/)."""
+    """Every setting of a NUTS run. ``nuts_sampler``: 'nutpie' (default: fastest passing sampler in benchmarks/bench_cpeptide.py) or 'pymc'."""
 
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
     cores: int = 1
     target_accept: float = 0.9
-    nuts_sampler: str = "pymc"
+    nuts_sampler: str = "nutpie"
     seed: int = 20250620
 
     def as_dict(self) -> dict:
