@@ -2,7 +2,8 @@
 
 A fit's **key** is the SHA-256 of everything that can change its result: the analysis name, its input data,
 its priors, its settings (sampler settings and seed included), the versions of the packages that compute it,
-the isletbayes version and a fingerprint of isletbayes' own source code. Change any of them and the key
+the isletbayes version and a fingerprint of the source of the analysis' module and of every isletbayes module
+it imports (so a fix to a model refits what uses it, an edit elsewhere does not). Change any of them and the key
 changes, so the analysis is refitted; change none and the stored result is reused.
 
 An entry is a folder ``<cache root>/<analysis>/<key>/`` holding whatever the analysis' ``save(outdir)`` writes

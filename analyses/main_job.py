@@ -190,7 +190,7 @@ def _plan_design(module, config: MainJobConfig, inputs: Inputs, done: dict[str, 
     cfg = config.design.model_dump()
     phase12 = _count(inputs, cfg["endpoint"])
     priors = {k: cfg.pop(k) for k in ("design_prior", "discount_ess", "design_robust", "analysis_prior")}
-    material = key_material("design", data={"phase12": phase12}, priors=priors,
+    material = key_material("design", module=module.__name__, data={"phase12": phase12}, priors=priors,
                             settings={**cfg, "seed": config.seed})
 
     def compute():
@@ -213,7 +213,8 @@ def _plan_binary(module, config: MainJobConfig, inputs: Inputs, done: dict[str, 
         "settings": _sampler_settings(config), "include_safety": config.sections.safety,
         "counts_path": config.data.counts, "comparators_path": config.data.comparators,
     }
-    material = key_material("binary", data={"counts": inputs.counts, "comparators": inputs.comparators},
+    material = key_material("binary", module=module.__name__,
+                            data={"counts": inputs.counts, "comparators": inputs.comparators},
                             priors={k: kwargs[k] for k in ("priors", "comparators", "tau_prior", "tau_scale",
                                                            "mu_prior_sd", "robust_weight")},
                             settings={k: v for k, v in kwargs.items() if k not in ("counts_path", "comparators_path")})
@@ -243,7 +244,7 @@ def _plan_cpeptide(module, config: MainJobConfig, inputs: Inputs, done: dict[str
              "insulin_independence": _count(inputs, "insulin_independence")})
     options = {"late_decline": cfg.late_decline, "rise_shape": cfg.rise_shape, "sensitivity": cfg.sensitivity,
                "psense": cfg.psense}
-    material = key_material("cpeptide", data=data,
+    material = key_material("cpeptide", module=module.__name__, data=data,
                             priors={"trajectory": priors, "link": link_priors},
                             settings={"sampler": settings, **options})
 
@@ -260,7 +261,8 @@ def _plan_durability(module, config: MainJobConfig, inputs: Inputs, done: dict[s
     r, n = _count(inputs, "insulin_independence")
     durability = d.load_durability(include_unverified=config.data.include_unverified)
     settings = {"n_draws": config.durability.n_draws, "seed": config.seed}
-    material = key_material("durability", data={"phase12": (r, n), "durability": durability},
+    material = key_material("durability", module=module.__name__,
+                            data={"phase12": (r, n), "durability": durability},
                             priors={"panel_prior": (1.0, 1.0)}, settings=settings)
 
     def compute():

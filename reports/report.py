@@ -380,7 +380,8 @@ def binary_section(ctx: ReportContext, result) -> Section:
         fig = figures.posterior_densities(panels)
         sec.blocks.append(figure(fig, "Posterior densities of each end point's rate under each prior",
                                  "Posterior density of each rate under each prior of the panel; the triangle marks "
-                                 "the observed proportion, the dashed line the comparator rate."))
+                                 "the observed proportion, the dashed line the pooled comparator rate (or, for an "
+                                 "end point without comparator studies, the first threshold)."))
     for ep, e in eps.items():
         thr = e["thresholds"]
         rows = []

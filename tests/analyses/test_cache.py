@@ -98,8 +98,19 @@ def test_package_or_isletbayes_version_change_refits(tmp_path, monkeypatch):
 
 def test_code_change_changes_the_key(monkeypatch):
     before = fit_key(key_material("fake", data=DATA, priors=PRIORS, settings=SETTINGS))
-    monkeypatch.setattr(cache_mod, "code_fingerprint", lambda: "0" * 64)
+    monkeypatch.setattr(cache_mod, "code_fingerprint", lambda module=None: "0" * 64)
     assert fit_key(key_material("fake", data=DATA, priors=PRIORS, settings=SETTINGS)) != before
+
+
+def test_only_the_code_an_analysis_runs_enters_its_key():
+    closure = cache_mod.module_closure("isletbayes.analyses.durability")
+    assert {"isletbayes.analyses.durability", "isletbayes.data.loaders", "isletbayes.data"} <= set(closure)
+    # the report, the cache itself and unrelated models do not: editing them keeps the durability fit
+    assert not {"isletbayes.reports.report", "isletbayes.analyses.cache", "isletbayes.models.cpeptide"} & set(closure)
+    # a submodule named in `from package import submodule` is followed
+    assert "isletbayes.models.cpeptide" in cache_mod.module_closure("isletbayes.analyses.cpeptide")
+    assert cache_mod.code_fingerprint("isletbayes.analyses.durability") != cache_mod.code_fingerprint(
+        "isletbayes.analyses.design")
 
 
 def test_data_file_contents_not_name_enter_the_key(tmp_path):
