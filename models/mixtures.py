@@ -811,9 +811,11 @@ QUANTILE_PROBS = (0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975)
 def _beta_weighted_mle(c1: np.ndarray, c2: np.ndarray, a: np.ndarray, b: np.ndarray, lower: float):
     """Maximise c1 (a-1) + c2 (b-1) - log B(a, b) for every component at once (the M-step).
 
-    This weighted beta log-likelihood (per unit weight) is concave in (a, b), so Newton's method with the exact
-    trigamma Hessian, step halving and projection onto a, b >= lower converges in a few steps from the previous
-    EM estimate.
+    This weighted beta log-likelihood (per unit weight) is concave in (a, b), so a projected Newton method with the
+    exact trigamma Hessian converges in a few steps from the previous EM estimate. The bound a, b >= lower is
+    handled by an active set: a coordinate sitting on its bound whose gradient points outwards is held fixed and
+    the other coordinate takes its one-dimensional Newton step (projecting a full step onto the bound instead would
+    stall the line search). Step halving keeps every step an ascent step.
     """
     a, b = a.copy(), b.copy()
 
@@ -826,17 +828,21 @@ def _beta_weighted_mle(c1: np.ndarray, c2: np.ndarray, a: np.ndarray, b: np.ndar
         t = special.polygamma(1, a + b)
         haa, hbb, hab = t - special.polygamma(1, a), t - special.polygamma(1, b), t
         det = haa * hbb - hab**2
-        step_a = -(hbb * ga - hab * gb) / det
-        step_b = -(haa * gb - hab * ga) / det
+        fixed_a = (a <= lower) & (ga <= 0)
+        fixed_b = (b <= lower) & (gb <= 0)
+        step_a = np.where(fixed_a, 0.0, np.where(fixed_b, -ga / haa, -(hbb * ga - hab * gb) / det))
+        step_b = np.where(fixed_b, 0.0, np.where(fixed_a, -gb / hbb, -(haa * gb - hab * ga) / det))
         f0 = objective(a, b)
         scale = np.ones_like(a)
-        for _ in range(60):
+        for _ in range(40):
             a_new = np.maximum(a + scale * step_a, lower)
             b_new = np.maximum(b + scale * step_b, lower)
             worse = objective(a_new, b_new) < f0 - 1e-12 * np.abs(f0)
             if not np.any(worse):
                 break
             scale = np.where(worse, scale / 2, scale)
+        else:  # no ascent left along the Newton direction: at the (constrained) optimum to rounding
+            a_new, b_new = np.where(worse, a, a_new), np.where(worse, b, b_new)
         moved = np.maximum(np.abs(a_new - a) / a, np.abs(b_new - b) / b)
         a, b = a_new, b_new
         if np.all(moved < 1e-10):

@@ -338,3 +338,22 @@ def test_elir_at_parameter_one_follows_the_integral_for_mixtures():
     # and the limit: a single beta just above 1 integrates to a + b
     near = BetaMixture([0.5, 0.5], [1.001, 1.001], [3.0, 3.0])
     assert near.ess("elir") == pytest.approx(4.001, rel=1e-6)
+
+
+def test_weighted_beta_mle_stops_on_the_bound_at_the_constrained_optimum():
+    # Draws from Beta(0.5, 3): with a, b >= 1 the optimum has a on its bound and b interior (KKT conditions:
+    # d/da <= 0 at a = 1, d/db = 0), reached in few Newton steps rather than by stalling on the projection.
+    from scipy import special
+
+    from isletbayes.models.mixtures import _beta_weighted_mle
+
+    x = stats.beta(0.5, 3).rvs(20000, random_state=3)
+    x = np.clip(x, 1e-12, 1 - 1e-12)
+    c1, c2 = np.array([np.log(x).mean()]), np.array([np.log1p(-x).mean()])
+    a, b = _beta_weighted_mle(c1, c2, np.array([2.0]), np.array([2.0]), 1.0)
+    ga = c1 - special.digamma(a) + special.digamma(a + b)
+    gb = c2 - special.digamma(b) + special.digamma(a + b)
+    assert a[0] == 1.0 and ga[0] <= 0
+    assert abs(gb[0]) < 1e-8
+    # the 1-d optimum in b with a fixed at 1 solves digamma(1 + b) - digamma(b) = -c2, i.e. 1/b = -c2
+    assert b[0] == pytest.approx(-1 / c2[0], rel=1e-8)
