@@ -72,7 +72,7 @@ from isletbayes.models.cpeptide_endpoint import (
     day365_data_from_long,
     fraction_above,
 )
-from isletbayes.models.sampling import EBFMI_MIN, ESS_MIN_PER_CHAIN, RHAT_MAX, Diagnostics, SamplerSettings
+from isletbayes.models.sampling import Diagnostics, SamplerSettings, judge
 
 MANIFEST = "simulation_manifest.json"
 SIM_DIR = "simulations"
@@ -199,19 +199,7 @@ def array_diagnostics(fit: RawFit) -> Diagnostics:
     min_tail = float(np.nanmin(array_stats.ess(stacked, method="tail", prob=validate_ci_prob(None))))
     divergences = int(fit.diverging.sum())
     min_ebfmi = float(np.min(array_stats.bfmi(fit.energy)))
-    ess_min = ESS_MIN_PER_CHAIN * n_chains
-    failures = []
-    if not max_rhat <= RHAT_MAX:
-        failures.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX}")
-    if not min_bulk >= ess_min:
-        failures.append(f"bulk ESS {min_bulk:.0f} < {ess_min}")
-    if not min_tail >= ess_min:
-        failures.append(f"tail ESS {min_tail:.0f} < {ess_min}")
-    if divergences > 0:
-        failures.append(f"{divergences} divergent transitions")
-    if not min_ebfmi >= EBFMI_MIN:
-        failures.append(f"E-BFMI {min_ebfmi:.2f} < {EBFMI_MIN}")
-    return Diagnostics(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws, failures)
+    return judge(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,24 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
         )
 
 
+def judge(max_rhat: float, min_ess_bulk: float, min_ess_tail: float, divergences: int, min_ebfmi: float,
+          n_chains: int, n_draws: int) -> Diagnostics:
+    """Compare a fit's extreme diagnostics with the thresholds; every failed check is named in words."""
+    ess_min = ESS_MIN_PER_CHAIN * n_chains
+    failures = []
+    if not max_rhat <= RHAT_MAX:
+        failures.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX}")
+    if not min_ess_bulk >= ess_min:
+        failures.append(f"bulk ESS {min_ess_bulk:.0f} < {ess_min}")
+    if not min_ess_tail >= ess_min:
+        failures.append(f"tail ESS {min_ess_tail:.0f} < {ess_min}")
+    if divergences > 0:
+        failures.append(f"{divergences} divergent transitions")
+    if not min_ebfmi >= EBFMI_MIN:
+        failures.append(f"E-BFMI {min_ebfmi:.2f} < {EBFMI_MIN}")
+    return Diagnostics(max_rhat, min_ess_bulk, min_ess_tail, divergences, min_ebfmi, n_chains, n_draws, failures)
+
+
 def check_diagnostics(idata, var_names=None) -> Diagnostics:
     """R-hat, bulk/tail ESS, divergences and E-BFMI of a fit, with every failed threshold named."""
     post = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
@@ -113,16 +131,4 @@ def check_diagnostics(idata, var_names=None) -> Diagnostics:
     else:
         min_ebfmi = float("nan")
 
-    ess_min = ESS_MIN_PER_CHAIN * n_chains
-    failures = []
-    if not max_rhat <= RHAT_MAX:
-        failures.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX}")
-    if not min_bulk >= ess_min:
-        failures.append(f"bulk ESS {min_bulk:.0f} < {ess_min}")
-    if not min_tail >= ess_min:
-        failures.append(f"tail ESS {min_tail:.0f} < {ess_min}")
-    if divergences > 0:
-        failures.append(f"{divergences} divergent transitions")
-    if not min_ebfmi >= EBFMI_MIN:
-        failures.append(f"E-BFMI {min_ebfmi:.2f} < {EBFMI_MIN}")
-    return Diagnostics(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws, failures)
+    return judge(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws)
