@@ -194,7 +194,7 @@ class SamplerConfig(Strict):
     chains: int = Field(default=4, ge=1, le=64)
     cores: int = Field(default=1, ge=1)
     target_accept: float = Field(default=0.95, gt=0.5, lt=1.0)
-    nuts_sampler: Literal["pymc", "nutpie"] = "pymc"
+    nuts_sampler: Literal["pymc", "nutpie"] = "nutpie"
 
 
 class MainJobConfig(Strict):
