@@ -16,11 +16,13 @@ Priors (:class:`TrajectoryPriors`, all overridable) are stated on interpretable 
 (per year) ~ HalfNormal(0.2), switched off by default (one year of data cannot inform it: with it switched on it
 is a prior-only extrapolation device, unless participant-level data run beyond t0).
 
-The rise shape h is 1 by default: the saturating exponential of DESIGN.md, concave from day 0. Its cohort mean
-is concave too, while the published means are not (0 -> 424 -> 1036 pmol/L over days 0 -> 90 -> 180: a lag, as
-stem-cell-derived islets mature over months); the posterior predictive check shows that misfit, and with h = 1
-the measurement sd absorbs it. ``rise_shape=True`` frees h ~ LogNormal(0, 0.5) (a Weibull-type rise, sigmoid for
-h > 1; h = 1 recovers the default), a model check that the analysis reports side by side.
+The rise shape h: h = 1 is the saturating exponential of DESIGN.md, concave from day 0, and the default of the
+model builders (the phase 3 simulations refit that participant model). Each concave curve through the origin has
+C(t1) >= (t1 / t2) C(t2) for t1 < t2, and so has their expected cohort mean. The published means break that
+bound: 424/1036 = 0.41 < 90/180 (a lag, as stem-cell-derived islets mature over months), so with h = 1 only
+a larger measurement sd can absorb it. ``rise_shape=True`` frees h ~ LogNormal(0, 0.5) (a Weibull-type rise,
+sigmoid for h > 1; h = 1 recovers the exponential). ``isletbayes cpeptide`` fits the free shape by default and
+the exponential beside it as a model check (:mod:`isletbayes.analyses.cpeptide` gives the evidence).
 
 The same model has two likelihoods:
 
@@ -29,19 +31,53 @@ The same model has two likelihoods:
   ``pm.Data`` container (:func:`participant_arrays` names them), so one compiled model is refitted on new data of
   the same shape: ``model.set_data(...)``/``pm.set_data`` or nutpie's ``compiled.with_data(**arrays)``
   (:class:`CompiledRefit` wraps the latter).
-* :func:`build_means_model`: the published cohort means. There are n latent participants (n = 12) drawn from the
-  population above; the reported mean at day t is the mean of their n measured values. Given the latent C_i(t),
-  that mean has expectation m_t = e^{sigma^2/2} mean_i C_i(t) and variance
-  v_t = e^{sigma^2}(e^{sigma^2} - 1) sum_i C_i(t)^2 / n^2 (n independent lognormal measurements). The sum of
-  lognormals is approximated by a lognormal with these two moments (Fenton 1960, IRE Trans. Commun. Syst.
-  8:57-67, "Fenton-Wilkinson"):  mean_t ~ LogNormal(log m_t - s_t^2/2, s_t),  s_t^2 = log(1 + v_t / m_t^2).
-  Where a between-participant SD is published it enters as log SD_t ~ Normal(log SD_model_t, 1/sqrt(2(n-1)))
-  (the normal-theory standard error of a log sample SD). The bundled data publish no spread, so the
-  between-participant spread is then carried by its prior, and every report says so. Censoring below the LLOD
-  is ignored for means: a value below 13 pmol/L moves a mean of 12 by at most 13/12 ~ 1 pmol/L.
+* :func:`build_means_model`: the published cohort means. The reported mean at day t is the mean
+  Ybar_t = (1/n) sum_i Y_it of n participants' measured values (n = 12), Y_it = C_i(t) eps_it, drawn from the
+  population above. The participants are integrated out (they are not sampled). Given the population
+  parameters the n participants are independent and identically distributed, so Ybar has the exact moments
+
+      m_t    = E Y_t = A e^{sd_A^2/2} e^{sigma^2/2} G1_t D_t,      G1_t = E_z[g_t(z)],
+      M_tt'  = Cov(Ybar_t, Ybar_t') / (m_t m_t') = (e^{sd_A^2} R_tt' (1 + (e^{sigma^2} - 1) [t = t']) - 1) / n,
+      R_tt'  = E_z[g_t(z) g_t'(z)] / (G1_t G1_t'),
+
+  with g_t(z) = 1 - exp(-(k e^{sd_k z} t)^h) the fraction of the plateau reached by a participant of rate
+  quantile z ~ Normal(0, 1), D_t the optional decline, and E_z by quadrature on a fine grid (see
+  ``RATE_QUADRATURE``). M is written as a sum of positive semi-definite terms (R - 1 is a covariance), so it
+  is positive definite for sigma > 0. The joint law of the means is approximated by a lognormal with these
+  moments (Fenton 1960, IRE Trans. Commun. Syst. 8:57-67, "Fenton-Wilkinson", in its multivariate form):
+
+      log Ybar ~ MvNormal(log m - diag(S)/2, S),   S_tt = log(1 + M_tt),
+      S_tt' = M_tt' sqrt(S_tt S_t't' / (M_tt M_t't')),
+
+  exact in the per-visit means and variances, and in the correlations to first order in M (the correlation of
+  M is kept, so S stays positive definite). The shared participants make the four means correlated: a cohort
+  with high plateaus is high at every visit. Where a between-participant SD is published it enters as
+  log SD_t ~ Normal(log(m_t sqrt(n M_tt)), 1/sqrt(2(n-1))) (m_t sqrt(n M_tt) is the SD of one participant's
+  measured value; 1/sqrt(2(n-1)) the normal-theory standard error of a log sample SD). The bundled data publish
+  no spread, so the between-participant spread is then carried by its prior, and every report says so.
+  Censoring below the LLOD is ignored for means: a value below 13 pmol/L moves a mean of 12 by at most ~1 pmol/L.
+
+  Why the participants are integrated out: with 12 latent participants (24 non-centred effects) the posterior
+  had a funnel. Where the measurement sd is small and the spread large, the means pin the latent participants
+  to a thin set (their sample mean must match each published mean to within sigma / sqrt(n)) and NUTS
+  diverged (1 to 3 divergent transitions per default fit even at target_accept 0.99; the divergent draws sat at
+  the lowest measurement sds and the largest spreads). The marginal model has 7 parameters (8 with h) and no
+  latent effects. It leaves one milder funnel: four means can be matched almost exactly by the curve when all
+  three noise scales (sd_A, sd_k, sigma) are small, so the curve's parameters narrow as they shrink. At the
+  analysis default (target_accept 0.99) the fits to the published means show no divergences; simulation-based
+  calibration (``analyses/results/sbc_cpeptide.json``) reports how often prior draws still hit it.
+
+  Two approximations, both checked by simulation-based calibration against the exact simulator
+  (:func:`simulate_cohort_means` simulates the 12 participants): the lognormal law of the means above, and
+  the insulin-independence count. The count is the number of insulin-independent participants among the same
+  n; given the population parameters each participant is independently insulin independent with probability
+  p_bar = E[sigmoid(alpha + beta (log C_i(365) - log 1000))] (two-dimensional quadrature over z_A, z_k), so
+  the count is exactly Binomial(n, p_bar) on its own. The model treats it as independent of the means given
+  the population. In truth both depend on the same participants, but the dependence is weak: a cohort whose
+  mean is 10% above the population mean shifts the log-odds by about beta x 0.1.
 
 Insulin independence at day 365 is linked to C_i(365) by :mod:`isletbayes.models.graft_link` (Bernoulli per
-participant, or the exact Poisson-binomial count of the latent participants) and fitted jointly.
+participant, or, with cohort means, Binomial(n, p_bar) as above) and fitted jointly.
 
 Simulation API (stable: the phase 3 design simulations use it)
 --------------------------------------------------------------
@@ -77,7 +113,6 @@ from isletbayes.models.graft_link import (
     INSULIN_INDEPENDENCE_DAY,
     LinkPriors,
     link_logit,
-    poisson_binomial_pmf_tensor,
 )
 
 DEFAULT_LOD_PMOL_L = 13.0
@@ -470,11 +505,12 @@ def build_participant_model(data: ParticipantData, priors: TrajectoryPriors = Tr
     return model
 
 
-#: Quadrature rules of the cohort-means likelihood: a trapezoid rule on an even grid of standard-normal z,
-#: spectrally accurate for these smooth, Gaussian-weighted integrands (relative error < 1e-8 for G1 and the
-#: covariance over 99% of the prior; tests/models/test_cpeptide.py checks them against scipy.integrate.quad).
-RATE_QUADRATURE = (121, 9.0)  # nodes, half-width in sd units: the population of rates
-LINK_QUADRATURE = (61, 8.0)  # the same, per axis, for the two-dimensional average of the link
+#: Quadrature rules of the cohort-means likelihood: the trapezoid rule on an even grid of standard-normal z is
+#: spectrally accurate for these smooth, Gaussian-weighted integrands. Against scipy.integrate.quad over prior
+#: draws: relative error of G1 and of the covariance < 1e-8 (99% of draws < 1e-4 with every prior sd widened by
+#: half); absolute error of p_bar < 1e-5 (< 4e-5 widened). tests/models/test_cpeptide.py checks them.
+RATE_QUADRATURE = (81, 9.0)  # nodes, half-width in sd units: the population of rates
+LINK_QUADRATURE = ((41, 8.0), (25, 6.0))  # plateau axis, rate axis of the two-dimensional average of the link
 
 
 def normal_grid(nodes: int, half_width: float) -> tuple[np.ndarray, np.ndarray]:
@@ -520,19 +556,28 @@ def population_share_insulin_independent_tensor(log_plateau, log_rate, sd_a, sd_
                                                 decline_start_day: float = 365.0, shape=None):
     """logit of p_bar = E[sigmoid(alpha + beta (log C_i(365) - log 1000))] over the population (2-D quadrature),
     computed on the log scale so that p_bar near 0 or 1 keeps its precision."""
-    z, w = normal_grid(*LINK_QUADRATURE)
+    (z_a, w_a), (z_k, w_k) = normal_grid(*LINK_QUADRATURE[0]), normal_grid(*LINK_QUADRATURE[1])
     day = float(INSULIN_INDEPENDENCE_DAY)
-    log_c365_rate = _log_trajectory_tensor(0.0, log_rate + sd_k * z, day, decline_rate, decline_start_day, shape)
-    log_c = log_plateau + sd_a * z[:, None] + log_c365_rate[None, :]  # plateau node x rate node
+    log_c365_rate = _log_trajectory_tensor(0.0, log_rate + sd_k * z_k, day, decline_rate, decline_start_day, shape)
+    log_c = log_plateau + sd_a * z_a[:, None] + log_c365_rate[None, :]  # plateau node x rate node
     logit = link_logit(alpha, beta, log_c)
-    log_w = np.log(np.outer(w, w))
-    log_p = pt.logsumexp(log_w - pt.softplus(-logit))  # log sigmoid(x) = -softplus(-x)
-    log_q = pt.logsumexp(log_w - pt.softplus(logit))
-    return log_p - log_q
+    weights = np.outer(w_a, w_k)
+    # p_bar and 1 - p_bar each summed from its own sigmoid, so that neither loses precision near 0
+    return pt.log(pt.sum(weights * pt.sigmoid(logit))) - pt.log(pt.sum(weights * pt.sigmoid(-logit)))
 
 
-def _exp_mv_normal(mu, cov, size):
-    return pt.exp(pm.MvNormal.dist(mu=mu, cov=cov, size=size))
+def _log_mv_normal_logp(value, mu, cov):
+    """Density of Y with log Y ~ MvNormal(mu, cov): the normal density of log Y over prod Y (its Jacobian),
+    through one Cholesky factor (cheaper than MvNormal's general logp: this runs at every gradient)."""
+    log_value = pt.log(value)
+    chol = pt.linalg.cholesky(cov)
+    u = pt.linalg.solve_triangular(chol, log_value - mu, lower=True)
+    return (-0.5 * pt.sum(u**2) - pt.sum(pt.log(pt.diagonal(chol))) - 0.5 * value.shape[-1] * math.log(2 * math.pi)
+            - pt.sum(log_value))
+
+
+def _log_mv_normal_random(mu, cov, rng=None, size=None):
+    return np.exp(rng.multivariate_normal(mu, cov, size=size))
 
 
 def build_means_model(means: CohortMeans, priors: TrajectoryPriors = TrajectoryPriors(),
@@ -542,7 +587,7 @@ def build_means_model(means: CohortMeans, priors: TrajectoryPriors = TrajectoryP
     participants behind them (see the module docstring); when ``means.ii_count`` and ``link_priors`` are given,
     their insulin-independence count is Binomial(n, p_bar)."""
     n = int(means.n_participants)
-    coords = {"visit": means.days.tolist()}
+    coords = {"visit": means.days.tolist(), "visit_other": means.days.tolist()}
     with pm.Model(coords=coords) as model:
         visit_day = pm.Data("visit_day", means.days, dims="visit")
         mean_obs = pm.Data("cohort_mean_obs", means.means, dims="visit")
@@ -556,8 +601,9 @@ def build_means_model(means: CohortMeans, priors: TrajectoryPriors = TrajectoryP
         log_var = pt.diagonal(log_cov)
         pm.Deterministic("expected_cohort_mean", pt.exp(log_m), dims="visit")
         pm.Deterministic("cohort_mean_log_sd", pt.sqrt(log_var), dims="visit")
-        pm.CustomDist("cohort_mean", log_m - log_var / 2.0, log_cov, dist=_exp_mv_normal, ndim_supp=1,
-                      ndims_params=[1, 2], observed=mean_obs, dims="visit")
+        pm.Deterministic("cohort_mean_log_cov", log_cov, dims=("visit", "visit_other"))
+        pm.CustomDist("cohort_mean", log_m - log_var / 2.0, log_cov, logp=_log_mv_normal_logp,
+                      random=_log_mv_normal_random, signature="(n),(n,n)->(n)", observed=mean_obs, dims="visit")
         if means.has_spread:
             has = np.flatnonzero(np.isfinite(means.spread_sd))
             sd_obs = pm.Data("cohort_sd_obs", means.spread_sd[has])

@@ -9,15 +9,18 @@ so ``alpha`` is the log-odds of insulin independence for a participant whose day
 and ``beta`` is the change in log-odds per e-fold change of C-peptide (``beta * log 2`` per doubling).
 
 * With participant-level data each observed II_i ~ Bernoulli(P(II_i)).
-* With the published count only (10 of 12), the count is a sum of independent, non-identical Bernoulli
-  variables over the latent participants: the **Poisson-binomial** distribution. Its pmf is computed exactly by
-  the recursion (Chen & Liu 1997, Biometrika 84:875; also Hong 2013, Comput. Stat. Data Anal. 59:41)
+* With the published count only (10 of 12), the count given the n participants' graft functions is a sum of
+  independent, non-identical Bernoulli variables: the **Poisson-binomial** distribution, whose pmf
+  :func:`poisson_binomial_pmf` computes exactly by the recursion (Chen & Liu 1997, Biometrika 84:875; also
+  Hong 2013, Comput. Stat. Data Anal. 59:41)
 
-      P_0 = (1, 0, ..., 0),   P_i(r) = P_{i-1}(r) (1 - p_i) + P_{i-1}(r - 1) p_i,
+      P_0 = (1, 0, ..., 0),   P_i(r) = P_{i-1}(r) (1 - p_i) + P_{i-1}(r - 1) p_i.
 
-  n steps over a vector of length n + 1; n is 12 here, so it is unrolled in the graph. With aggregates only,
-  the link is carried mostly by its prior: the count informs one combination of alpha and beta, and the
-  report shows the posterior under several priors on beta side by side.
+  Averaged over participants drawn independently from the population it is Binomial(n, p_bar), p_bar the
+  population average of P(II_i): the cohort-means model uses that form (see :mod:`isletbayes.models.cpeptide`;
+  a test checks the identity by simulation). With aggregates only, the link is carried mostly by its prior: the
+  count informs one combination of alpha and beta, and the report shows the posterior under several priors on
+  beta side by side.
 
 Default priors (documented, overridable through :class:`LinkPriors`): alpha ~ Normal(0, 1.5) (a 50% rate at
 1000 pmol/L, anything from about 5% to 95% plausible), beta ~ Normal(1, 1) (a positive link expected, a null or
@@ -88,15 +91,4 @@ def poisson_binomial_pmf(p: np.ndarray) -> np.ndarray:
         p_i = p[..., i : i + 1]
         shifted = np.concatenate([np.zeros(p.shape[:-1] + (1,)), pmf[..., :-1]], axis=-1)
         pmf = pmf * (1.0 - p_i) + shifted * p_i
-    return pmf
-
-
-def poisson_binomial_pmf_tensor(p, n: int):
-    """The same recursion as a PyTensor graph over the ``n`` entries of the vector ``p`` (unrolled)."""
-    import pytensor.tensor as pt
-
-    pmf = pt.concatenate([pt.ones((1,)), pt.zeros((n,))])
-    for i in range(n):
-        shifted = pt.concatenate([pt.zeros((1,)), pmf[:-1]])
-        pmf = pmf * (1.0 - p[i]) + shifted * p[i]
     return pmf

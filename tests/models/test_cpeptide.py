@@ -9,17 +9,14 @@ import math
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor.tensor as pt
 import pytest
-from scipy import stats
+from scipy import integrate, stats
+from scipy.special import roots_legendre
 
 from isletbayes.data import PARTICIPANT_EXAMPLE, InputError, load_participant_data
 from isletbayes.models import cpeptide as cpm
-from isletbayes.models.graft_link import (
-    LinkPriors,
-    link_logit,
-    poisson_binomial_pmf,
-    poisson_binomial_pmf_tensor,
-)
+from isletbayes.models.graft_link import LinkPriors, link_logit, poisson_binomial_pmf
 
 TRUTH = cpm.PopulationParameters(1200.0, 90.0, 0.35, 0.3, 0.2, alpha=1.5, beta=1.0)
 DAYS = [90.0, 180.0, 270.0, 365.0]
@@ -38,15 +35,6 @@ def test_poisson_binomial_matches_enumeration():
 def test_poisson_binomial_equal_p_is_binomial():
     np.testing.assert_allclose(poisson_binomial_pmf(np.full(12, 0.83)), stats.binom.pmf(np.arange(13), 12, 0.83),
                                atol=1e-13)
-
-
-def test_poisson_binomial_tensor_matches_numpy():
-    import pytensor.tensor as pt
-
-    p = np.linspace(0.05, 0.95, 12)
-    pv = pt.vector("p")
-    np.testing.assert_allclose(poisson_binomial_pmf_tensor(pv, 12).eval({pv: p}), poisson_binomial_pmf(p),
-                               atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------ curves
@@ -110,10 +98,11 @@ def test_prior_draws_match_the_priors():
 
 
 # ----------------------------------------------------------------------------------------- likelihoods
-def _point(model, params: cpm.PopulationParameters, z_a, z_k, alpha=None, beta=None):
+def _point(model, params: cpm.PopulationParameters, z_a=None, z_k=None, alpha=None, beta=None):
     point = {"plateau_pmol_l_log__": math.log(params.plateau_pmol_l), "t_half_days_log__": math.log(params.t_half_days),
              "sd_log_plateau_log__": math.log(params.sd_log_plateau), "sd_log_rate_log__": math.log(params.sd_log_rate),
-             "measurement_sd_log__": math.log(params.measurement_sd), "z_log_plateau": z_a, "z_log_rate": z_k}
+             "measurement_sd_log__": math.log(params.measurement_sd), "z_log_plateau": z_a, "z_log_rate": z_k,
+             "rise_shape_log__": math.log(params.rise_shape)}
     if alpha is not None:
         point.update(alpha=alpha, beta=beta)
     return {k: v for k, v in point.items() if k in {v.name for v in model.value_vars}}
@@ -139,42 +128,114 @@ def test_participant_likelihood_matches_censored_lognormal_and_bernoulli():
     assert logp == pytest.approx(expected, rel=1e-9)
 
 
-def test_means_likelihood_is_fenton_wilkinson_and_poisson_binomial():
+# The cohort-means likelihood against an independent computation: the exact moments of the mean of n participants
+# by scipy's adaptive quadrature (not the model's grid), the multivariate lognormal of the module docstring, and
+# Binomial(n, p_bar) with p_bar by scipy's two-dimensional quadrature.
+def _normal_expectation(f):
+    return integrate.quad(lambda z: f(z) * stats.norm.pdf(z), -12, 12, epsabs=0, epsrel=1e-11, limit=500)[0]
+
+
+def _scipy_cohort_moments(p: cpm.PopulationParameters, days, n):
+    k = cpm.rate_from_t_half(p.t_half_days, p.rise_shape)
+
+    def g(z, t):
+        return -math.expm1(-((k * math.exp(p.sd_log_rate * z) * t) ** p.rise_shape))
+
+    g1 = np.array([_normal_expectation(lambda z: g(z, t)) for t in days])
+    g2 = np.array([[_normal_expectation(lambda z: g(z, t) * g(z, u)) for u in days] for t in days])
+    s2a, s2 = p.sd_log_plateau**2, p.measurement_sd**2
+    m = p.plateau_pmol_l * math.exp(s2a / 2 + s2 / 2) * g1
+    e_eps = np.where(np.eye(len(days)) == 1, math.exp(2 * s2), math.exp(s2))  # E[eps_t eps_t'] of lognormal errors
+    second = p.plateau_pmol_l**2 * math.exp(2 * s2a) * g2 * e_eps
+    return m, (second - np.outer(m, m)) / n
+
+
+def _reference_p_bar(p: cpm.PopulationParameters):
+    """p_bar by 600 x 600-point Gauss-Legendre on [-10, 10]^2 (a different rule from the model's grid)."""
+    z, w = roots_legendre(600)
+    z, w = 10 * z, 10 * w * stats.norm.pdf(10 * z)
+    k = cpm.rate_from_t_half(p.t_half_days, p.rise_shape)
+    log_c = (math.log(p.plateau_pmol_l) + p.sd_log_plateau * z[:, None]
+             + np.log(-np.expm1(-((k * np.exp(p.sd_log_rate * z[None, :]) * 365.0) ** p.rise_shape))))
+    return float(w @ (1 / (1 + np.exp(-link_logit(p.alpha, p.beta, log_c)))) @ w)
+
+
+# (parameters, documented absolute accuracy of the model's p_bar grid there): the second case sits in a corner of
+# the prior (h, sd_k and beta each about two prior sds out), where the rate axis of the grid is coarsest
+MEANS_CASES = {
+    "exponential": (TRUTH, 1e-8),
+    "steep lagged rise, wide spreads": (cpm.PopulationParameters(800.0, 250.0, 0.9, 1.0, 0.1, alpha=-1.0, beta=2.5,
+                                                                 rise_shape=2.5), 1e-4),
+}
+
+
+@pytest.mark.parametrize("case", MEANS_CASES)
+def test_means_likelihood_is_the_moment_matched_lognormal_and_binomial(case):
+    p, p_bar_accuracy = MEANS_CASES[case]
     means = cpm.CohortMeans(days=DAYS, means=[424.0, 1036.0, 1104.0, 1274.0], n_participants=12, ii_count=10)
-    model = cpm.build_means_model(means)
-    rng = np.random.default_rng(8)
-    z_a, z_k = rng.standard_normal(12), rng.standard_normal(12)
-    point = _point(model, TRUTH, z_a, z_k, alpha=1.5, beta=1.0)
-    logp = model.compile_logp(vars=[model["cohort_mean"], model["insulin_independent_count"]], jacobian=False)(point)
+    model = cpm.build_means_model(means, rise_shape=p.rise_shape != 1.0)
+    point = _point(model, p, alpha=p.alpha, beta=p.beta)
+    logp_means = model.compile_logp(vars=[model["cohort_mean"]], jacobian=False)(point)
+    logp_count = model.compile_logp(vars=[model["insulin_independent_count"]], jacobian=False)(point)
 
-    log_a = math.log(TRUTH.plateau_pmol_l) + TRUTH.sd_log_plateau * z_a
-    k = cpm.rate_from_t_half(TRUTH.t_half_days) * np.exp(TRUTH.sd_log_rate * z_k)
-    c = np.exp(cpm.log_trajectory(log_a[:, None], k[:, None], np.array(DAYS)[None, :]))
-    s2 = TRUTH.measurement_sd**2
-    m = math.exp(s2 / 2) * c.mean(axis=0)
-    v = math.exp(s2) * math.expm1(s2) * (c**2).sum(axis=0) / 144
-    s = np.sqrt(np.log1p(v / m**2))
-    expected = stats.lognorm(s=s, scale=m * np.exp(-s**2 / 2)).logpdf(means.means).sum()
-    p = 1 / (1 + np.exp(-link_logit(1.5, 1.0, cpm.log_trajectory(log_a, k, 365.0))))
-    expected += math.log(poisson_binomial_pmf(p)[10])
-    assert logp == pytest.approx(expected, rel=1e-9)
+    m, cov = _scipy_cohort_moments(p, DAYS, 12)
+    rel = cov / np.outer(m, m)
+    log_var = np.log1p(np.diag(rel))
+    log_cov = rel * np.sqrt(np.outer(log_var, log_var) / np.outer(np.diag(rel), np.diag(rel)))
+    log_means = np.log(means.means)
+    expected = stats.multivariate_normal(np.log(m) - log_var / 2, log_cov).logpdf(log_means) - log_means.sum()
+    assert logp_means == pytest.approx(expected, rel=1e-7)
+    p_bar = _reference_p_bar(p)
+    # |d/dp log Binomial(10 | 12, p)| <= 12 / (p (1 - p)): the accuracy of p_bar bounds that of the log-likelihood
+    tolerance = 12 * p_bar_accuracy / (p_bar * (1 - p_bar))
+    assert logp_count == pytest.approx(stats.binom.logpmf(10, 12, p_bar), abs=tolerance)
 
 
-def test_fenton_wilkinson_moments_match_simulated_means():
-    # The lognormal approximation has the exact mean and variance of a mean of n lognormal measurements.
-    c = np.array([300.0, 800.0, 1500.0] * 4)
-    sigma = 0.4
-    rng = np.random.default_rng(9)
-    sims = (c * np.exp(sigma * rng.standard_normal((200000, 12)))).mean(axis=1)
-    assert sims.mean() == pytest.approx(math.exp(sigma**2 / 2) * c.mean(), rel=0.002)
-    assert sims.var() == pytest.approx(math.exp(sigma**2) * math.expm1(sigma**2) * (c**2).sum() / 144, rel=0.02)
+def _moments(p: cpm.PopulationParameters, days, n):
+    log_m, rel = cpm.cohort_mean_moments_tensor(math.log(p.plateau_pmol_l),
+                                                math.log(cpm.rate_from_t_half(p.t_half_days, p.rise_shape)),
+                                                p.sd_log_plateau, p.sd_log_rate, p.measurement_sd,
+                                                pt.as_tensor(np.asarray(days, dtype=float)), n,
+                                                shape=p.rise_shape)
+    m = np.exp(log_m.eval())
+    return m, rel.eval() * np.outer(m, m)
+
+
+def _simulated_cohorts(p: cpm.PopulationParameters, n_cohorts, n, days, seed):
+    _, measured, log_c365 = cpm._simulate_latent(p, n_cohorts * n, np.asarray(days, dtype=float),
+                                                 np.random.default_rng(seed))
+    return measured.reshape(n_cohorts, n, len(days)).mean(axis=1), log_c365.reshape(n_cohorts, n)
+
+
+def test_cohort_mean_moments_match_simulated_cohorts():
+    # mean and covariance of the means of 12 simulated participants: the model's moments are exact
+    p = cpm.PopulationParameters(1200.0, 90.0, 0.5, 0.4, 0.25, rise_shape=1.8)
+    m, cov = _moments(p, DAYS, 12)
+    sims, _ = _simulated_cohorts(p, 50000, 12, DAYS, seed=9)
+    se = np.sqrt(np.diag(cov) / sims.shape[0])
+    assert np.all(np.abs(sims.mean(axis=0) - m) < 4 * se)
+    np.testing.assert_allclose(np.cov(sims, rowvar=False), cov, rtol=0.05)
+    assert np.corrcoef(sims, rowvar=False)[2, 3] > 0.5  # shared participants: the means are correlated
+
+
+def test_insulin_independence_count_is_binomial_over_iid_participants():
+    # averaged over cohorts, the exact Poisson-binomial count of 12 participants is Binomial(12, p_bar)
+    p = cpm.PopulationParameters(900.0, 80.0, 0.6, 0.5, 0.2, alpha=0.5, beta=1.5, rise_shape=1.5)
+    _, log_c365 = _simulated_cohorts(p, 20000, 12, DAYS, seed=10)
+    prob = 1 / (1 + np.exp(-link_logit(p.alpha, p.beta, log_c365)))
+    averaged = poisson_binomial_pmf(prob).mean(axis=0)
+    logit_p_bar = cpm.population_share_insulin_independent_tensor(
+        math.log(p.plateau_pmol_l), math.log(cpm.rate_from_t_half(p.t_half_days, p.rise_shape)), p.sd_log_plateau,
+        p.sd_log_rate, p.alpha, p.beta, shape=p.rise_shape).eval()
+    binomial = stats.binom.pmf(np.arange(13), 12, 1 / (1 + math.exp(-logit_p_bar)))
+    np.testing.assert_allclose(averaged, binomial, atol=4 * math.sqrt(0.25 / 20000))
 
 
 def test_published_spread_enters_the_likelihood():
     sd = np.array([np.nan, 500.0, np.nan, 600.0])
     with_sd = cpm.CohortMeans(days=DAYS, means=[424.0, 1036.0, 1104.0, 1274.0], n_participants=12, spread_sd=sd)
     model = cpm.build_means_model(with_sd, link_priors=None)
-    assert "cohort_sd" in model.named_vars and model["cohort_sd"].eval().shape == (2,)
+    assert "cohort_sd" in model.named_vars and model["cohort_sd_obs"].get_value().shape == (2,)
     assert cpm.spread_to_sd("se", 100.0, 12) == pytest.approx(100 * math.sqrt(12))
     assert cpm.spread_to_sd("ci95_halfwidth", 100.0, 12) == pytest.approx(100 * math.sqrt(12) / stats.t.ppf(0.975, 11))
     with pytest.raises(InputError, match="spread kind"):

@@ -1,8 +1,12 @@
 """C-peptide models under MCMC: parameter recovery, refits of one compiled model on new data (nutpie
-``with_data``), and simulation-based calibration. Each model is compiled once per session and refitted; the
-small SBC runs here, the large ones are slow-marked (and ``python -m isletbayes.analyses.calibration``)."""
+``with_data``), and simulation-based calibration. Each model is compiled once per session and refitted. The
+default suite runs a small SBC of the participant model at the settings of the kept SBC (most fits pass their
+diagnostics there); the larger SBC runs and the cohort-means SBC are slow-marked, and the kept result comes from
+``python -m isletbayes.analyses.calibration`` (analyses/results/sbc_cpeptide.json)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -12,8 +16,9 @@ from isletbayes.models import cpeptide as cpm
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics
 
 DAYS = [90.0, 180.0, 270.0, 365.0]
-RECOVERY = SamplerSettings(draws=1000, tune=1000, chains=4, cores=1, target_accept=0.95, seed=11)
-SBC_SMALL = SamplerSettings(draws=100, tune=150, chains=2, cores=1, target_accept=0.95, seed=3)
+RECOVERY = SamplerSettings(draws=1000, tune=1000, chains=4, cores=2, target_accept=0.95, seed=11)
+# the settings of the kept SBC run (calibration.main): 4 x 1000 draws, so that most fits pass check_diagnostics
+SBC_SETTINGS = SamplerSettings(draws=1000, tune=1000, chains=4, cores=2, target_accept=0.95, seed=3)
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +29,6 @@ def participant_problem():
 @pytest.fixture(scope="session")
 def participant_refit(participant_problem):
     return cpm.CompiledRefit(participant_problem.model)
-
-
-@pytest.fixture(scope="session")
-def means_problem():
-    return calibration.cpeptide_means_problem()
 
 
 def _interval(idata, name, lo=0.01, hi=0.99):
@@ -57,14 +57,24 @@ def test_one_compiled_model_refits_two_data_sets_and_recovers_both(participant_r
 
 
 def test_participant_model_sbc_small(participant_problem):
-    res = calibration.run_sbc(participant_problem, 20, SBC_SMALL, seed=5)
+    n = 8
+    res = calibration.run_sbc(participant_problem, n, SBC_SETTINGS, seed=5)
     assert res["uniform"], res["tests"]
-    assert all(len(r) == 20 and max(r) <= calibration.N_RANK_DRAWS for r in res["ranks"].values())
+    assert all(len(r) == n and 0 <= min(r) and max(r) <= calibration.N_RANK_DRAWS for r in res["ranks"].values())
+    # most fits pass their diagnostics, so the ranks mean something (15 of 100 failed in the kept run)
+    assert res["n_fits_failing_diagnostics"] <= 3, res["diagnostic_failures"]
 
 
-def test_means_model_sbc_small(means_problem):
-    res = calibration.run_sbc(means_problem, 20, SBC_SMALL, seed=6)
-    assert res["uniform"], res["tests"]
+def test_kept_sbc_result_is_meaningful():
+    """The kept SBC result: uniform ranks for every parameter, from fits of which most passed diagnostics."""
+    kept = json.loads((calibration.RESULTS_DIR / "sbc_cpeptide.json").read_text(encoding="utf-8"))
+    assert {r["problem"] for r in kept["results"]} == {"cpeptide_participant", "cpeptide_means"}
+    for res in kept["results"]:
+        assert res["uniform"] and not res["failed_parameters"], res["tests"]
+        assert res["n_fits_failing_diagnostics"] <= 0.25 * res["n_replicates"]
+        assert all(len(r) == res["n_replicates"] for r in res["ranks"].values())
+        assert res["sampler"]["chains"] * res["sampler"]["draws"] >= 10 * calibration.N_RANK_DRAWS
+    assert "provenance" in kept
 
 
 def test_uniformity_test_detects_non_uniform_ranks():
@@ -73,6 +83,15 @@ def test_uniformity_test_detects_non_uniform_ranks():
     piled = np.concatenate([np.zeros(100, int), rng.integers(0, 100, 100)])  # truth below every draw, half the time
     assert calibration.uniformity_test(piled)["p_value"] < 1e-6
     assert calibration.rank_of(5.0, np.arange(1000.0)) == 1
+
+
+@pytest.mark.slow
+def test_means_model_sbc_small():
+    problem = calibration.cpeptide_means_problem()
+    res = calibration.run_sbc(problem, 12, SamplerSettings(draws=1000, tune=1000, chains=4, cores=2,
+                                                            target_accept=problem.target_accept, seed=3), seed=6)
+    assert res["uniform"], res["tests"]
+    assert res["n_fits_failing_diagnostics"] <= 4, res["diagnostic_failures"]
 
 
 @pytest.mark.slow
@@ -93,6 +112,7 @@ def test_recovery_with_50_participants():
 def test_sbc_large(which):
     problem = (calibration.cpeptide_participant_problem() if which == "participant"
                else calibration.cpeptide_means_problem())
-    res = calibration.run_sbc(problem, 100, SamplerSettings(draws=400, tune=400, chains=2, target_accept=0.95,
-                                                             seed=7), seed=8)
+    res = calibration.run_sbc(problem, 50, SamplerSettings(draws=1000, tune=1000, chains=4, cores=2,
+                                                            target_accept=problem.target_accept, seed=7), seed=8)
     assert res["uniform"], res["tests"]
+    assert res["n_fits_failing_diagnostics"] <= 0.25 * 50, res["diagnostic_failures"]
