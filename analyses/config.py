@@ -138,7 +138,7 @@ class CpeptideConfig(Strict):
     sensitivity: bool = False
     psense: bool = True
     late_decline: bool = False
-    rise_shape: bool = False
+    rise_shape: bool = True
     target_accept: float | None = Field(default=0.99, gt=0.5, lt=1.0)
     priors: TrajectoryPriorsConfig = TrajectoryPriorsConfig()
     link_priors: LinkPriorsConfig = LinkPriorsConfig()
