@@ -37,7 +37,7 @@ from scipy import stats
 
 from isletbayes.analyses.provenance import provenance
 from isletbayes.data.io import write_json_atomic
-from isletbayes.models import cpeptide as cpm
+from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.graft_link import LinkPriors
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics
 

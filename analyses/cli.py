@@ -12,6 +12,7 @@ import sys
 import typer
 
 from isletbayes.data.errors import InputError
+from isletbayes.models.validation import ModelInputError
 
 app = typer.Typer(
     name="isletbayes",
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except InputError as err:
+        print(f"isletbayes: error: {err}", file=sys.stderr)
+        return 2
+    except ModelInputError as err:
         print(f"isletbayes: error: {err}", file=sys.stderr)
         return 2
     except typer.Exit as ex:

@@ -108,7 +108,7 @@ class BinaryConfig(Strict):
 
 
 class TrajectoryPriorsConfig(Strict):
-    """Priors of the C-peptide trajectory model (isletbayes.models.cpeptide.TrajectoryPriors)."""
+    """Priors of the C-peptide trajectory model (isletbayes.models.cpeptide_trajectory.TrajectoryPriors)."""
 
     plateau_median_pmol_l: float = Field(default=1000.0, gt=0.0)
     plateau_log_sd: float = Field(default=1.0, gt=0.0)

@@ -1,6 +1,6 @@
 """C-peptide trajectory and graft-function analysis (``isletbayes cpeptide``).
 
-Fits the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide`, jointly with the insulin-independence
+Fits the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide_trajectory`, jointly with the insulin-independence
 link of :mod:`isletbayes.models.graft_link`, either to the published cohort means (the default: 424/1036/1104/1274
 pmol/L at days 90/180/270/365, 10 of 12 insulin independent at day 365) or to participant-level data in the long
 format (``--data FILE``). It reports
@@ -53,13 +53,14 @@ import typer
 
 from isletbayes.analyses.provenance import provenance, sha256_of
 from isletbayes.data.errors import InputError
+from isletbayes.models.validation import ModelInputError
 from isletbayes.data.io import write_datatree_atomic, write_json_atomic
-from isletbayes.models import cpeptide as cpm
+from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.graft_link import ALTERNATIVE_LINK_PRIORS, LinkPriors
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics, fit
 
 #: Defaults for this analysis: target_accept 0.99 because the cohort-means posterior keeps a mild funnel where all
-#: noise sds are small (four means, three curve parameters: see models/cpeptide.py). At 0.9 the published-means fits
+#: noise sds are small (four means, three curve parameters: see models/cpeptide_trajectory.py). At 0.9 the published-means fits
 #: show 5-26 divergent transitions per 6000 draws; at 0.99 none in our runs (seeds 1-4, each sensitivity fit too).
 DEFAULT_SETTINGS = SamplerSettings(draws=1500, tune=1500, chains=4, target_accept=0.99)
 SPREAD_SCALES = (0.3, 0.5, 1.0)
@@ -708,8 +709,8 @@ def cli(
                                       spread_plateau_scale=spread_sd, spread_rate_scale=spread_sd,
                                       measurement_sd_scale=measurement_sd)
         link_priors = LinkPriors(beta_mean=beta_mean, beta_sd=beta_sd)
-    except InputError as err:
-        raise InputError(err.message, option=options.get(err.key, err.key)) from None
+    except ModelInputError as err:
+        raise InputError(err.message, option=options.get(err.parameter, err.parameter)) from None
     settings = SamplerSettings(draws=draws, tune=tune, chains=chains, cores=1, target_accept=target_accept,
                                nuts_sampler=sampler, seed=seed)
     result = run_cpeptide(data, priors=priors, link_priors=link_priors, settings=settings, late_decline=late_decline,

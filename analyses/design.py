@@ -10,7 +10,7 @@ Two priors are kept apart (O'Hagan, Stevens and Campbell 2005; Spiegelhalter, Ab
 * the **analysis prior** is what the phase 3 analysis itself will use (default uniform). It drives the decision
   rule, hence the boundaries, type I error and power.
 
-Binary end points are computed exactly (:mod:`isletbayes.models.design`); the C-peptide end point and insulin
+Binary end points are computed exactly (:mod:`isletbayes.models.operating_characteristics`); the C-peptide end point and insulin
 independence driven by graft function are simulated (:mod:`isletbayes.analyses.simulation`) from the posterior of
 the C-peptide model fitted to the published cohort means.
 
@@ -33,8 +33,9 @@ import typer
 
 from isletbayes.analyses.provenance import provenance
 from isletbayes.data.errors import InputError
+from isletbayes.models.validation import ModelInputError
 from isletbayes.data.io import write_json_atomic, write_text_atomic
-from isletbayes.models import design as exact
+from isletbayes.models import operating_characteristics as exact
 from isletbayes.models.mixtures import BetaMixture
 from isletbayes.models.cpeptide_endpoint import (DEFAULT_MIN_FRACTION_ABOVE, DEFAULT_THRESHOLD_PMOL_L,
                                                  check_decision_settings)
@@ -212,7 +213,12 @@ def run_design(
     _validate(endpoint, rule, p0, p1, gamma, alpha, n_min, n_max, n_step, power_target, assurance_target,
               interim, futility, simulate, workers)
     if simulate and endpoint == "cpeptide":
-        check_decision_settings(cpeptide_threshold, cpeptide_fraction, gamma)
+        try:
+            check_decision_settings(cpeptide_threshold, cpeptide_fraction, gamma)
+        except ModelInputError as err:
+            option = {"threshold_pmol_l": "--cpeptide-threshold", "min_fraction_above": "--cpeptide-fraction",
+                      "gamma": "--gamma"}.get(err.parameter)
+            raise InputError(err.message, option=option) from None
     settings = {k: v for k, v in locals().items() if k not in ("progress", "out")}
     settings["out"] = None if out is None else str(out)
     n_values = np.arange(n_min, n_max + 1, n_step)
@@ -295,7 +301,7 @@ def cpeptide_posterior_draws(seed: int, n_draws: int = 4000):
     """Posterior draws of the C-peptide model (with the graft-function link) fitted to the published cohort means
     and the 10/12 insulin-independence count; the fit's diagnostics are returned to be reported."""
     from isletbayes.data import load_cpeptide_means
-    from isletbayes.models.cpeptide import CohortMeans, build_means_model, posterior_parameter_draws
+    from isletbayes.models.cpeptide_trajectory import CohortMeans, build_means_model, posterior_parameter_draws
     from isletbayes.models.sampling import SamplerSettings, check_diagnostics, fit
 
     df = load_cpeptide_means()

@@ -225,7 +225,7 @@ def _plan_binary(module, config: MainJobConfig, inputs: Inputs, done: dict[str, 
 def _plan_cpeptide(module, config: MainJobConfig, inputs: Inputs, done: dict[str, SectionRun]) -> SectionPlan:
     from dataclasses import replace
 
-    from isletbayes.models.cpeptide import TrajectoryPriors
+    from isletbayes.models.cpeptide_trajectory import TrajectoryPriors
     from isletbayes.models.graft_link import LinkPriors
 
     cfg = config.cpeptide

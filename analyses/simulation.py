@@ -9,20 +9,20 @@ succeeds, averaging over what we believe about the truth:
     \mathrm{MCSE} = \sqrt{\hat a (1 - \hat a) / S}.
 
 Simulation s (i) takes population parameters :math:`\phi_s` (a draw from the C-peptide model's posterior,
-:func:`isletbayes.models.cpeptide.posterior_parameter_draws`), (ii) simulates n new participants' C-peptide
+:func:`isletbayes.models.cpeptide_trajectory.posterior_parameter_draws`), (ii) simulates n new participants' C-peptide
 trajectories and day-365 insulin independence through the graft-function link
-(:func:`isletbayes.models.cpeptide.simulate_participants`), (iii) analyses that trial as phase 3 would, and (iv)
+(:func:`isletbayes.models.cpeptide_trajectory.simulate_participants`), (iii) analyses that trial as phase 3 would, and (iv)
 applies the decision rule. Two analyses are provided:
 
 * :class:`InsulinIndependenceAnalysis`: r of n insulin independent, the exact beta-mixture rule of
-  :mod:`isletbayes.models.design` (Bayesian or exact binomial); no MCMC.
+  :mod:`isletbayes.models.operating_characteristics` (Bayesian or exact binomial); no MCMC.
 * :class:`CpeptideDay365Analysis` (the default for the C-peptide endpoint): the endpoint as a phase 3 would analyse
   it, the censored lognormal model of day-365 stimulated C-peptide of :mod:`isletbayes.models.cpeptide_endpoint`;
   success when :math:`P(\pi(c_0) > q_0 \mid y) \ge \gamma`, :math:`\pi(c_0)` being the fraction of participants
   above :math:`c_0`. Defaults :math:`c_0 = 970` pmol/L (the CITR cut point of MMTT-stimulated C-peptide for the
   optimal outcome of islet transplantation, Baidal et al. 2023) and :math:`q_0 = 1/2` (the median participant
   reaches it); both are options, the reasoning is in the model's docstring.
-* :class:`CpeptideTrajectoryAnalysis`: the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide`
+* :class:`CpeptideTrajectoryAnalysis`: the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide_trajectory`
   refitted to every visit of the simulated participants; success when P(median participant's C-peptide at day
   365 > c_0 | data) >= gamma, the median participant's value being :math:`A (1 - e^{-365 \ln 2 / t_{1/2}})`.
   Slower (seconds per fit) and harder to sample (four visits inform the between-participant spread of the rise
@@ -91,7 +91,7 @@ class TrialSimulator:
     lod: float = 13.0
 
     def simulate(self, params, rng: np.random.Generator):
-        from isletbayes.models.cpeptide import simulate_participants
+        from isletbayes.models.cpeptide_trajectory import simulate_participants
 
         return simulate_participants(params, self.n_participants, np.asarray(self.days), lod=self.lod, rng=rng,
                                      link=True, cohort="phase3_simulated")
@@ -112,7 +112,7 @@ class Analysis(Protocol):
 
 @dataclass(frozen=True)
 class InsulinIndependenceAnalysis:
-    """Exact analysis of r of n insulin independent at day 365 (no MCMC; the rule of :mod:`models.design`)."""
+    """Exact analysis of r of n insulin independent at day 365 (no MCMC; the rule of :mod:`models.operating_characteristics`)."""
 
     rule: str = "bayes"
     p0: float = 0.44
@@ -127,7 +127,7 @@ class InsulinIndependenceAnalysis:
         return {}  # boundaries are computed per n on first use (cheap)
 
     def analyse(self, prepared: dict, trial, seed: int) -> dict:
-        from isletbayes.models import design
+        from isletbayes.models import operating_characteristics as oc
         from isletbayes.models.mixtures import BetaMixture, posterior_prob_above
 
         ii = trial[trial["measure"] == "insulin_independent"]["value"].to_numpy()
@@ -135,9 +135,9 @@ class InsulinIndependenceAnalysis:
         if n not in prepared:
             prior = BetaMixture.from_dict(self.analysis_prior)
             if self.rule == "bayes":
-                prepared[n] = design.bayes_boundary(prior, n, self.p0, self.gamma)
+                prepared[n] = oc.bayes_boundary(prior, n, self.p0, self.gamma)
             else:
-                prepared[n] = int(design.binomial_boundaries([n], self.p0, self.alpha)[0])
+                prepared[n] = int(oc.binomial_boundaries([n], self.p0, self.alpha)[0])
         out = {"r": r, "n": n, "success": bool(r >= prepared[n])}
         if self.rule == "bayes":
             out["posterior_prob"] = float(posterior_prob_above(BetaMixture.from_dict(self.analysis_prior), r, n,
@@ -276,13 +276,13 @@ class CpeptideTrajectoryAnalysis:
     def prepare(self, example_trial) -> Any:
         import nutpie
 
-        from isletbayes.models.cpeptide import build_participant_model, participant_data_from_long
+        from isletbayes.models.cpeptide_trajectory import build_participant_model, participant_data_from_long
 
         data = participant_data_from_long(example_trial, source="simulated trial")
         return nutpie.compile_pymc_model(build_participant_model(data, link_priors=None))
 
     def analyse(self, prepared, trial, seed: int) -> dict:
-        from isletbayes.models.cpeptide import participant_arrays, participant_data_from_long
+        from isletbayes.models.cpeptide_trajectory import participant_arrays, participant_data_from_long
 
         data = participant_data_from_long(trial, source="simulated trial")
         # the analysis model has no insulin-independence link: C-peptide is the endpoint

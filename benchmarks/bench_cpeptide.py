@@ -23,7 +23,7 @@ from functools import partial
 import numpy as np
 
 from isletbayes.analyses.cpeptide import DEFAULT_SETTINGS
-from isletbayes.models import cpeptide as cpm
+from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.sampling import check_diagnostics, fit
 
 PARAMS = list(cpm.POPULATION_PARAMETERS) + ["alpha", "beta"]

@@ -40,7 +40,7 @@ def _time(fn, repeat: int) -> float:
 
 
 def bench_exact() -> dict:
-    from isletbayes.models import design
+    from isletbayes.models import operating_characteristics as design
     from isletbayes.models.mixtures import BetaMixture
 
     analysis = BetaMixture.single(1, 1)
@@ -63,7 +63,7 @@ def bench_simulation(n_runner: int, n_naive: int) -> dict:
     import pymc as pm
 
     from isletbayes.analyses import simulation as sim
-    from isletbayes.models.cpeptide import PopulationParameters
+    from isletbayes.models.cpeptide_trajectory import PopulationParameters
     from isletbayes.models.cpeptide_endpoint import PARAMETERS
     from isletbayes.models.sampling import check_diagnostics, fit
 

@@ -77,7 +77,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from scipy.special import ndtr
 
-from isletbayes.data.errors import InputError
+from isletbayes.models.validation import ModelInputError
 
 ENDPOINT_DAY = 365.0
 #: Default clinically meaningful level (pmol/L): the CITR cut point of Baidal et al. 2023 (module docstring).
@@ -102,7 +102,7 @@ class Day365Priors:
         for name, value in asdict(self).items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
                     or value <= 0:
-                raise InputError(f"must be a finite number > 0, got {value!r}", key=name)
+                raise ModelInputError(f"must be a finite number > 0, got {value!r}", parameter=name)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -129,20 +129,20 @@ def day365_data_from_long(df: pd.DataFrame, source: str = "participant data", da
     """
     missing = [c for c in ("participant", "day", "measure", "value", "below_lod", "lod") if c not in df.columns]
     if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", file=source, column=missing[0])
+        raise ModelInputError(f"missing column(s) {', '.join(missing)}", source=source, column=missing[0])
     # numpy masks rather than pandas indexing: the phase 3 simulations call this once per simulated trial
     day_values = _numbers(df["day"])
     mask = (df["measure"].to_numpy(dtype=object) == "cpeptide") & (day_values == day)
     n_rows = int(mask.sum())
     if n_rows < 2:
-        raise InputError(f"need day-{day:g} C-peptide of at least 2 participants, found {n_rows}",
-                         file=source, column="day")
+        raise ModelInputError(f"need day-{day:g} C-peptide of at least 2 participants, found {n_rows}",
+                         source=source, column="day")
     index = np.flatnonzero(mask)
     participants = df["participant"].to_numpy(dtype=object)[index]
     dup = pd.Series(participants).duplicated().to_numpy()
     if dup.any():
-        raise InputError(f"participant {participants[dup][0]!r} has more than one day-{day:g} C-peptide",
-                         file=source, column="participant", line=_line(df.iloc[index[dup]]))
+        raise ModelInputError(f"participant {participants[dup][0]!r} has more than one day-{day:g} C-peptide",
+                         source=source, column="participant", line=_line(df.iloc[index[dup]]))
     value = _numbers(df["value"])[index]
     lod = _numbers(df["lod"])[index]
     flagged = df["below_lod"].to_numpy()
@@ -151,11 +151,11 @@ def day365_data_from_long(df: pd.DataFrame, source: str = "participant data", da
     flagged = flagged[index]
     bad_lod = ~(np.isfinite(lod) & (lod > 0))
     if bad_lod.any():
-        raise InputError("the LLOD must be a number > 0", file=source, column="lod",
+        raise ModelInputError("the LLOD must be a number > 0", source=source, column="lod",
                          line=_line(df.iloc[index[bad_lod]]))
     bad_value = ~flagged & ~(np.isfinite(value) & (value > 0))
     if bad_value.any():
-        raise InputError("a detected C-peptide must be a number > 0", file=source, column="value",
+        raise ModelInputError("a detected C-peptide must be a number > 0", source=source, column="value",
                          line=_line(df.iloc[index[bad_value]]))
     censored = flagged | (value <= lod)
     return Day365Data(np.where(censored, lod, value), lod, censored)
@@ -216,9 +216,9 @@ def fraction_above(log_median, sd_log, threshold_pmol_l: float) -> np.ndarray:
 def check_decision_settings(threshold_pmol_l: float, min_fraction_above: float, gamma: float) -> None:
     """The decision rule's settings, with the offending option named."""
     if not (isinstance(threshold_pmol_l, (int, float)) and math.isfinite(threshold_pmol_l) and threshold_pmol_l > 0):
-        raise InputError(f"must be a C-peptide level > 0 pmol/L, got {threshold_pmol_l!r}",
-                         option="--cpeptide-threshold")
+        raise ModelInputError(f"must be a C-peptide level > 0 pmol/L, got {threshold_pmol_l!r}",
+                         parameter="threshold_pmol_l")
     if not (0.0 <= min_fraction_above < 1.0):
-        raise InputError(f"must be in [0, 1), got {min_fraction_above!r}", option="--cpeptide-fraction")
+        raise ModelInputError(f"must be in [0, 1), got {min_fraction_above!r}", parameter="min_fraction_above")
     if not (0.0 < gamma < 1.0):
-        raise InputError(f"must be in (0, 1), got {gamma!r}", option="--gamma")
+        raise ModelInputError(f"must be in (0, 1), got {gamma!r}", parameter="gamma")

@@ -1,6 +1,6 @@
 """Graft function -> insulin independence: a logistic link on day-365 C-peptide (DESIGN.md, model 4).
 
-For participant i with graft function C_i(365) (pmol/L, the latent trajectory of :mod:`isletbayes.models.cpeptide`
+For participant i with graft function C_i(365) (pmol/L, the latent trajectory of :mod:`isletbayes.models.cpeptide_trajectory`
 at day 365, measurement error excluded),
 
     logit P(II_i) = alpha + beta * (log C_i(365) - log 1000),
@@ -17,7 +17,7 @@ and ``beta`` is the change in log-odds per e-fold change of C-peptide (``beta * 
       P_0 = (1, 0, ..., 0),   P_i(r) = P_{i-1}(r) (1 - p_i) + P_{i-1}(r - 1) p_i.
 
   Averaged over participants drawn independently from the population it is Binomial(n, p_bar), p_bar the
-  population average of P(II_i): the cohort-means model uses that form (see :mod:`isletbayes.models.cpeptide`;
+  population average of P(II_i): the cohort-means model uses that form (see :mod:`isletbayes.models.cpeptide_trajectory`;
   a test checks the identity by simulation). With aggregates only, the link is carried mostly by its prior: the
   count informs one combination of alpha and beta, and the report shows the posterior under several priors on
   beta side by side.
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from isletbayes.data.errors import InputError
+from isletbayes.models.validation import ModelInputError
 
 REFERENCE_CPEPTIDE_PMOL_L = 1000.0
 INSULIN_INDEPENDENCE_DAY = 365
@@ -53,10 +53,10 @@ class LinkPriors:
         for name in ("alpha_mean", "alpha_sd", "beta_mean", "beta_sd"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InputError(f"must be a finite number, got {value!r}", key=name)
+                raise ModelInputError(f"must be a finite number, got {value!r}", parameter=name)
         for name in ("alpha_sd", "beta_sd"):
             if getattr(self, name) <= 0:
-                raise InputError(f"must be > 0, got {getattr(self, name)!r}", key=name)
+                raise ModelInputError(f"must be > 0, got {getattr(self, name)!r}", parameter=name)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -106,9 +106,9 @@ def test_only_the_code_an_analysis_runs_enters_its_key():
     closure = cache_mod.module_closure("isletbayes.analyses.durability")
     assert {"isletbayes.analyses.durability", "isletbayes.data.loaders", "isletbayes.data"} <= set(closure)
     # the report, the cache itself and unrelated models do not: editing them keeps the durability fit
-    assert not {"isletbayes.reports.report", "isletbayes.analyses.cache", "isletbayes.models.cpeptide"} & set(closure)
+    assert not {"isletbayes.reports.report", "isletbayes.analyses.cache", "isletbayes.models.cpeptide_trajectory"} & set(closure)
     # a submodule named in `from package import submodule` is followed
-    assert "isletbayes.models.cpeptide" in cache_mod.module_closure("isletbayes.analyses.cpeptide")
+    assert "isletbayes.models.cpeptide_trajectory" in cache_mod.module_closure("isletbayes.analyses.cpeptide")
     assert cache_mod.code_fingerprint("isletbayes.analyses.durability") != cache_mod.code_fingerprint(
         "isletbayes.analyses.design")
 

@@ -13,7 +13,7 @@ import pytest
 from isletbayes.analyses import cpeptide as ca
 from isletbayes.analyses.cli import main
 from isletbayes.data import InputError
-from isletbayes.models import cpeptide as cpm
+from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.sampling import SamplerSettings
 
 # two chains instead of four (the slow test fits at the analysis defaults); enough draws for the diagnostics to

@@ -12,7 +12,7 @@ from isletbayes.analyses import design as ad
 from isletbayes.analyses.cli import main
 from isletbayes.analyses.durability import run_durability
 from isletbayes.data.errors import InputError
-from isletbayes.models import design as exact
+from isletbayes.models import operating_characteristics as exact
 from isletbayes.models.mixtures import BetaMixture
 
 

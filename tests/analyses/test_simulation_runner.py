@@ -14,7 +14,7 @@ import pytest
 
 from isletbayes.analyses import simulation as sim
 from isletbayes.data.errors import InputError
-from isletbayes.models.cpeptide import PopulationParameters
+from isletbayes.models.cpeptide_trajectory import PopulationParameters
 
 DRAWS = [PopulationParameters(1200.0, 60.0, 0.8, 0.3, 0.3, 1.5, 1.0),
          PopulationParameters(500.0, 90.0, 1.0, 0.3, 0.4, 0.0, 1.5),
@@ -175,9 +175,11 @@ def test_failed_diagnostics_are_counted_in_the_summary(cpeptide_runs, tmp_path):
 
 
 def test_decision_settings_are_checked():
-    with pytest.raises(InputError, match="--cpeptide-threshold"):
+    from isletbayes.models.validation import ModelInputError
+
+    with pytest.raises(ModelInputError, match="threshold_pmol_l"):
         sim.CpeptideDay365Analysis(threshold_pmol_l=0.0)
-    with pytest.raises(InputError, match="--cpeptide-fraction"):
+    with pytest.raises(ModelInputError, match="min_fraction_above"):
         sim.CpeptideDay365Analysis(min_fraction_above=1.0)
-    with pytest.raises(InputError, match="--gamma"):
+    with pytest.raises(ModelInputError, match="gamma"):
         sim.CpeptideDay365Analysis(gamma=1.0)

@@ -11,7 +11,7 @@ import pymc as pm
 import pytest
 from scipy import stats
 
-from isletbayes.data.errors import InputError
+from isletbayes.models.validation import ModelInputError
 from isletbayes.models import cpeptide_endpoint as ce
 
 
@@ -77,13 +77,13 @@ def test_default_level_is_the_citr_cut_point_and_the_prior_is_neutral():
 ])
 def test_bad_input_names_the_column(change, column):
     df = change(_long([100.0, 200.0, 300.0], [13.0] * 3, [False] * 3))
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ModelInputError) as err:
         ce.day365_data_from_long(df, source="trial.csv")
-    assert err.value.column == column and err.value.file == "trial.csv"
+    assert err.value.column == column and err.value.source == "trial.csv"
 
 
 def test_bad_priors_name_the_key():
-    with pytest.raises(InputError, match="log_median_sd"):
+    with pytest.raises(ModelInputError, match="log_median_sd"):
         ce.Day365Priors(log_median_sd=0.0)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from isletbayes.analyses import calibration
-from isletbayes.models import cpeptide as cpm
+from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics
 
 DAYS = [90.0, 180.0, 270.0, 365.0]

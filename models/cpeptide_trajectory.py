@@ -108,7 +108,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from isletbayes.data.errors import InputError
+from isletbayes.models.validation import ModelInputError
 from isletbayes.models.graft_link import (
     INSULIN_INDEPENDENCE_DAY,
     LinkPriors,
@@ -151,7 +151,7 @@ class TrajectoryPriors:
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise InputError(f"must be a finite number > 0, got {value!r}", key=name)
+                raise ModelInputError(f"must be a finite number > 0, got {value!r}", parameter=name)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -284,14 +284,14 @@ def participant_data_from_long(df: pd.DataFrame, source: str = "participant data
     """
     missing = [c for c in PARTICIPANT_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}", file=source, column=missing[0])
+        raise ModelInputError(f"missing column(s) {', '.join(missing)}", source=source, column=missing[0])
     cp = df[df["measure"] == "cpeptide"]
     if cp.empty:
-        raise InputError("no rows with measure 'cpeptide'", file=source, column="measure")
+        raise ModelInputError("no rows with measure 'cpeptide'", source=source, column="measure")
     if "unit" in cp.columns:
         bad_unit = cp[cp["unit"].astype(str) != "pmol/L"]
         if not bad_unit.empty:
-            raise InputError(f"C-peptide must be in pmol/L, found {bad_unit['unit'].iloc[0]!r}", file=source,
+            raise ModelInputError(f"C-peptide must be in pmol/L, found {bad_unit['unit'].iloc[0]!r}", source=source,
                              column="unit", line=_line(bad_unit))
     day = pd.to_numeric(cp["day"], errors="coerce").to_numpy(dtype=float)
     value = pd.to_numeric(cp["value"], errors="coerce").to_numpy(dtype=float)
@@ -299,18 +299,18 @@ def participant_data_from_long(df: pd.DataFrame, source: str = "participant data
     below = cp["below_lod"].astype(str).str.lower().isin(["true", "1", "yes"]).to_numpy()
     for name, arr in (("day", day), ("lod", lod)):
         if not np.all(np.isfinite(arr)):
-            raise InputError("must be a number", file=source, column=name, line=_line(cp[~np.isfinite(arr)]))
+            raise ModelInputError("must be a number", source=source, column=name, line=_line(cp[~np.isfinite(arr)]))
     if np.any(lod <= 0):
-        raise InputError("must be > 0", file=source, column="lod", line=_line(cp[lod <= 0]))
+        raise ModelInputError("must be > 0", source=source, column="lod", line=_line(cp[lod <= 0]))
     bad_value = ~below & ~(np.isfinite(value) & (value > 0))
     if bad_value.any():
-        raise InputError("a detected C-peptide must be a number > 0", file=source, column="value",
+        raise ModelInputError("a detected C-peptide must be a number > 0", source=source, column="value",
                          line=_line(cp[bad_value]))
     below = below | (value <= lod)  # a reported value at or under its LLOD is censored
     baseline = day <= 0
     if np.any(baseline & ~below):
-        raise InputError("detectable C-peptide at or before day 0 is incompatible with the model (C(0) = 0)",
-                         file=source, column="value", line=_line(cp[baseline & ~below]))
+        raise ModelInputError("detectable C-peptide at or before day 0 is incompatible with the model (C(0) = 0)",
+                         source=source, column="value", line=_line(cp[baseline & ~below]))
     keep = ~baseline
     ids = tuple(pd.unique(df["participant"].astype(str)))
     index = {pid: i for i, pid in enumerate(ids)}
@@ -320,7 +320,7 @@ def participant_data_from_long(df: pd.DataFrame, source: str = "participant data
     ii = ii[pd.to_numeric(ii["day"], errors="coerce") == INSULIN_INDEPENDENCE_DAY]
     ii_value = pd.to_numeric(ii["value"], errors="coerce").to_numpy(dtype=float)
     if ii_value.size and not np.all(np.isin(ii_value, (0.0, 1.0))):
-        raise InputError("insulin_independent must be 0 or 1", file=source, column="value",
+        raise ModelInputError("insulin_independent must be 0 or 1", source=source, column="value",
                          line=_line(ii[~np.isin(ii_value, (0.0, 1.0))]))
     obs_value = np.where(below, lod, value)
     return ParticipantData(
@@ -380,19 +380,19 @@ class CohortMeans:
         object.__setattr__(self, "days", days)
         object.__setattr__(self, "means", means)
         if days.shape != means.shape or days.ndim != 1 or days.size == 0:
-            raise InputError("days and means must be equal-length, non-empty lists", key="cohort_means")
+            raise ModelInputError("days and means must be equal-length, non-empty lists", parameter="cohort_means")
         if np.any(days <= 0) or np.any(~np.isfinite(means)) or np.any(means <= 0):
-            raise InputError("visit days and cohort means must be > 0", key="cohort_means")
+            raise ModelInputError("visit days and cohort means must be > 0", parameter="cohort_means")
         if not (isinstance(self.n_participants, (int, np.integer)) and self.n_participants >= 2):
-            raise InputError(f"cohort size must be an integer >= 2, got {self.n_participants!r}", key="n")
+            raise ModelInputError(f"cohort size must be an integer >= 2, got {self.n_participants!r}", parameter="n")
         if self.spread_sd is not None:
             sd = np.asarray(self.spread_sd, dtype=float)
             if sd.shape != days.shape or np.any(sd[np.isfinite(sd)] <= 0):
-                raise InputError("spread SDs must match the visits and be > 0", key="spread_value")
+                raise ModelInputError("spread SDs must match the visits and be > 0", parameter="spread_value")
             object.__setattr__(self, "spread_sd", sd if np.isfinite(sd).any() else None)
         if self.ii_count is not None and not (0 <= int(self.ii_count) <= self.n_participants):
-            raise InputError(f"insulin-independence count {self.ii_count} outside 0..{self.n_participants}",
-                             key="r")
+            raise ModelInputError(f"insulin-independence count {self.ii_count} outside 0..{self.n_participants}",
+                             parameter="r")
 
     @property
     def has_spread(self) -> bool:
@@ -411,7 +411,7 @@ def spread_to_sd(kind: str, value: float, n: int) -> float:
         return float(value) * math.sqrt(n)
     if kind in ("ci95", "ci95_halfwidth"):
         return float(value) * math.sqrt(n) / float(stats.t.ppf(0.975, n - 1))
-    raise InputError(f"unknown spread kind {kind!r} (expected sd, se, sem or ci95)", column="spread_kind")
+    raise ModelInputError(f"unknown spread kind {kind!r} (expected sd, se, sem or ci95)", column="spread_kind")
 
 
 def means_arrays(means: CohortMeans) -> dict[str, np.ndarray]:
@@ -640,7 +640,7 @@ def _simulate_latent(params: PopulationParameters, n_participants: int, days: np
 def _draw_insulin_independence(params: PopulationParameters, log_c365: np.ndarray,
                                rng: np.random.Generator) -> np.ndarray:
     if params.alpha is None or params.beta is None:
-        raise InputError("simulating insulin independence needs the link parameters alpha and beta", key="link")
+        raise ModelInputError("simulating insulin independence needs the link parameters alpha and beta", parameter="link")
     p = 1.0 / (1.0 + np.exp(-link_logit(params.alpha, params.beta, log_c365)))
     return (rng.random(p.shape) < p).astype(np.int64)
 
@@ -648,9 +648,9 @@ def _draw_insulin_independence(params: PopulationParameters, log_c365: np.ndarra
 def _check_schedule(n_participants: int, days) -> np.ndarray:
     days = np.asarray(days, dtype=float).ravel()
     if not (isinstance(n_participants, (int, np.integer)) and n_participants >= 1):
-        raise InputError(f"n_participants must be an integer >= 1, got {n_participants!r}", key="n_participants")
+        raise ModelInputError(f"n_participants must be an integer >= 1, got {n_participants!r}", parameter="n_participants")
     if days.size == 0 or np.any(~np.isfinite(days)) or np.any(days <= 0):
-        raise InputError("visit days must be a non-empty list of numbers > 0", key="days")
+        raise ModelInputError("visit days must be a non-empty list of numbers > 0", parameter="days")
     return days
 
 

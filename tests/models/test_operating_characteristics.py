@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from isletbayes.models import design as d
+from isletbayes.models import operating_characteristics as d
 from isletbayes.models.mixtures import BetaMixture as mix, prob_difference_greater
 
 

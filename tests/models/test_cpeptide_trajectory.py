@@ -14,8 +14,9 @@ import pytest
 from scipy import integrate, stats
 from scipy.special import roots_legendre
 
-from isletbayes.data import PARTICIPANT_EXAMPLE, InputError, load_participant_data
-from isletbayes.models import cpeptide as cpm
+from isletbayes.data import PARTICIPANT_EXAMPLE, load_participant_data
+from isletbayes.models.validation import ModelInputError
+from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.graft_link import LinkPriors, link_logit, poisson_binomial_pmf
 
 TRUTH = cpm.PopulationParameters(1200.0, 90.0, 0.35, 0.3, 0.2, alpha=1.5, beta=1.0)
@@ -238,7 +239,7 @@ def test_published_spread_enters_the_likelihood():
     assert "cohort_sd" in model.named_vars and model["cohort_sd_obs"].get_value().shape == (2,)
     assert cpm.spread_to_sd("se", 100.0, 12) == pytest.approx(100 * math.sqrt(12))
     assert cpm.spread_to_sd("ci95_halfwidth", 100.0, 12) == pytest.approx(100 * math.sqrt(12) / stats.t.ppf(0.975, 11))
-    with pytest.raises(InputError, match="spread kind"):
+    with pytest.raises(ModelInputError, match="spread kind"):
         cpm.spread_to_sd("iqr", 1.0, 12)
 
 
@@ -265,24 +266,24 @@ def test_participant_data_from_the_example_file():
 
 def test_bad_participant_data_is_refused():
     df = cpm.simulate_participants(TRUTH, 2, [90.0], rng=np.random.default_rng(12))
-    with pytest.raises(InputError, match="missing column"):
+    with pytest.raises(ModelInputError, match="missing column"):
         cpm.participant_data_from_long(df.drop(columns="lod"))
     bad = df.copy()
     bad.loc[0, ["day", "below_lod", "value"]] = [0.0, False, 200.0]
-    with pytest.raises(InputError, match="day 0"):
+    with pytest.raises(ModelInputError, match="day 0"):
         cpm.participant_data_from_long(bad)
     bad = df.copy()
     bad.loc[0, "unit"] = "ng/mL"
-    with pytest.raises(InputError, match="pmol/L"):
+    with pytest.raises(ModelInputError, match="pmol/L"):
         cpm.participant_data_from_long(bad)
 
 
 def test_bad_priors_and_schedules_are_refused():
-    with pytest.raises(InputError, match="spread_plateau_scale"):
+    with pytest.raises(ModelInputError, match="spread_plateau_scale"):
         cpm.TrajectoryPriors(spread_plateau_scale=0.0)
-    with pytest.raises(InputError, match="beta_sd"):
+    with pytest.raises(ModelInputError, match="beta_sd"):
         LinkPriors(beta_sd=-1.0)
-    with pytest.raises(InputError, match="days"):
+    with pytest.raises(ModelInputError, match="days"):
         cpm.simulate_participants(TRUTH, 3, [0.0, 90.0])
-    with pytest.raises(InputError, match="outside"):
+    with pytest.raises(ModelInputError, match="outside"):
         cpm.CohortMeans(days=DAYS, means=[1.0] * 4, n_participants=12, ii_count=13)
