@@ -1,79 +1,119 @@
-"""The main job's configuration: a YAML file validated by pydantic models that forbid unknown keys.
+"""The configuration models: the one place where every default, bound and choice of isletbayes is written.
 
-``analyses/default_config.yaml`` is the bundled configuration that reproduces the main job; every key is
-documented there. A user's file need only hold the keys it changes: it is merged over the defaults
-(mappings merge key by key, lists and scalars replace), then validated as a whole. Any mistake (an unknown
-key, a value of the wrong type or out of range, an inconsistent pair such as ``design.n_max < design.n_min``)
-raises :class:`~isletbayes.data.errors.InputError` naming the file and the dotted key, which the CLI prints as
-one line with exit status 2.
+Each block is a pydantic model whose fields carry their default, their bounds and a description. Every door
+reads them from here:
+
+* the main job's YAML (``isletbayes run --config FILE``): a user's file holds only the keys it changes; it is
+  merged over the defaults (mappings key by key, lists and scalars replace) and validated as a whole;
+  ``analyses/default_config.yaml`` is *rendered* from these models (:func:`render_default_config`; a test keeps
+  the shipped file equal to the rendering), it is documentation, not a second copy of the defaults;
+* the command line: each analysis command's options are built from the same fields
+  (:mod:`isletbayes.analyses.cli.options`): an option's default, bounds and help are the field's, and its name is
+  the field's name (``n_min`` -> ``--n-min``) unless the field names another (``option=``);
+* the Python API: ``run_binary(BinaryConfig(...), ...)`` and friends take these blocks.
+
+Any mistake (an unknown key, a value of the wrong type or out of range, an inconsistent pair such as
+``design.n_max < design.n_min``) raises :class:`~isletbayes.data.errors.InputError` naming the file and the dotted
+key; the command line names the option instead when the value came from an option.
 """
 
 from __future__ import annotations
 
-from importlib import resources
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from isletbayes.data.errors import InputError
 
 DEFAULT_CONFIG_NAME = "default_config.yaml"
+SEED_MAX = 2**32  # numpy's SeedSequence and every sampler accept seeds in [0, 2**32)
 
 PanelMember = Literal["uniform", "jeffreys", "sceptical", "enthusiastic", "map", "robust_map"]
 BinaryEndpoint = Literal["insulin_independence", "composite_primary", "she_free", "hba1c_below_7"]
+TauPrior = Literal["halfnormal", "halfcauchy", "halft", "lognormal", "exponential"]
+NutsSampler = Literal["nutpie", "pymc"]
+DesignEndpoint = Literal["insulin_independence", "composite_primary", "cpeptide"]
+DecisionRule = Literal["bayes", "binomial"]
 
 
-class Strict(BaseModel):
-    """Base of every configuration block: unknown keys are errors, values are not coerced across types."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
-
-
-class SectionsConfig(Strict):
-    """Which parts of the re-analysis run (a section switched off is left out of the report)."""
-
-    binary: bool = True
-    cpeptide: bool = True
-    safety: bool = True
-    design: bool = True
-    durability: bool = True
+def setting(default: Any = ..., description: str = "", *, option: str | None = None, **constraints: Any) -> Any:
+    """A configuration field: its default, its description (the YAML comment and the option's help), its bounds
+    (pydantic's ge/gt/le/lt/...) and, where the command-line name is not the field's own, the option name."""
+    extra = {"option": option} if option else None
+    if callable(default) and not isinstance(default, type):
+        return Field(default_factory=default, description=description, json_schema_extra=extra, **constraints)
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
 
 
-class DataConfig(Strict):
-    """Input files; ``null`` means the bundled published data."""
+class Block(BaseModel):
+    """Base of every configuration block: unknown keys are errors; blocks are immutable once validated."""
 
-    counts: Path | None = None
-    cpeptide_means: Path | None = None
-    comparators: Path | None = None
-    participant_data: Path | None = None
-    include_unverified: bool = False
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class MapPriorConfig(Strict):
-    """Meta-analytic-predictive prior from the comparator studies (logit-normal random effects)."""
+class SectionsConfig(Block):
+    """Which parts of the re-analysis the main job runs (a section switched off is named as such in the report)."""
 
-    studies: Literal["default"] | list[str] = "default"
-    tau_prior: Literal["halfnormal", "halfcauchy", "halft"] = "halfnormal"
-    tau_scale: float = Field(default=1.0, gt=0.0)
-    mu_prior_sd: float = Field(default=2.0, gt=0.0)
-    robust_weight: float = Field(default=0.2, ge=0.0, le=1.0)
+    binary: bool = setting(True, "binary end points under the prior panel, with the MAP prior from comparators")
+    safety: bool = setting(True, "adverse-event rates (exact posteriors)")
+    cpeptide: bool = setting(True, "C-peptide trajectory model and its link to insulin independence (MCMC)")
+    design: bool = setting(True, "phase 3 planning: exact operating characteristics and assurance over n")
+    durability: bool = setting(True, "years 2-5 insulin independence under donor-islet attrition scenarios")
+
+
+class DataConfig(Block):
+    """Input files; null means the bundled published data (data/published/). Relative paths in a configuration
+    file are relative to that file."""
+
+    counts: Path | None = setting(None, "binary end points and adverse events as r of n (counts CSV)",
+                                  option="--counts")
+    cpeptide_means: Path | None = setting(None, "cohort-mean C-peptide by visit (C-peptide means CSV)")
+    comparators: Path | None = setting(None, "comparator studies for the MAP prior (comparators CSV)",
+                                       option="--comparators-file")
+    participant_data: Path | None = setting(
+        None, "participant-level long-format CSV: the C-peptide model is fitted to it, and the design and "
+              "durability take their day-365 insulin-independence count from it", option="--data")
+    include_unverified: bool = setting(False, "also use rows rated 'unverified' in the evidence table "
+                                              "(not recommended)")
+    allow_outliers: bool = setting(False, "keep values outside their plausibility bounds (data/units.py) instead of "
+                                          "refusing them: for a deliberate outlier; each is listed in a warning")
+
+
+class MapPriorConfig(Block):
+    """Meta-analytic-predictive prior from the comparator studies: logit(rate_h) ~ Normal(mu, tau^2)."""
+
+    studies: Literal["default"] | list[str] = setting(
+        "default", "'default' = the comparator rows marked in_default_map, or a list of study names",
+        option="--comparators")
+    tau_prior: TauPrior = setting("halfnormal", "prior family of the between-study sd tau")
+    tau_scale: float = setting(1.0, "scale of the tau prior (HalfNormal(1) allows substantial heterogeneity)",
+                               gt=0.0, allow_inf_nan=False)
+    mu_prior_sd: float = setting(2.0, "mu ~ Normal(0, mu_prior_sd) on the logit scale", gt=0.0,
+                                 allow_inf_nan=False)
+    robust_weight: float = setting(0.2, "weight of the Beta(1, 1) component of the robust MAP prior", ge=0.0,
+                                   le=1.0)
 
     @field_validator("studies")
     @classmethod
     def _nonempty(cls, v):
-        if isinstance(v, list) and not v:
-            raise ValueError("name at least one comparator study, or write 'default'")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("name at least one comparator study, or write 'default'")
+            if len(set(v)) != len(v):
+                raise ValueError("names a study twice")
         return v
 
 
-class PriorsConfig(Strict):
+class PriorsConfig(Block):
     """The prior panel under which the binary end points are analysed side by side."""
 
-    panel: list[PanelMember] = Field(
-        default_factory=lambda: ["uniform", "jeffreys", "sceptical", "enthusiastic", "map", "robust_map"])
-    map: MapPriorConfig = MapPriorConfig()
+    panel: list[PanelMember] = setting(
+        lambda: ["uniform", "jeffreys", "sceptical", "enthusiastic", "map", "robust_map"],
+        "members of the prior panel, in the order shown", option="--prior")
+    map: MapPriorConfig = setting(MapPriorConfig(), "the MAP prior")
 
     @field_validator("panel")
     @classmethod
@@ -85,86 +125,142 @@ class PriorsConfig(Strict):
         return v
 
 
-class BinaryConfig(Strict):
-    endpoints: list[BinaryEndpoint] = Field(
-        default_factory=lambda: ["insulin_independence", "composite_primary", "she_free", "hba1c_below_7"])
-    thresholds: list[float | Literal["comparator"]] = Field(default_factory=lambda: [0.5, "comparator"])
-    predictive_m: int = Field(default=50, ge=1, le=10000)
+Threshold = float | Literal["comparator"]
+
+
+class BinaryConfig(Block):
+    """Binary end points (r of n) and how their posteriors are summarised."""
+
+    endpoints: list[BinaryEndpoint] = setting(
+        lambda: ["insulin_independence", "composite_primary", "she_free", "hba1c_below_7"],
+        "end points analysed, ids as in the counts file", option="--endpoint")
+    thresholds: list[Threshold] = setting(
+        lambda: [0.5, "comparator"],
+        "report P(rate > t) for each t in (0, 1); 'comparator' = the pooled comparator rate", option="--threshold")
+    predictive_m: int = setting(50, "predictive distribution of responders among the next m participants",
+                                option="--predict-m", ge=1, le=10000)
 
     @field_validator("endpoints")
     @classmethod
     def _endpoints_ok(cls, v):
         if not v:
             raise ValueError("must name at least one end point")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an end point twice")
         return v
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _threshold_words(cls, v):
+        if not isinstance(v, list):
+            return v
+        out = []
+        for t in v:
+            if isinstance(t, str) and t.strip().lower() != "comparator":
+                try:
+                    t = float(t)
+                except ValueError:
+                    raise ValueError(f"a threshold is a number in (0, 1) or 'comparator', got {t!r}") from None
+            out.append(t.strip().lower() if isinstance(t, str) else t)
+        return out
 
     @field_validator("thresholds")
     @classmethod
     def _thresholds_ok(cls, v):
         for t in v:
-            if not isinstance(t, str) and not 0 < t < 1:
+            if not isinstance(t, str) and not (math.isfinite(t) and 0 < t < 1):
                 raise ValueError(f"a threshold must lie strictly between 0 and 1, got {t:g}")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a threshold twice")
         return v
 
 
-class TrajectoryPriorsConfig(Strict):
-    """Priors of the C-peptide trajectory model (isletbayes.models.cpeptide_trajectory.TrajectoryPriors)."""
+class TrajectoryPriorsConfig(Block):
+    """Priors of the C-peptide trajectory model on interpretable scales (isletbayes.models.cpeptide_trajectory)."""
 
-    plateau_median_pmol_l: float = Field(default=1000.0, gt=0.0)
-    plateau_log_sd: float = Field(default=1.0, gt=0.0)
-    t_half_median_days: float = Field(default=60.0, gt=0.0)
-    t_half_log_sd: float = Field(default=1.0, gt=0.0)
-    spread_plateau_scale: float = Field(default=0.5, gt=0.0)
-    spread_rate_scale: float = Field(default=0.5, gt=0.0)
-    measurement_sd_scale: float = Field(default=0.5, gt=0.0)
-    decline_rate_scale_per_year: float = Field(default=0.2, gt=0.0)
-    decline_start_day: float = Field(default=365.0, gt=0.0)
-    rise_shape_log_sd: float = Field(default=0.5, gt=0.0)
-
-
-class LinkPriorsConfig(Strict):
-    """Normal priors of the graft-function link (isletbayes.models.graft_link.LinkPriors)."""
-
-    alpha_mean: float = 0.0
-    alpha_sd: float = Field(default=1.5, gt=0.0)
-    beta_mean: float = 1.0
-    beta_sd: float = Field(default=1.0, gt=0.0)
+    plateau_median_pmol_l: float = setting(1000.0, "population plateau A ~ LogNormal(log median, log_sd), pmol/L",
+                                           option="--plateau-median", gt=0.0, allow_inf_nan=False)
+    plateau_log_sd: float = setting(1.0, "log-sd of the plateau prior", gt=0.0, allow_inf_nan=False)
+    t_half_median_days: float = setting(60.0, "time to half plateau ~ LogNormal(log median, log_sd), days",
+                                        option="--t-half-median", gt=0.0, allow_inf_nan=False)
+    t_half_log_sd: float = setting(1.0, "log-sd of the time-to-half-plateau prior", gt=0.0, allow_inf_nan=False)
+    spread_plateau_scale: float = setting(0.5, "between-participant sd of log plateau ~ HalfNormal(scale)",
+                                          gt=0.0, allow_inf_nan=False)
+    spread_rate_scale: float = setting(0.5, "between-participant sd of log rate ~ HalfNormal(scale)", gt=0.0,
+                                       allow_inf_nan=False)
+    measurement_sd_scale: float = setting(0.5, "lognormal measurement sd ~ HalfNormal(scale)",
+                                          option="--measurement-sd", gt=0.0, allow_inf_nan=False)
+    decline_rate_scale_per_year: float = setting(0.2, "late decline rate ~ HalfNormal(scale) per year "
+                                                      "(late_decline only)", gt=0.0, allow_inf_nan=False)
+    decline_start_day: float = setting(365.0, "day the late decline starts", gt=0.0, le=36525.0)
+    rise_shape_log_sd: float = setting(0.5, "rise shape h ~ LogNormal(0, log_sd) (rise_shape only)", gt=0.0,
+                                       allow_inf_nan=False)
 
 
-class CpeptideConfig(Strict):
-    """The C-peptide trajectory and graft-function analysis (isletbayes.analyses.cpeptide.run_cpeptide)."""
+class LinkPriorsConfig(Block):
+    """Normal priors of the graft-function link logit P(II) = alpha + beta (log C(365) - log 1000)."""
 
-    link: bool = True
-    sensitivity: bool = False
-    psense: bool = True
-    late_decline: bool = False
-    rise_shape: bool = True
-    target_accept: float | None = Field(default=0.99, gt=0.5, lt=1.0)
-    priors: TrajectoryPriorsConfig = TrajectoryPriorsConfig()
-    link_priors: LinkPriorsConfig = LinkPriorsConfig()
+    alpha_mean: float = setting(0.0, "alpha ~ Normal(mean, sd): log-odds of II at 1000 pmol/L",
+                                allow_inf_nan=False)
+    alpha_sd: float = setting(1.5, "sd of the alpha prior", gt=0.0, allow_inf_nan=False)
+    beta_mean: float = setting(1.0, "beta ~ Normal(mean, sd): change in log-odds per e-fold of C-peptide",
+                               allow_inf_nan=False)
+    beta_sd: float = setting(1.0, "sd of the beta prior", gt=0.0, allow_inf_nan=False)
 
 
-class DesignConfig(Strict):
-    """Phase 3 planning over a grid of sample sizes: exact enumeration for binary end points (the keys are the
-    options of ``isletbayes design``; see :func:`isletbayes.analyses.design.run_design`)."""
+class CpeptideConfig(Block):
+    """The C-peptide trajectory and graft-function analysis."""
 
-    endpoint: Literal["insulin_independence", "composite_primary"] = "insulin_independence"
-    rule: Literal["bayes", "binomial"] = "bayes"
-    p0: float = Field(default=0.44, gt=0.0, lt=1.0)
-    p1: float = Field(default=0.70, gt=0.0, lt=1.0)
-    gamma: float = Field(default=0.975, gt=0.0, lt=1.0)
-    alpha: float = Field(default=0.025, gt=0.0, lt=1.0)
-    design_prior: str = "phase12"
-    discount_ess: float | None = Field(default=None, gt=0.0)
-    design_robust: float = Field(default=0.0, ge=0.0, lt=1.0)
-    analysis_prior: str = "uniform"
-    n_min: int = Field(default=20, ge=1)
-    n_max: int = Field(default=100, ge=1, le=5000)
-    n_step: int = Field(default=1, ge=1)
-    power_target: float = Field(default=0.8, gt=0.0, lt=1.0)
-    assurance_target: float = Field(default=0.8, gt=0.0, lt=1.0)
-    interim: list[float] | None = None
-    futility: float = Field(default=0.05, ge=0.0, lt=1.0)
+    link: bool = setting(True, "fit the graft-function link to the insulin-independence count jointly")
+    sensitivity: bool = setting(True, "also refit under alternative link and spread priors and the other rise "
+                                      "shape (shown side by side; part of the answer)")
+    psense: bool = setting(True, "ArviZ power-scaling prior/likelihood sensitivity")
+    late_decline: bool = setting(False, "model a decline after day 365 (prior-only extrapolation with one year "
+                                        "of data)")
+    rise_shape: bool = setting(True, "free (Weibull-type) rise shape C = A(1 - exp(-(k t)^h)); false = the "
+                                     "saturating exponential (h = 1)", option="--rise-shape/--exponential-rise")
+    target_accept: float | None = setting(
+        0.99, "NUTS target acceptance for this model (null = sampler.target_accept): the cohort-means likelihood "
+              "keeps a mild funnel when all noise sds are small", option="--cpeptide-target-accept", gt=0.5,
+        lt=1.0)
+    cohort: str | None = setting(None, "fit one cohort of the participant data (null = all cohorts pooled)")
+    priors: TrajectoryPriorsConfig = setting(TrajectoryPriorsConfig(), "trajectory priors")
+    link_priors: LinkPriorsConfig = setting(LinkPriorsConfig(), "graft-function link priors")
+
+
+class DesignConfig(Block):
+    """Phase 3 planning over a grid of sample sizes (exact enumeration for binary end points)."""
+
+    endpoint: DesignEndpoint = setting("insulin_independence", "phase 3 end point")
+    rule: DecisionRule = setting("bayes", "bayes: P(rate > p0 | data) >= gamma; binomial: exact one-sided test")
+    p0: float = setting(0.44, "null rate (donor-islet 16/36, Shapiro 2006)", gt=0.0, lt=1.0)
+    p1: float = setting(0.70, "rate at which power is reported (a planning convention)", gt=0.0, lt=1.0)
+    gamma: float = setting(0.975, "posterior probability threshold of the Bayesian rule", gt=0.0, lt=1.0)
+    alpha: float = setting(0.025, "one-sided type I error target (and binomial test level)", gt=0.0, lt=1.0)
+    design_prior: str = setting("phase12", "what we believe the true rate is: phase12 (phase 1/2 posterior, "
+                                           "uniform prior), phase12-jeffreys, uniform, beta:A,B or mix:W,A,B;...")
+    discount_ess: float | None = setting(None, "down-weight phase 1/2 to this prior effective sample size "
+                                               "(power prior); null = none", gt=0.0, allow_inf_nan=False)
+    design_robust: float = setting(0.0, "weight of a uniform component added to the design prior", ge=0.0, lt=1.0)
+    analysis_prior: str = setting("uniform", "prior of the phase 3 analysis: uniform, jeffreys, beta:A,B, "
+                                             "mix:W,A,B;...")
+    n_min: int = setting(20, "smallest phase 3 sample size of the grid", ge=1)
+    n_max: int = setting(100, "largest phase 3 sample size of the grid (>= n_min)", ge=1, le=5000)
+    n_step: int = setting(1, "grid step", ge=1)
+    power_target: float = setting(0.8, "smallest acceptable power at p1", gt=0.0, lt=1.0)
+    assurance_target: float = setting(0.8, "smallest acceptable assurance", gt=0.0, lt=1.0)
+    interim: list[float] | None = setting(None, "futility looks as fractions of n, e.g. [0.5]; null = none")
+    futility: float = setting(0.05, "stop for futility when the predictive probability of success is below this",
+                              ge=0.0, lt=1.0)
+    simulate: int = setting(0, "simulated trials for simulation-based assurance (0 = none)", ge=0)
+    simulate_n: int | None = setting(None, "n of the simulated trials (null = the smallest n meeting type I and "
+                                           "power, else n_max)", ge=1)
+    cpeptide_threshold: float = setting(970.0, "C-peptide end point: stimulated C-peptide level at day 365, "
+                                               "pmol/L (Baidal et al. 2023)", gt=0.0, allow_inf_nan=False)
+    cpeptide_fraction: float = setting(0.5, "C-peptide end point: fraction of participants above the level",
+                                       ge=0.0, lt=1.0)
+    workers: int = setting(1, "local worker processes for simulations", ge=1)
+    scheduler: str | None = setting(None, "Dask scheduler address for simulations, e.g. tcp://host:8786")
 
     @field_validator("n_max")
     @classmethod
@@ -181,42 +277,64 @@ class DesignConfig(Strict):
             raise ValueError("interim looks are fractions of n strictly between 0 and 1")
         return v
 
-
-class DurabilityConfig(Strict):
-    n_draws: int = Field(default=20000, ge=100)
-
-
-class SamplerConfig(Strict):
-    """NUTS settings for every MCMC fit (see isletbayes.models.sampling.SamplerSettings)."""
-
-    draws: int = Field(default=1000, ge=10)
-    tune: int = Field(default=1000, ge=10)
-    chains: int = Field(default=4, ge=1, le=64)
-    cores: int = Field(default=1, ge=1)
-    target_accept: float = Field(default=0.95, gt=0.5, lt=1.0)
-    nuts_sampler: Literal["pymc", "nutpie"] = "nutpie"
+    @model_validator(mode="after")
+    def _cpeptide_needs_simulations(self):
+        if self.endpoint == "cpeptide" and not self.simulate:
+            raise ValueError("the C-peptide end point has no exact answer: set design.simulate (--simulate N)")
+        return self
 
 
-class MainJobConfig(Strict):
-    seed: int = Field(default=20250620, ge=0, lt=2**32)
-    sections: SectionsConfig = SectionsConfig()
-    data: DataConfig = DataConfig()
-    priors: PriorsConfig = PriorsConfig()
-    binary: BinaryConfig = BinaryConfig()
-    cpeptide: CpeptideConfig = CpeptideConfig()
-    design: DesignConfig = DesignConfig()
-    durability: DurabilityConfig = DurabilityConfig()
-    sampler: SamplerConfig = SamplerConfig()
+class DurabilityConfig(Block):
+    """Durability scenarios (Monte Carlo over published attrition figures)."""
+
+    n_draws: int = setting(20000, "Monte Carlo draws per scenario", option="--draws", ge=100, le=10_000_000)
+
+
+class SamplerConfig(Block):
+    """NUTS settings for every MCMC fit (isletbayes.models.sampling.SamplerSettings)."""
+
+    draws: int = setting(1000, "draws per chain after tuning", ge=10, le=1_000_000)
+    tune: int = setting(1000, "tuning (warm-up) steps per chain", ge=10, le=1_000_000)
+    chains: int = setting(4, "independent chains (R-hat needs at least 2)", ge=1, le=64)
+    cores: int = setting(1, "chains run in parallel on this many processes", ge=1, le=256)
+    target_accept: float = setting(0.95, "higher = smaller steps, fewer divergences, slower", gt=0.5, lt=1.0)
+    nuts_sampler: NutsSampler = setting("nutpie", "nutpie (fastest passing sampler, benchmarks/bench_cpeptide.py) "
+                                                  "or pymc", option="--sampler")
+
+    def settings(self, seed: int, target_accept: float | None = None):
+        """The models' SamplerSettings for one fit seeded ``seed`` (``target_accept`` overrides this block's)."""
+        from isletbayes.models.sampling import SamplerSettings
+
+        return SamplerSettings(draws=self.draws, tune=self.tune, chains=self.chains, cores=self.cores,
+                               target_accept=self.target_accept if target_accept is None else target_accept,
+                               nuts_sampler=self.nuts_sampler, seed=int(seed))
+
+
+class MainJobConfig(Block):
+    """The whole configuration of the main job (isletbayes run)."""
+
+    seed: int = setting(20250620, "master random seed: every MCMC fit and Monte Carlo step derives its seed from "
+                                  "it, so a rerun gives identical numbers", ge=0, lt=SEED_MAX)
+    sections: SectionsConfig = setting(SectionsConfig(), "which parts of the re-analysis run")
+    data: DataConfig = setting(DataConfig(), "input files")
+    priors: PriorsConfig = setting(PriorsConfig(), "the prior panel and the MAP prior")
+    binary: BinaryConfig = setting(BinaryConfig(), "binary end points")
+    cpeptide: CpeptideConfig = setting(CpeptideConfig(), "C-peptide trajectory and graft-function link")
+    design: DesignConfig = setting(DesignConfig(), "phase 3 planning")
+    durability: DurabilityConfig = setting(DurabilityConfig(), "durability scenarios")
+    sampler: SamplerConfig = setting(SamplerConfig(), "NUTS settings for every MCMC fit")
 
 
 # --- loading ----------------------------------------------------------------------------------------------
 
 
 def default_config_path() -> Path:
-    return Path(str(resources.files("isletbayes.analyses") / DEFAULT_CONFIG_NAME))
+    return Path(__file__).resolve().parent / DEFAULT_CONFIG_NAME
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise InputError("is a folder, not a configuration file", file=path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -238,6 +356,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
+def validation_problem(err: ValidationError) -> tuple[str, str]:
+    """(dotted key, message) of a validation error's first problem, in the project's words."""
+    first = err.errors(include_url=False)[0]
+    loc = [str(p) for p in first["loc"]]
+    # a union or list member's validator adds its type to the location (e.g. 'float', 'literal[...]')
+    loc = [p for p in loc if not (p.startswith(("literal[", "function-", "list[")) or p in ("float", "int", "str"))]
+    key = ".".join(loc)
+    kind, msg = first["type"], first["msg"]
+    if kind == "extra_forbidden":
+        msg = "unknown key (check its spelling; see analyses/default_config.yaml for every key)"
+    elif kind == "literal_error":
+        msg = msg.replace("Input should be", "must be one of")
+    msg = msg.removeprefix("Value error, ")
+    if "input" in first and kind not in ("extra_forbidden", "missing") and not isinstance(first["input"], dict):
+        msg += f" (got {first['input']!r})"
+    return key, msg
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
@@ -248,28 +384,12 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _first_error(err: ValidationError) -> tuple[str, str]:
-    first = err.errors(include_url=False)[0]
-    key = ".".join(str(p) for p in first["loc"])
-    kind, msg = first["type"], first["msg"]
-    if kind == "extra_forbidden":
-        msg = "unknown key (check its spelling; see analyses/default_config.yaml for every key)"
-    elif kind == "literal_error":
-        msg = msg.replace("Input should be", "must be one of")
-    msg = msg.removeprefix("Value error, ")
-    if "input" in first and kind not in ("extra_forbidden", "missing"):
-        msg += f" (got {first['input']!r})"
-    return key, msg
-
-
-def config_from_dict(doc: dict[str, Any], *, source: str | Path | None = None,
-                     base: dict[str, Any] | None = None) -> MainJobConfig:
-    """Validate ``doc`` merged over ``base`` (default: the bundled defaults); raise InputError naming the key."""
-    merged = _merge(base if base is not None else _read_yaml(default_config_path()), doc)
+def config_from_dict(doc: dict[str, Any], *, source: str | Path | None = None) -> MainJobConfig:
+    """Validate ``doc`` (a user's keys; everything else takes its default); raise InputError naming the key."""
     try:
-        config = MainJobConfig.model_validate(merged)
+        config = MainJobConfig.model_validate(doc)
     except ValidationError as err:
-        key, msg = _first_error(err)
+        key, msg = validation_problem(err)
         raise InputError(msg, file=source, key=key or "(top level)") from None
     # relative data paths in a user's file are relative to that file
     if source is not None:
@@ -282,9 +402,9 @@ def config_from_dict(doc: dict[str, Any], *, source: str | Path | None = None,
 
 
 def load_config(path: str | Path | None = None) -> MainJobConfig:
-    """The bundled default configuration, or ``path`` merged over it."""
+    """The default configuration, or the file at ``path`` merged over it."""
     if path is None:
-        return config_from_dict({}, source=None)
+        return MainJobConfig()
     path = Path(path)
     return config_from_dict(_read_yaml(path), source=path)
 
@@ -292,3 +412,74 @@ def load_config(path: str | Path | None = None) -> MainJobConfig:
 def config_to_dict(config: MainJobConfig) -> dict[str, Any]:
     """A plain, JSON-ready dict of the full configuration (what results and provenance record)."""
     return config.model_dump(mode="json")
+
+
+def merged(config: Block, override: dict[str, Any]) -> Block:
+    """``config`` with the (nested) keys of ``override`` replaced, validated again."""
+    return type(config).model_validate(_merge(config.model_dump(), override))
+
+
+# --- the rendered default file ----------------------------------------------------------------------------
+
+
+def _yaml_value(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def _render_block(cls: type[Block], indent: int, lines: list[str]) -> None:
+    pad = "  " * indent
+    for name, field in cls.model_fields.items():
+        annotation = field.annotation
+        default = field.get_default(call_default_factory=True)
+        if isinstance(annotation, type) and issubclass(annotation, Block):
+            lines.append(f"{pad}{name}:  # {_doc(annotation)}")
+            _render_block(annotation, indent + 1, lines)
+            continue
+        value = default.model_dump(mode="json") if isinstance(default, BaseModel) else default
+        if isinstance(value, Path):
+            value = str(value)
+        words = choices(annotation)
+        note = field.description or ""
+        if words:
+            note += f" (one of: {', '.join(words)})"
+        lines.append(f"{pad}{name}: {_yaml_value(value)}  # {note}")
+
+
+def choices(annotation: Any) -> list[str]:
+    """The allowed strings of a Literal annotation or of a list of Literals (a choice among words), else []."""
+    if getattr(annotation, "__origin__", None) is Literal:
+        return [str(a) for a in get_args(annotation)]
+    if getattr(annotation, "__origin__", None) is list:
+        return choices(get_args(annotation)[0])
+    return []
+
+
+def _doc(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").split())
+
+
+def render_default_config() -> str:
+    """The text of analyses/default_config.yaml: every key with its default and description, from the models."""
+    lines = [
+        "# isletbayes main job: the default configuration (`isletbayes run` uses it when no --config is given).",
+        "#",
+        "# This file is rendered from the configuration models in analyses/config.py, where every default, bound",
+        "# and description is written once; a test keeps the two equal. A file of your own need hold only the",
+        "# keys it changes: it is merged over these defaults (mappings key by key; lists and single values",
+        "# replace), then checked as a whole. An unknown or misspelt key, a value of the wrong type or out of",
+        "# range, is an error naming the key (exit status 2). Relative paths in your file are relative to it.",
+        "",
+    ]
+    for name, field in MainJobConfig.model_fields.items():
+        annotation = field.annotation
+        doc = field.description or ""
+        if isinstance(annotation, type) and issubclass(annotation, Block):
+            lines.append(f"# {_doc(annotation)}")
+            lines.append(f"{name}:")
+            _render_block(annotation, 1, lines)
+        else:
+            lines.append(f"# {doc}")
+            lines.append(f"{name}: {_yaml_value(field.get_default())}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,4 +1,4 @@
-"""C-peptide trajectory and graft-function analysis (``isletbayes cpeptide``).
+"""C-peptide trajectory and graft-function analysis.
 
 Fits the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide_trajectory`, jointly with the insulin-independence
 link of :mod:`isletbayes.models.graft_link`, either to the published cohort means (the default: 424/1036/1104/1274
@@ -34,35 +34,32 @@ The free shape nests the exponential and loses nothing if h = 1 is true; its cos
 parameter (see the contraction table and the side-by-side fits). ``--exponential-rise`` fits h = 1.
 
 Every fit is checked with :func:`~isletbayes.models.sampling.check_diagnostics`; failures are kept in the result
-and printed as FAILED.
+(:meth:`CpeptideResult.fit_checks`). Entry point: :func:`run_cpeptide` (the ``cpeptide`` configuration block in,
+:class:`CpeptideResult` out).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import pymc as pm
-import typer
+from pydantic import Field
 
-from isletbayes.analyses.provenance import provenance, sha256_of
+from isletbayes.analyses.config import CpeptideConfig, SamplerConfig
+from isletbayes.analyses.inputs import AnalysisInputs
+from isletbayes.analyses.provenance import provenance
+from isletbayes.analyses.results import AnalysisResult, DataTreeField, FitCheck, Frame, ResultModel
 from isletbayes.data.errors import InputError
-from isletbayes.models.validation import ModelInputError
-from isletbayes.data.io import write_datatree_atomic, write_json_atomic
 from isletbayes.models import cpeptide_trajectory as cpm
-from isletbayes.models.graft_link import ALTERNATIVE_LINK_PRIORS, LinkPriors
+from isletbayes.models.graft_link import ALTERNATIVE_LINK_PRIORS, LinkPriors, link_logit
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics, fit
 
-#: Defaults for this analysis: target_accept 0.99 because the cohort-means posterior keeps a mild funnel where all
-#: noise sds are small (four means, three curve parameters: see models/cpeptide_trajectory.py). At 0.9 the published-means fits
-#: show 5-26 divergent transitions per 6000 draws; at 0.99 none in our runs (seeds 1-4, each sensitivity fit too).
-DEFAULT_SETTINGS = SamplerSettings(draws=1500, tune=1500, chains=4, target_accept=0.99)
 SPREAD_SCALES = (0.3, 0.5, 1.0)
 CONTRACTION_RULE = ("posterior sd / prior sd (log scale for positive parameters): < 0.5 informed by the data, "
                     "0.5-0.9 partly informed, >= 0.9 prior only")
@@ -79,131 +76,85 @@ LABELS = {
     "rise_shape": "rise shape h (1 = exponential)",
     "decline_rate_per_year": "late decline rate (per year)",
 }
-PPC_VARIABLE = "cohort_mean"
+LINK_GRID_PMOL_L = np.geomspace(50.0, 5000.0, 200)
 
 
-@dataclass
-class CpeptideResult:
-    """Everything ``isletbayes cpeptide`` reports; ``save``/``load`` round-trip it through an output folder."""
+class SensitivityFit(ResultModel):
+    """One refit under an alternative prior or rise shape, beside the main fit."""
 
-    mode: str
-    parameters: list[dict]
-    trajectory: dict
-    ppc: list[dict]
-    contraction: list[dict]
-    diagnostics: dict
-    link_sensitivity: list[dict] = field(default_factory=list)
-    spread_sensitivity: list[dict] = field(default_factory=list)
-    shape_check: list[dict] = field(default_factory=list)
-    psense: list[dict] = field(default_factory=list)
-    model_check: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    inputs: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-    idata: Any = None
+    group: Literal["link", "spread", "shape"]
+    label: str
+    parameters: Frame
+    diagnostics: FitCheck
+    ppc: Frame | None = None
+    early_rise: dict[str, Any] | None = None
 
-    SUMMARY_FILE = "cpeptide_summary.json"
-    POSTERIOR_FILE = "cpeptide_posterior.nc"
+
+class ModelCheck(ResultModel):
+    """The report-facing model check (see :func:`model_check`)."""
+
+    fit: str
+    misfit_flagged: bool
+    ppc_outside_90: list[float]
+    early_rise: dict[str, Any] | None = None
+    measurement_sd: dict[str, float]
+    measurement_sd_prior: dict[str, Any]
+    rise_shape: dict[str, float] | None = None
+    shape_comparison: list[dict[str, Any]] = Field(default_factory=list)
+    statement: str
+
+
+class CpeptideResult(AnalysisResult):
+    """Everything the C-peptide analysis reports; draws in ``idata`` (cpeptide_posterior.nc)."""
+
+    JSON_FILE: ClassVar[str] = "cpeptide_summary.json"
+    NETCDF: ClassVar[dict[str, str]] = {"idata": "cpeptide_posterior.nc"}
+    ANALYSIS: ClassVar[str] = "cpeptide"
+
+    mode: Literal["cohort_means", "participant"]
+    model_description: str
+    parameters: Frame
+    contraction: Frame
+    contraction_rule: str = CONTRACTION_RULE
+    trajectory: Frame
+    link_curve: Frame | None = None  # P(II at day 365 | C-peptide): index cpeptide_pmol_l; q025, median, q975
+    ppc: Frame
+    diagnostics: FitCheck
+    sensitivity: list[SensitivityFit] = Field(default_factory=list)
+    psense: Frame | None = None
+    model_check: ModelCheck
+    notes: list[str] = Field(default_factory=list)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    idata: DataTreeField = None
 
     @property
     def ok(self) -> bool:
-        return bool(self.diagnostics.get("ok", False))
+        return self.diagnostics_ok
 
-    def failures(self) -> list[str]:
-        """Every failed diagnostic of every fit, named by fit."""
-        out = [f"main fit: {f}" for f in self.diagnostics.get("failures", [])]
-        for group in (self.link_sensitivity, self.spread_sensitivity, self.shape_check):
-            for row in group:
-                out += [f"{row['label']}: {f}" for f in row["diagnostics"].get("failures", [])]
-        return out
+    def fit_checks(self) -> list[FitCheck]:
+        """The main fit and every sensitivity refit (a refit identical to the main fit is listed once)."""
+        checks = [self.diagnostics]
+        for row in self.sensitivity:
+            same = next((c for c in checks if _same_numbers(c, row.diagnostics)), None)
+            if same is None:
+                checks.append(row.diagnostics)
+            else:
+                same.also.append(row.diagnostics.fit)
+        return checks
 
-    def to_dict(self) -> dict:
-        return {
-            "analysis": "cpeptide",
-            "mode": self.mode,
-            "ok": self.ok,
-            "all_failures": self.failures(),
-            "parameters": self.parameters,
-            "trajectory": self.trajectory,
-            "ppc": self.ppc,
-            "model_check": self.model_check,
-            "contraction": {"rule": CONTRACTION_RULE, "rows": self.contraction},
-            "diagnostics": self.diagnostics,
-            "link_sensitivity": self.link_sensitivity,
-            "spread_sensitivity": self.spread_sensitivity,
-            "shape_check": self.shape_check,
-            "psense": self.psense,
-            "notes": self.notes,
-            "inputs": self.inputs,
-            "provenance": self.provenance,
-        }
+    def sensitivity_group(self, group: str) -> list[SensitivityFit]:
+        return [row for row in self.sensitivity if row.group == group]
 
-    def save(self, outdir: str | Path) -> Path:
-        outdir = Path(outdir)
-        if self.idata is not None:
-            write_datatree_atomic(outdir / self.POSTERIOR_FILE, self.idata)
-        write_json_atomic(outdir / self.SUMMARY_FILE, self.to_dict())
-        return outdir
-
-    @classmethod
-    def load(cls, outdir: str | Path) -> CpeptideResult:
-        import xarray as xr
-
-        outdir = Path(outdir)
-        path = outdir / cls.SUMMARY_FILE
-        if not path.exists():
-            raise InputError("no C-peptide result here (run `isletbayes cpeptide --out DIR` first)", file=path)
-        d = json.loads(path.read_text(encoding="utf-8"))
-        idata = None
-        if (outdir / cls.POSTERIOR_FILE).exists():
-            idata = xr.open_datatree(outdir / cls.POSTERIOR_FILE, engine="h5netcdf").load()
-        return cls(mode=d["mode"], parameters=d["parameters"], trajectory=d["trajectory"], ppc=d["ppc"],
-                   contraction=d["contraction"]["rows"], diagnostics=d["diagnostics"],
-                   link_sensitivity=d["link_sensitivity"], spread_sensitivity=d["spread_sensitivity"],
-                   shape_check=d["shape_check"], psense=d["psense"], model_check=d.get("model_check", {}),
-                   notes=d["notes"], inputs=d["inputs"], provenance=d["provenance"], idata=idata)
+    def parameter_draws(self, n: int, seed: int):
+        """``n`` posterior draws of the population parameters (what phase 3 simulations draw from)."""
+        return cpm.posterior_parameter_draws(self.idata, n, np.random.default_rng(seed),
+                                             decline_start_day=float(self.settings.get("decline_start_day", 365.0)))
 
 
-# ------------------------------------------------------------------------------------------------- inputs
-def published_cohort_means() -> tuple[cpm.CohortMeans, dict]:
-    """The bundled cohort means and the day-365 insulin-independence count, with their sources."""
-    from isletbayes.data import load_counts, load_cpeptide_means
-
-    means = load_cpeptide_means()
-    means = means[means["used_by_default"]].sort_values("day")
-    counts = load_counts()
-    ii = counts[(counts["endpoint"] == "insulin_independence") & counts["used_by_default"]]
-    return cohort_means_from_tables(means, ii), {
-        "source": "bundled published data",
-        "series": sorted(set(means["series"])),
-        "source_ids": sorted(set(means["source_id"]) | set(ii["source_id"])),
-        "caveats": sorted(set(c for c in means["caveat"] if c)),
-    }
-
-
-def cohort_means_from_tables(means, ii_counts=None) -> cpm.CohortMeans:
-    """A :class:`CohortMeans` from ``load_cpeptide_means`` rows and (optionally) the II count row(s)."""
-    ns = set(int(n) for n in means["n"])
-    if len(ns) != 1:
-        raise InputError(f"cohort means must share one cohort size, found {sorted(ns)}", column="n")
-    n = ns.pop()
-    lods = set(float(x) for x in means["lod_pmol_l"] if np.isfinite(x))
-    sd = np.full(len(means), np.nan)
-    for j, (kind, value) in enumerate(zip(means["spread_kind"], means["spread_value"])):
-        if isinstance(kind, str) and kind and np.isfinite(value):
-            sd[j] = cpm.spread_to_sd(kind, float(value), n)
-    ii_count = None
-    if ii_counts is not None and len(ii_counts):
-        row = ii_counts[ii_counts["timepoint_day"] == 365] if "timepoint_day" in ii_counts else ii_counts
-        if len(row) != 1:
-            raise InputError("expected one day-365 insulin-independence count", key="insulin_independence")
-        if int(row["n"].iloc[0]) != n:
-            raise InputError(f"the insulin-independence count is of {int(row['n'].iloc[0])} participants but the "
-                             f"C-peptide means are of {n}", key="insulin_independence")
-        ii_count = int(row["r"].iloc[0])
-    return cpm.CohortMeans(days=means["day"].to_numpy(dtype=float), means=means["mean_pmol_l"].to_numpy(dtype=float),
-                           n_participants=n, lod=min(lods) if lods else cpm.DEFAULT_LOD_PMOL_L,
-                           spread_sd=sd, ii_count=ii_count)
+def _same_numbers(a: FitCheck, b: FitCheck) -> bool:
+    keys = ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "min_ebfmi", "n_chains", "n_draws")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -245,17 +196,18 @@ def _flat(idata, name) -> np.ndarray:
     return np.asarray(idata["posterior"][name].values, dtype=float).reshape(-1, *idata["posterior"][name].shape[2:])
 
 
-def summarise_parameters(idata, names) -> list[dict]:
+def summarise_parameters(idata, names) -> pd.DataFrame:
+    """Posterior mean, sd, median and 90% interval of each named parameter (index: name)."""
     rows = []
     for name in names:
         x = _flat(idata, name)
         q05, q50, q95 = np.quantile(x, [0.05, 0.5, 0.95])
         rows.append({"name": name, "label": LABELS.get(name, name), "mean": float(x.mean()), "sd": float(x.std()),
                      "median": float(q50), "q05": float(q05), "q95": float(q95)})
-    return rows
+    return pd.DataFrame(rows).set_index("name")
 
 
-def contraction_table(model: pm.Model, idata, names, seed: int, n_prior: int = 4000) -> list[dict]:
+def contraction_table(model: pm.Model, idata, names, seed: int, n_prior: int = 4000) -> pd.DataFrame:
     """Posterior sd / prior sd per parameter (on the log scale for positive ones), with the stated rule."""
     prior = pm.sample_prior_predictive(draws=n_prior, model=model, random_seed=seed, var_names=list(names))
     rows = []
@@ -271,7 +223,7 @@ def contraction_table(model: pm.Model, idata, names, seed: int, n_prior: int = 4
         verdict = ("informed by the data" if ratio < 0.5 else "partly informed" if ratio < 0.9 else "prior only")
         rows.append({"name": name, "scale": scale, "prior_sd": float(pr.std()), "posterior_sd": float(po.std()),
                      "ratio": ratio, "verdict": verdict})
-    return rows
+    return pd.DataFrame(rows).set_index("name")
 
 
 def _draw_subset(idata, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -282,7 +234,7 @@ def _draw_subset(idata, n: int, rng: np.random.Generator) -> np.ndarray:
 
 @np.errstate(divide="ignore")  # day 0 is on the grid: log C(0) = -inf, C(0) = 0 exactly
 def population_trajectory(idata, days, seed: int, n_draws: int = 1000, n_new: int = 200,
-                          decline_start_day: float = 365.0) -> dict:
+                          decline_start_day: float = 365.0) -> pd.DataFrame:
     """Median-participant curve, population-mean curve (Monte Carlo over new participants) and a new
     participant's 90% predictive band (measurement error included), each as posterior 5/50/95% quantiles."""
     rng = np.random.default_rng(seed)
@@ -306,15 +258,15 @@ def population_trajectory(idata, days, seed: int, n_draws: int = 1000, n_new: in
     mean_curve = np.exp(log_c).mean(axis=1)
     new = np.exp(log_c[:, 0, :] + sigma[:, None] * z[:, 0, 2:3])
 
-    def bands(a):
-        q = np.quantile(a, [0.05, 0.5, 0.95], axis=0)
-        return {"q05": q[0].tolist(), "median": q[1].tolist(), "q95": q[2].tolist()}
+    columns = {}
+    for name, curves in (("median_participant", median_curve), ("population_mean", mean_curve),
+                         ("new_participant", new)):
+        q = np.quantile(curves, [0.05, 0.5, 0.95], axis=0)
+        columns.update({f"{name}_q05": q[0], f"{name}_median": q[1], f"{name}_q95": q[2]})
+    return pd.DataFrame(columns, index=pd.Index(days.tolist(), name="day"))
 
-    return {"days": days.tolist(), "median_participant": bands(median_curve), "population_mean": bands(mean_curve),
-            "new_participant": bands(new)}
 
-
-def ppc_cohort_means(idata, means: cpm.CohortMeans, seed: int) -> list[dict]:
+def ppc_cohort_means(idata, means: cpm.CohortMeans, seed: int) -> pd.DataFrame:
     """Replicated published means (the model's joint lognormal law of the n-participant means) vs the observed."""
     return _ppc_rows(*replicate_cohort_means(idata, means, seed))
 
@@ -334,7 +286,7 @@ def replicate_cohort_means(idata, means: cpm.CohortMeans, seed: int, n_draws: in
     return means.days, means.means, np.exp(log_rep)
 
 
-def ppc_participant_means(idata, data: cpm.ParticipantData, seed: int) -> list[dict]:
+def ppc_participant_means(idata, data: cpm.ParticipantData, seed: int) -> pd.DataFrame:
     """Replicated per-visit means of the measured values (censored at the LLOD as in the data) vs observed."""
     return _ppc_rows(*replicate_participant_means(idata, data, seed))
 
@@ -361,7 +313,8 @@ def replicate_participant_means(idata, data: cpm.ParticipantData, seed: int, n_d
     return days, observed, rep
 
 
-def _ppc_rows(days, observed, rep) -> list[dict]:
+def _ppc_rows(days, observed, rep) -> pd.DataFrame:
+    """Observed mean per visit against its posterior predictive replicates (index: day)."""
     rows = []
     for j, day in enumerate(days):
         r = rep[:, j]
@@ -370,7 +323,7 @@ def _ppc_rows(days, observed, rep) -> list[dict]:
         rows.append({"day": float(day), "observed": float(observed[j]), "predicted_median": float(q50),
                      "predicted_q05": float(q05), "predicted_q95": float(q95),
                      "p_rep_below_observed": p_below, "outside_90": bool(p_below < 0.05 or p_below > 0.95)})
-    return rows
+    return pd.DataFrame(rows).set_index("day")
 
 
 def _interval(x) -> dict:
@@ -402,12 +355,12 @@ def _replicates(spec: ModelSpec, idata, seed: int):
     return replicate_participant_means(idata, spec.data, seed)
 
 
-def _fit_check(label: str, spec: ModelSpec, idata, ppc_rows: list[dict], seed: int) -> dict:
+def _fit_check(label: str, spec: ModelSpec, idata, ppc: pd.DataFrame, seed: int) -> dict:
     """What the model check reports about one fit."""
     early = early_rise_check(*_replicates(spec, idata, seed))
     row = {"label": label, "rise_shape_free": spec.rise_shape,
            "measurement_sd": _interval(_flat(idata, "measurement_sd")),
-           "ppc_outside_90": [r["day"] for r in ppc_rows if r["outside_90"]], "early_rise": early}
+           "ppc_outside_90": [float(d) for d in ppc.index[ppc["outside_90"]]], "early_rise": early}
     if spec.rise_shape:
         h = _flat(idata, "rise_shape")
         row["rise_shape"] = {**_interval(h), "p_above_1": float(np.mean(h > 1.0))}
@@ -468,7 +421,7 @@ def model_check(main: dict, comparison: list[dict], priors: cpm.TrajectoryPriors
             "rise_shape": main.get("rise_shape"), "shape_comparison": comparison, "statement": " ".join(parts)}
 
 
-def power_scaling(model: pm.Model, idata, names) -> list[dict]:
+def power_scaling(model: pm.Model, idata, names) -> pd.DataFrame:
     """ArviZ power-scaling sensitivity (prior and likelihood) of the named parameters."""
     import arviz as az
     from pymc.stats import compute_log_likelihood, compute_log_prior
@@ -482,9 +435,10 @@ def power_scaling(model: pm.Model, idata, names) -> list[dict]:
         compute_log_prior(idata, model=model, progressbar=False)
         table = az.psense_summary(idata, var_names=list(names))
     psense_log.setLevel(level)
-    return [{"name": str(name), "prior": float(row["prior"]), "likelihood": float(row["likelihood"]),
-             "diagnosis": "ok" if row["diagnosis"] == "✓" else str(row["diagnosis"])}
+    rows = [{"name": str(name), "prior": float(row["prior"]), "likelihood": float(row["likelihood"]),
+             "diagnosis": "ok" if row["diagnosis"] == "\u2713" else str(row["diagnosis"])}
             for name, row in table.iterrows()]
+    return pd.DataFrame(rows).set_index("name")
 
 
 def _same_model(a: ModelSpec, b: ModelSpec) -> bool:
@@ -500,228 +454,144 @@ def _sensitivity_fit(spec: ModelSpec, settings: SamplerSettings, main: tuple):
     return fit_checked(spec, settings)
 
 
-def _sensitivity_row(label: str, spec: ModelSpec, settings: SamplerSettings, names, main: tuple) -> dict:
+def _sensitivity_fit_result(group: str, label: str, spec: ModelSpec, settings: SamplerSettings, names,
+                            main: tuple) -> "SensitivityFit":
     model, idata, diag = _sensitivity_fit(spec, settings, main)
-    return {"label": label, "parameters": summarise_parameters(idata, [n for n in names if n in idata["posterior"]]),
-            "diagnostics": diag.as_dict()}
+    return SensitivityFit(group=group, label=label,
+                          parameters=summarise_parameters(idata, [n for n in names if n in idata["posterior"]]),
+                          diagnostics=FitCheck.of(f"{group} sensitivity: {label}", diag))
 
 
 # -------------------------------------------------------------------------------------------------- run
-def run_cpeptide(data_path: str | Path | None = None, *, priors: cpm.TrajectoryPriors = cpm.TrajectoryPriors(),
-                 link_priors: LinkPriors | None = LinkPriors(), settings: SamplerSettings = DEFAULT_SETTINGS,
-                 late_decline: bool = False, rise_shape: bool = True, cohort: str | None = None,
-                 sensitivity: bool = True, psense: bool = True) -> CpeptideResult:
-    """Fit the C-peptide trajectory + link model and summarise it (see the module docstring)."""
+def link_curve(idata, grid: np.ndarray = LINK_GRID_PMOL_L) -> pd.DataFrame | None:
+    """P(insulin independent at day 365 | a participant's day-365 C-peptide) over ``grid``: the posterior median
+    and 95% band, from every posterior draw (no random numbers)."""
+    if idata is None or "alpha" not in idata["posterior"] or "beta" not in idata["posterior"]:
+        return None
+    alpha, beta = _flat(idata, "alpha").ravel(), _flat(idata, "beta").ravel()
+    prob = 1.0 / (1.0 + np.exp(-link_logit(alpha[:, None], beta[:, None], np.log(grid)[None, :])))
+    lo, med, hi = np.quantile(prob, [0.025, 0.5, 0.975], axis=0)
+    return pd.DataFrame({"q025": lo, "median": med, "q975": hi},
+                        index=pd.Index(np.asarray(grid, dtype=float).tolist(), name="cpeptide_pmol_l"))
+
+
+def model_sentence(spec: ModelSpec) -> str:
+    """What was fitted, in words, generated from the fitted specification."""
+    rise = ("C(t) = A (1 - exp(-(k t)^h)) with a free rise shape h (h = 1 is the saturating exponential)"
+            if spec.rise_shape else "C(t) = A (1 - exp(-k t)), the saturating exponential (h = 1)")
+    decline = " times a late decline after day {:g}".format(spec.priors.decline_start_day) if spec.late_decline else ""
+    data = ("the published cohort means (participants integrated out: the means get the exact moments of a mean "
+            "of 12 participants' values)" if spec.mode == "cohort_means" else "participant-level data (one "
+            "observation per participant and visit, censored below the detection limit)")
+    link = (" The probability of insulin independence at day 365 depends on a participant's day-365 C-peptide "
+            "through a logistic link, fitted jointly." if spec.link_priors is not None else "")
+    return (f"Each participant's stimulated C-peptide rises from undetectable to a plateau, {rise}{decline}, with "
+            f"participant-level random effects on the plateau and the rate and lognormal measurement error; "
+            f"fitted to {data}.{link}")
+
+
+def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
+                 inputs: AnalysisInputs) -> CpeptideResult:
+    """Fit the C-peptide trajectory + link model and summarise it (see the module docstring).
+
+    Fitted to ``inputs.participant`` when participant-level data were given, else to the published cohort
+    means and the day-365 insulin-independence count."""
+    settings = sampler.settings(seed, config.target_accept)
+    priors = cpm.TrajectoryPriors(**config.priors.model_dump())
+    link_priors = LinkPriors(**config.link_priors.model_dump()) if config.link else None
     notes = []
-    if data_path is None:
-        data, inputs = published_cohort_means()
+    if inputs.participant is None:
+        data = inputs.cohort_means()
+        data_inputs = inputs.describe_means()
         notes.append("Fitted to published cohort means only: the latent participants' spread is not observed. "
                      + ("A published spread enters the likelihood." if data.has_spread else
-                        "No SD or CI is published for these means, so the between-participant spread (sd_log_plateau, "
-                        "sd_log_rate) is carried by its prior; see the contraction table and the spread sensitivity."))
-        notes.append("Assumed: the means are 90-min MMTT-stimulated C-peptide (the source does not say which series).")
+                        "No SD or CI is published for these means, so the between-participant spread "
+                        "(sd_log_plateau, sd_log_rate) is carried by its prior; see the contraction table"
+                        + (" and the spread sensitivity." if config.sensitivity else ".")))
+        notes.append("Assumed: the means are 90-min MMTT-stimulated C-peptide (the source does not say which "
+                     "series).")
         notes.append("With means only, measurement_sd is learned from how far the means scatter around the smooth "
-                     "population curve, so it also absorbs any misfit of the curve's shape (see the shape check).")
-        notes.append("With aggregates only, the link between C-peptide and insulin independence is informed by one "
-                     "count (10/12): its slope is carried mostly by its prior (see the link sensitivity).")
+                     "population curve, so it also absorbs any misfit of the curve's shape"
+                     + (" (see the shape check)." if config.sensitivity else "."))
+        if link_priors is not None:
+            notes.append("With aggregates only, the link between C-peptide and insulin independence is informed by "
+                         "one count (10/12): its slope is carried mostly by its prior"
+                         + (" (see the link sensitivity)." if config.sensitivity else "."))
     else:
-        from isletbayes.data import load_participant_data
-
-        frame = load_participant_data(data_path)
-        if cohort is not None:
-            if cohort not in set(frame["cohort"]):
-                raise InputError(f"no cohort {cohort!r} in the file (found {sorted(set(frame['cohort']))})",
-                                 option="--cohort")
-            frame = frame[frame["cohort"] == cohort]
-        data = cpm.participant_data_from_long(frame, source=str(data_path))
+        frame = inputs.participant
+        if config.cohort is not None:
+            if config.cohort not in set(frame["cohort"]):
+                raise InputError(f"no cohort {config.cohort!r} in the participant data (found "
+                                 f"{sorted(set(frame['cohort']))})", key="cpeptide.cohort")
+            frame = frame[frame["cohort"] == config.cohort]
+        source = inputs.files["participant_data"]["path"]
+        data = cpm.participant_data_from_long(frame, source=source)
         cohorts = sorted(set(frame["cohort"]))
-        inputs = {"source": str(data_path), "sha256": sha256_of(Path(data_path)), "cohorts": cohorts,
-                  "n_participants": data.n_participants, "n_observations": int(data.obs_day.size),
-                  "n_censored": int(data.obs_censored.sum()), "n_baseline_excluded": data.n_baseline_excluded,
-                  "n_insulin_independence": int(data.ii_value.size)}
+        data_inputs = {"source": source, "sha256": inputs.files["participant_data"]["sha256"], "cohorts": cohorts,
+                       "n_participants": data.n_participants, "n_observations": int(data.obs_day.size),
+                       "n_censored": int(data.obs_censored.sum()), "n_baseline_excluded": data.n_baseline_excluded,
+                       "n_insulin_independence": int(data.ii_value.size)}
         if len(cohorts) > 1:
-            notes.append(f"All cohorts ({', '.join(cohorts)}) are pooled into one population; use --cohort to fit "
-                         "one.")
+            notes.append(f"All cohorts ({', '.join(cohorts)}) are pooled into one population; set cpeptide.cohort "
+                         "(--cohort) to fit one.")
         if data.ii_value.size == 0:
             notes.append("No day-365 insulin-independence rows: the link is not fitted.")
-    spec = ModelSpec(data=data, priors=priors, link_priors=link_priors, late_decline=late_decline,
-                     rise_shape=rise_shape)
-    if not late_decline:
+    spec = ModelSpec(data=data, priors=priors, link_priors=link_priors, late_decline=config.late_decline,
+                     rise_shape=config.rise_shape)
+    if not config.late_decline:
         notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat.")
     model, idata, diag = fit_checked(spec, settings)
     names = spec.parameter_names(model)
-    last_day = 730.0 if late_decline else 365.0
+    last_day = 730.0 if config.late_decline else 365.0
     days = np.linspace(0.0, last_day, int(last_day // 5) + 1)
-    ppc = _ppc_rows(*_replicates(spec, idata, settings.seed))
-    if any(r["outside_90"] for r in ppc):
-        bad = ", ".join(f"day {r['day']:g}" for r in ppc if r["outside_90"])
+    ppc = _ppc_rows(*_replicates(spec, idata, seed))
+    if ppc["outside_90"].any():
+        bad = ", ".join(f"day {d:g}" for d in ppc.index[ppc["outside_90"]])
         notes.append(f"Posterior predictive check: the observed mean lies outside the 90% predictive interval at "
                      f"{bad}.")
-    result = CpeptideResult(
-        mode=spec.mode,
-        parameters=summarise_parameters(idata, names),
-        trajectory=population_trajectory(idata, days, settings.seed, decline_start_day=priors.decline_start_day),
-        ppc=ppc,
-        contraction=contraction_table(model, idata, names, settings.seed),
-        diagnostics=diag.as_dict(),
-        notes=notes,
-        inputs=inputs,
-        idata=idata,
-    )
-    if psense:
-        result.psense = power_scaling(model, idata, names)
+    sensitivity: list[SensitivityFit] = []
     shape_rows: list[dict] = []
-    if sensitivity:
+    if config.sensitivity:
         main = (spec, model, idata, diag)
         if "alpha" in model.named_vars:
             for label, lp in ALTERNATIVE_LINK_PRIORS.items():
                 lp = replace(link_priors, beta_mean=lp.beta_mean, beta_sd=lp.beta_sd)
-                result.link_sensitivity.append(
-                    _sensitivity_row(label, replace(spec, link_priors=lp), settings, names, main))
+                sensitivity.append(_sensitivity_fit_result("link", label, replace(spec, link_priors=lp), settings,
+                                                           names, main))
         for scale in SPREAD_SCALES:
-            result.spread_sensitivity.append(_sensitivity_row(
-                f"spread sds ~ HalfNormal({scale:g})", replace(spec, priors=priors.with_spread_scale(scale)),
-                settings, names, main))
+            sensitivity.append(_sensitivity_fit_result(
+                "spread", f"spread sds ~ HalfNormal({scale:g})",
+                replace(spec, priors=priors.with_spread_scale(scale)), settings, names, main))
         for shape_free in (False, True):
             label = "free rise shape h (Weibull-type)" if shape_free else "exponential rise (h = 1)"
             s = replace(spec, rise_shape=shape_free)
             m, i, d = _sensitivity_fit(s, settings, main)
-            pp = _ppc_rows(*_replicates(s, i, settings.seed))
-            check = _fit_check(label, s, i, pp, settings.seed)
-            result.shape_check.append({"label": label, "parameters": summarise_parameters(i, s.parameter_names(m)),
-                                       "ppc": pp, "early_rise": check["early_rise"],
-                                       "diagnostics": d.as_dict()})
+            pp = _ppc_rows(*_replicates(s, i, seed))
+            check = _fit_check(label, s, i, pp, seed)
+            sensitivity.append(SensitivityFit(group="shape", label=label,
+                                              parameters=summarise_parameters(i, s.parameter_names(m)), ppc=pp,
+                                              early_rise=check["early_rise"],
+                                              diagnostics=FitCheck.of(f"shape check: {label}", d)))
             shape_rows.append(check)
-    main_check = _fit_check("fitted model", spec, idata, ppc, settings.seed)
-    result.model_check = model_check(main_check, shape_rows, priors, spec.mode)
-    result.provenance = provenance(
-        seed=settings.seed, sampler=settings.as_dict(), priors=priors.as_dict(),
-        link_priors=None if link_priors is None else link_priors.as_dict(), late_decline=late_decline,
-        rise_shape=rise_shape, cohort=cohort, data=inputs, sensitivity=sensitivity)
-    return result
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-def _print_result(result: CpeptideResult) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    title = "published cohort means" if result.mode == "cohort_means" else f"participant data {result.inputs['source']}"
-    table = Table(title=f"C-peptide trajectory and link, fitted to {title}")
-    for col in ("parameter", "median", "90% interval", "post sd / prior sd", "data inform it?"):
-        table.add_column(col)
-    contraction = {r["name"]: r for r in result.contraction}
-    for row in result.parameters:
-        c = contraction.get(row["name"], {})
-        table.add_row(row["label"], f"{row['median']:.3g}", f"{row['q05']:.3g} - {row['q95']:.3g}",
-                      f"{c.get('ratio', float('nan')):.2f}", c.get("verdict", ""))
-    console.print(table)
-    ppc = Table(title="Posterior predictive check of the means")
-    for col in ("day", "observed", "predicted median", "90% predictive interval", "P(rep <= obs)"):
-        ppc.add_column(col)
-    for r in result.ppc:
-        flag = " [red]outside[/red]" if r["outside_90"] else ""
-        ppc.add_row(f"{r['day']:g}", f"{r['observed']:.0f}", f"{r['predicted_median']:.0f}",
-                    f"{r['predicted_q05']:.0f} - {r['predicted_q95']:.0f}", f"{r['p_rep_below_observed']:.2f}{flag}")
-    console.print(ppc)
-    for name, group in (("link slope prior", result.link_sensitivity),
-                        ("between-participant spread prior", result.spread_sensitivity),
-                        ("rise shape", result.shape_check)):
-        if not group:
-            continue
-        sens = Table(title=f"Sensitivity to the {name}: posterior median [90% interval]")
-        sens.add_column("parameter")
-        for row in group:
-            sens.add_column(row["label"])
-        names = [p["name"] for p in max(group, key=lambda r: len(r["parameters"]))["parameters"]]
-        for n in names:
-            cells = []
-            for row in group:
-                p = next((p for p in row["parameters"] if p["name"] == n), None)
-                cells.append("-" if p is None else f"{p['median']:.3g} [{p['q05']:.3g}, {p['q95']:.3g}]")
-            sens.add_row(n, *cells)
-        console.print(sens)
-    if result.psense:
-        ps = Table(title="Power-scaling sensitivity (threshold 0.05)")
-        for col in ("parameter", "prior", "likelihood", "diagnosis"):
-            ps.add_column(col)
-        for r in result.psense:
-            ps.add_row(r["name"], f"{r['prior']:.3f}", f"{r['likelihood']:.3f}", r["diagnosis"])
-        console.print(ps)
-    check = result.model_check
-    if check:
-        colour = "red" if check["misfit_flagged"] else "yellow"
-        head = "MODEL CHECK FLAGS A MISFIT" if check["misfit_flagged"] else "model check"
-        console.print(f"[bold {colour}]{head}[/bold {colour}]: {check['statement']}")
-    for note in result.notes:
-        console.print(f"note: {note}")
-    failures = result.failures()
-    if failures:
-        console.print("[bold red]DIAGNOSTICS FAILED[/bold red]")
-        for f in failures:
-            console.print(f"[red]  FAILED {f}[/red]")
-    else:
-        console.print("[green]diagnostics passed for every fit[/green]")
-
-
-def cli(
-    data: Path = typer.Option(None, "--data", help="participant-level long-format CSV (default: published means)"),
-    out: Path = typer.Option(None, "--out", help="folder for cpeptide_posterior.nc and cpeptide_summary.json"),
-    json_output: bool = typer.Option(False, "--json", help="print the JSON summary to stdout"),
-    seed: int = typer.Option(DEFAULT_SETTINGS.seed, "--seed"),
-    draws: int = typer.Option(DEFAULT_SETTINGS.draws, "--draws"),
-    tune: int = typer.Option(DEFAULT_SETTINGS.tune, "--tune"),
-    chains: int = typer.Option(DEFAULT_SETTINGS.chains, "--chains"),
-    target_accept: float = typer.Option(DEFAULT_SETTINGS.target_accept, "--target-accept"),
-    sampler: str = typer.Option(DEFAULT_SETTINGS.nuts_sampler, "--sampler", help="pymc or nutpie"),
-    plateau_median: float = typer.Option(1000.0, "--plateau-median", help="prior median plateau (pmol/L)"),
-    plateau_log_sd: float = typer.Option(1.0, "--plateau-log-sd"),
-    t_half_median: float = typer.Option(60.0, "--t-half-median", help="prior median time to half plateau (days)"),
-    t_half_log_sd: float = typer.Option(1.0, "--t-half-log-sd"),
-    spread_sd: float = typer.Option(0.5, "--spread-sd", help="half-normal scale of the between-participant sds"),
-    measurement_sd: float = typer.Option(0.5, "--measurement-sd", help="half-normal scale of the measurement sd"),
-    beta_mean: float = typer.Option(1.0, "--beta-mean", help="prior mean of the link slope"),
-    beta_sd: float = typer.Option(1.0, "--beta-sd"),
-    late_decline: bool = typer.Option(False, "--late-decline", help="add a late decline after day 365"),
-    rise_shape: bool = typer.Option(True, "--rise-shape/--exponential-rise",
-                                    help="free rise shape h (Weibull-type, the default) or h = 1"),
-    cohort: str = typer.Option(None, "--cohort", help="fit one cohort of the participant data"),
-    no_sensitivity: bool = typer.Option(False, "--no-sensitivity", help="skip the alternative-prior refits"),
-) -> None:
-    """Fit the C-peptide trajectory and graft-function model; print and save the summary."""
-    for option, value in (("--draws", draws), ("--tune", tune), ("--chains", chains)):
-        if value < 1:
-            raise InputError(f"must be >= 1, got {value}", option=option)
-    if not 0.5 <= target_accept < 1:
-        raise InputError(f"must be in [0.5, 1), got {target_accept}", option="--target-accept")
-    if sampler not in ("pymc", "nutpie"):
-        raise InputError(f"must be pymc or nutpie, got {sampler!r}", option="--sampler")
-    if data is not None and not Path(data).is_file():
-        raise InputError("no such file", file=data, option="--data")
-    options = {"plateau_median_pmol_l": "--plateau-median", "plateau_log_sd": "--plateau-log-sd",
-               "t_half_median_days": "--t-half-median", "t_half_log_sd": "--t-half-log-sd",
-               "spread_plateau_scale": "--spread-sd", "spread_rate_scale": "--spread-sd",
-               "measurement_sd_scale": "--measurement-sd", "beta_sd": "--beta-sd"}
-    try:
-        priors = cpm.TrajectoryPriors(plateau_median_pmol_l=plateau_median, plateau_log_sd=plateau_log_sd,
-                                      t_half_median_days=t_half_median, t_half_log_sd=t_half_log_sd,
-                                      spread_plateau_scale=spread_sd, spread_rate_scale=spread_sd,
-                                      measurement_sd_scale=measurement_sd)
-        link_priors = LinkPriors(beta_mean=beta_mean, beta_sd=beta_sd)
-    except ModelInputError as err:
-        raise InputError(err.message, option=options.get(err.parameter, err.parameter)) from None
-    settings = SamplerSettings(draws=draws, tune=tune, chains=chains, cores=1, target_accept=target_accept,
-                               nuts_sampler=sampler, seed=seed)
-    result = run_cpeptide(data, priors=priors, link_priors=link_priors, settings=settings, late_decline=late_decline,
-                          rise_shape=rise_shape, cohort=cohort, sensitivity=not no_sensitivity)
-    if out is not None:
-        result.save(out)
-    if json_output:
-        from isletbayes.data.io import to_json
-
-        print(to_json(result.to_dict()))
-    else:
-        _print_result(result)
-        if out is not None:
-            print(f"wrote {Path(out) / CpeptideResult.POSTERIOR_FILE} and {Path(out) / CpeptideResult.SUMMARY_FILE}")
+    main_check = _fit_check("fitted model", spec, idata, ppc, seed)
+    run_settings = {"sampler": settings.as_dict(), "config": config.model_dump(mode="json"),
+                    "decline_start_day": priors.decline_start_day}
+    return CpeptideResult(
+        mode=spec.mode,
+        model_description=model_sentence(spec),
+        parameters=summarise_parameters(idata, names),
+        contraction=contraction_table(model, idata, names, seed),
+        trajectory=population_trajectory(idata, days, seed, decline_start_day=priors.decline_start_day),
+        link_curve=link_curve(idata),
+        ppc=ppc,
+        diagnostics=FitCheck.of("C-peptide trajectory and link (main fit)", diag),
+        sensitivity=sensitivity,
+        psense=power_scaling(model, idata, names) if config.psense else None,
+        model_check=ModelCheck(**model_check(main_check, shape_rows, priors, spec.mode)),
+        notes=notes,
+        inputs=data_inputs,
+        settings=run_settings,
+        idata=idata,
+        provenance=provenance(seed=seed, sampler=settings.as_dict(), cpeptide=config.model_dump(mode="json"),
+                              data=data_inputs),
+    )

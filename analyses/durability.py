@@ -32,18 +32,17 @@ different end-point definitions) to a single-infusion stem-cell product: an assu
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional
+from typing import ClassVar
 
 import numpy as np
-import typer
+import pandas as pd
+from pydantic import Field
 
+from isletbayes.analyses.config import DurabilityConfig
 from isletbayes.analyses.provenance import provenance
+from isletbayes.analyses.results import AnalysisResult, Frame, ResultModel
 from isletbayes.data.errors import InputError
-from isletbayes.data.io import to_json, write_json_atomic
 
 YEARS = np.arange(1, 6)
 LABEL = ("SCENARIOS, NOT FINDINGS: attrition after year 1 is borrowed from deceased-donor islet studies; no "
@@ -53,24 +52,26 @@ CITR2008_EVER_II = 0.70 * 325  # "70% achieved II at least once" of 325 islet-al
 TIWARI_RESPONDERS = 0.59 * 347  # about 59% of 347 met the composite at 1 year (Tiwari et al.)
 
 
-@dataclass
-class DurabilityResult:
+class Scenario(ResultModel):
+    """One attrition scenario: where it comes from, what it assumes, and the projected shares by year."""
+
+    description: str
+    source_ids: list[str]
+    assumptions: str
+    parameters: dict[str, float]
+    projection: Frame  # index year: median, lower, upper (95%), retained_median
+
+
+class DurabilityResult(AnalysisResult):
+    """Result of :func:`run_durability`."""
+
+    JSON_FILE: ClassVar[str] = "durability.json"
+    ANALYSIS: ClassVar[str] = "durability"
+
     label: str
-    year1_prior: dict
-    scenarios: dict  # name -> {description, source_ids, assumptions, years, median, lower, upper, parameters}
-    settings: dict
-    provenance: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"label": self.label, "year1_prior": self.year1_prior, "scenarios": self.scenarios,
-                "settings": self.settings, "provenance": self.provenance}
-
-    def save(self, outdir: str | Path) -> Path:
-        return write_json_atomic(Path(outdir) / "durability.json", self.to_dict())
-
-    @classmethod
-    def load(cls, outdir: str | Path) -> "DurabilityResult":
-        return cls(**json.loads((Path(outdir) / "durability.json").read_text(encoding="utf-8")))
+    year1_prior: dict[str, float | str]
+    scenarios: dict[str, Scenario]
+    settings: dict = Field(default_factory=dict)
 
 
 def _figure(df, source_id: str, measure: str) -> list[float]:
@@ -148,56 +149,25 @@ def attrition_scenarios(rng: np.random.Generator, n_draws: int, durability=None)
     return out
 
 
-def run_durability(r: int | None = None, n: int | None = None, panel_prior: tuple[float, float] = (1.0, 1.0),
-                   n_draws: int = 20000, seed: int = 20250620, out: str | Path | None = None,
-                   durability=None) -> DurabilityResult:
-    """Projected share insulin independent at years 1-5 under each scenario, with 95% credible intervals."""
-    if n_draws < 100:
-        raise InputError(f"must be >= 100, got {n_draws}", option="--draws")
-    if r is None or n is None:
-        from isletbayes.data import published_count
+def run_durability(config: DurabilityConfig, *, seed: int, phase12: tuple[int, int],
+                   durability: pd.DataFrame) -> DurabilityResult:
+    """Projected share insulin independent at years 1-5 under each scenario, with 95% credible intervals.
 
-        r, n = published_count("insulin_independence")
+    ``phase12``: the day-365 insulin-independence count (r, n); the year-1 rate is its posterior under a uniform
+    prior. ``durability``: the validated durability table (:func:`isletbayes.data.load_durability`)."""
+    r, n = phase12
+    n_draws = config.n_draws
     rng = np.random.default_rng(seed)
-    a, b = panel_prior[0] + r, panel_prior[1] + n - r
+    a, b = 1.0 + r, 1.0 + n - r
     p1 = rng.beta(a, b, size=n_draws)
     scenarios = {}
     for name, (surv, meta) in attrition_scenarios(rng, n_draws, durability).items():
         share = p1[:, None] * surv
-        scenarios[name] = {**meta, "years": YEARS.tolist(),
-                           "median": np.median(share, axis=0).tolist(),
-                           "lower": np.quantile(share, 0.025, axis=0).tolist(),
-                           "upper": np.quantile(share, 0.975, axis=0).tolist(),
-                           "retained_median": np.median(surv, axis=0).tolist()}
-    settings = {"r": r, "n": n, "panel_prior": list(panel_prior), "n_draws": n_draws, "seed": seed}
-    result = DurabilityResult(LABEL, {"a": a, "b": b, "from": f"{r}/{n} under Beta{tuple(panel_prior)}"},
-                              scenarios, settings, provenance(**settings))
-    if out is not None:
-        result.save(out)
-    return result
-
-
-def format_durability(result: DurabilityResult) -> str:
-    lines = [result.label, f"year-1 insulin independence: Beta({result.year1_prior['a']:g}, "
-                           f"{result.year1_prior['b']:g}) ({result.year1_prior['from']})",
-             "share still insulin independent, median (95% credible interval):",
-             f"{'scenario':<26}" + "".join(f"{'year ' + str(y):>20}" for y in YEARS)]
-    for name, sc in result.scenarios.items():
-        cells = "".join(f"{f'{m:.2f} ({lo:.2f}-{hi:.2f})':>20}" for m, lo, hi in
-                        zip(sc["median"], sc["lower"], sc["upper"]))
-        lines.append(f"{name:<26}{cells}")
-    lines.append("assumptions:")
-    for name, sc in result.scenarios.items():
-        lines.append(f"  {name}: {sc['description']}; {sc['assumptions']}")
-    return "\n".join(lines)
-
-
-def cli(
-    draws: int = typer.Option(20000, "--draws", help="Monte Carlo draws for the credible intervals"),
-    seed: int = typer.Option(20250620, "--seed"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (durability.json)"),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Durability of insulin independence to year 5 under donor-islet attrition scenarios (not findings)."""
-    result = run_durability(n_draws=draws, seed=seed, out=out)
-    print(to_json(result.to_dict()) if as_json else format_durability(result))
+        projection = pd.DataFrame({"median": np.median(share, axis=0), "lower": np.quantile(share, 0.025, axis=0),
+                                   "upper": np.quantile(share, 0.975, axis=0),
+                                   "retained_median": np.median(surv, axis=0)},
+                                  index=pd.Index(YEARS.tolist(), name="year"))
+        scenarios[name] = Scenario(projection=projection, **meta)
+    settings = {"r": r, "n": n, "year1_prior": "Beta(1, 1)", "n_draws": n_draws, "seed": seed}
+    return DurabilityResult(label=LABEL, year1_prior={"a": a, "b": b, "from": f"{r}/{n} under Beta(1, 1)"},
+                            scenarios=scenarios, settings=settings, provenance=provenance(**settings))

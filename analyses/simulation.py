@@ -426,11 +426,11 @@ def run_simulations(
     (1: in this process). ``on_record`` is called after each record is written (progress hooks, tests).
     """
     if n_sims < 1:
-        raise InputError(f"must be >= 1, got {n_sims}", option="--simulate")
+        raise InputError(f"must be >= 1, got {n_sims}", key="design.simulate")
     if workers < 1:
-        raise InputError(f"must be >= 1, got {workers}", option="--workers")
+        raise InputError(f"must be >= 1, got {workers}", key="design.workers")
     if not parameter_draws:
-        raise InputError("no parameter draws to simulate from", option="--simulate")
+        raise InputError("no parameter draws to simulate from", key="design.simulate")
     outdir = Path(outdir)
     picks = pick_parameters(parameter_draws, seed, n_sims)
     settings = {"simulator": simulator.describe(), "analysis": analysis.describe(), "seed": int(seed),
@@ -496,7 +496,7 @@ def _run_dask(scheduler, simulator, analysis, draws, picks, seed, todo, done) ->
     try:
         client = Client(scheduler, set_as_default=False) if own_client else scheduler
     except (OSError, TimeoutError, ValueError) as err:
-        raise InputError(f"cannot connect to the Dask scheduler {scheduler!r}: {err}", option="--scheduler") from err
+        raise InputError(f"cannot connect to the Dask scheduler {scheduler!r}: {err}", key="design.scheduler") from err
     try:
         sim_f, ana_f = client.scatter([simulator, analysis], broadcast=True)
         futures = [client.submit(run_one, sim_f, ana_f, draws[picks[i]], seed, i, pure=False, key=f"sim-{seed}-{i}")

@@ -44,3 +44,8 @@ class InputError(ValueError):
         if self.key is not None:
             where.append(f"key '{self.key}'")
         return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class ImplausibleValueWarning(UserWarning):
+    """Values outside a plausibility bound were accepted because the loader was called with
+    ``allow_outliers=True``; one warning per file, naming how many and the first (file, line, column)."""

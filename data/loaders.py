@@ -9,12 +9,22 @@ source ids known to the sources table, one cohort and dose per participant), and
 A file's kind is told by its header (:func:`detect_kind`). Source ids are checked against, in order: the
 ``sources_path`` given, a ``sources.csv`` beside the file, the bundled ``data/published/sources.csv``.
 Rows whose ``evidence_type`` is ``unverified`` are dropped unless ``include_unverified=True``.
+
+Plausibility (participant data, C-peptide means, continuous summaries): a value outside its plausibility bound
+(:data:`isletbayes.data.units.PLAUSIBLE`: C-peptide, HbA1c, glucose CV, insulin dose, severe hypoglycaemic
+events, day, cell dose) is refused like any other problem, with file, line and column and a message that names
+the bound, its reason and the override. Called with ``allow_outliers=True`` (the command line's
+``--allow-outliers``), the loader accepts such values, lists them in the returned frame's ``attrs['outliers']``
+(``{'line', 'column', 'message'}`` each) and emits one :class:`ImplausibleValueWarning` per file. Hard limits
+(a negative concentration, a percentage above 100, a day beyond 100 years, a count above ten million) are
+never lifted.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -22,7 +32,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from isletbayes.data.errors import InputError
+from isletbayes.data.errors import ImplausibleValueWarning, InputError
 from isletbayes.data.schemas import (
     ComparatorRow,
     ContinuousRow,
@@ -30,10 +40,12 @@ from isletbayes.data.schemas import (
     CpeptideMeanRow,
     DurabilityRow,
     ParticipantRow,
+    ReferenceRow,
     SourceRow,
     describe_validation_error,
+    statistic_scale,
 )
-from isletbayes.data.units import MEASURES, normalise_unit
+from isletbayes.data.units import MEASURES, normalise_unit, with_unit
 
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -91,6 +103,11 @@ KINDS: dict[str, FileKind] = {
                   "timepoint", "population", "group", *_PROVENANCE),
                  "durability.csv", ("study", "measure", "timepoint", "source_id"),
                  description="durability of insulin independence and graft function"),
+        FileKind("reference", ReferenceRow,
+                 ("quantity", "value", "unit", "population", "definition", "used_for", *_PROVENANCE,
+                  "used_by_default"),
+                 "reference_values.csv", ("quantity", "source_id"), "used_by_default", ("quantity",),
+                 description="published figures used as model inputs, thresholds or planning assumptions"),
         FileKind("participant", ParticipantRow,
                  ("participant", "cohort", "dose", "day", "measure", "value", "unit", "below_lod", "lod"), None,
                  ("participant", "day", "measure"), has_sources=False,
@@ -110,6 +127,7 @@ _DTYPES: dict[str, dict[str, str]] = {
     "continuous": {"day": _INT, "value": _FLOAT, "n": _NINT, "used_by_default": _BOOL},
     "comparators": {"r": _NINT, "n": _NINT, "percent": _FLOAT, "timepoint_day": _NINT, "in_default_map": _BOOL},
     "durability": {"value": _FLOAT, "lower": _FLOAT, "upper": _FLOAT, "r": _NINT, "n": _NINT},
+    "reference": {"value": _FLOAT, "used_by_default": _BOOL},
     "participant": {"dose": _FLOAT, "day": _INT, "value": _FLOAT, "below_lod": _BOOL, "lod": _FLOAT},
 }
 
@@ -196,8 +214,13 @@ def _check_header(path: Path, header: list[str], kind: FileKind) -> None:
                      file=path, line=1, column=(missing or extra)[0])
 
 
-def _validate(path: str | Path, kind_name: str) -> list[tuple[int, Any]]:
-    """(line, validated row) for every row of a file of the given kind."""
+def _validate(path: str | Path, kind_name: str, *, allow_outliers: bool = False,
+              outliers: list[dict[str, Any]] | None = None) -> list[tuple[int, Any]]:
+    """(line, validated row) for every row of a file of the given kind.
+
+    A value outside its plausibility bound raises InputError, or with ``allow_outliers`` is appended to
+    ``outliers`` as ``{'line', 'column', 'message'}``.
+    """
     kind = KINDS[kind_name]
     path = Path(path)
     header, records = _read_csv(path)
@@ -205,12 +228,59 @@ def _validate(path: str | Path, kind_name: str) -> list[tuple[int, Any]]:
     rows = []
     for line, record in records:
         try:
-            rows.append((line, kind.row_model.model_validate(record)))
+            row = kind.row_model.model_validate(record)
         except ValidationError as err:
             column, message = describe_validation_error(err)
             raise InputError(message, file=path, line=line, column=column) from None
+        for column, message in row.implausible():
+            if not allow_outliers:
+                raise InputError(message, file=path, line=line, column=column)
+            if outliers is not None:
+                outliers.append({"line": line, "column": column, "message": message})
+        rows.append((line, row))
     _check_keys(path, kind, rows)
+    if kind_name == "continuous":
+        _check_summary_order(path, rows)
     return rows
+
+
+def _record_outliers(frame: pd.DataFrame, path: Path, outliers: list[dict[str, Any]]) -> pd.DataFrame:
+    """Attach the accepted outliers to the frame and say so once (a warning naming the first)."""
+    frame.attrs["outliers"] = outliers
+    if outliers:
+        first = outliers[0]
+        shown = str(InputError(first["message"], file=path, line=first["line"], column=first["column"]))
+        warnings.warn(ImplausibleValueWarning(
+            f"{len(outliers)} value(s) outside a plausibility bound accepted (allow_outliers=True); first: "
+            f"{shown}"), stacklevel=3)
+    return frame
+
+
+_ORDER_ROLES = {"min": 0, "mean": 1, "median": 1, "max": 2}
+
+
+def _check_summary_order(path: Path, rows: list[tuple[int, ContinuousRow]]) -> None:
+    """Summaries of one measure, cohort, day and source must be ordered: min <= mean, median <= max."""
+    groups: dict[tuple, list[tuple[int, int, str, float]]] = {}
+    for line, row in rows:
+        scale = statistic_scale(row.statistic)
+        base = row.statistic if scale == "level" else (row.statistic.removeprefix(scale).lstrip("_") or "mean")
+        if base not in _ORDER_ROLES:
+            continue
+        group = groups.setdefault((row.measure, row.cohort, row.day, row.source_id, scale), [])
+        value = row.canonical()[0]
+        for other_line, other_role, other_stat, other_value in group:
+            role = _ORDER_ROLES[base]
+            if role == other_role:
+                continue
+            low, high = (other_value, value) if other_role < role else (value, other_value)
+            if low > high:
+                relation = "above" if role < other_role else "below"
+                unit = row.canonical()[1]
+                raise InputError(f"{row.statistic} {with_unit(value, unit)} is {relation} the {other_stat} "
+                                 f"{with_unit(other_value, unit)} on line {other_line} (same measure, cohort, day "
+                                 "and source)", file=path, line=line, column="value")
+        group.append((line, _ORDER_ROLES[base], row.statistic, value))
 
 
 def _check_keys(path: Path, kind: FileKind, rows: list[tuple[int, Any]]) -> None:
@@ -273,17 +343,25 @@ def _frame(kind_name: str, rows: list[tuple[int, Any]], records: list[dict[str, 
 
 
 def _load(kind_name: str, path: str | Path | None, include_unverified: bool,
-          sources_path: str | Path | None) -> pd.DataFrame:
+          sources_path: str | Path | None, allow_outliers: bool = False) -> pd.DataFrame:
     kind = KINDS[kind_name]
     path = kind.bundled_path if path is None else Path(path)
-    rows = _validate(path, kind_name)
+    outliers: list[dict[str, Any]] = []
+    rows = _validate(path, kind_name, allow_outliers=allow_outliers, outliers=outliers)
     if kind.has_sources:
         _check_sources(path, rows, sources_path)
     if not include_unverified and "evidence_type" in kind.columns:
         rows = [(line, row) for line, row in rows if row.evidence_type != "unverified"]
-    frame = _frame(kind_name, rows)
+    records = None
+    if kind_name == "continuous":
+        records = []
+        for _, row in rows:
+            record = row.model_dump()
+            record["value"], record["unit"] = row.canonical()
+            records.append(record)
+    frame = _frame(kind_name, rows, records)
     frame.attrs["source_file"] = str(path)
-    return frame
+    return _record_outliers(frame, path, outliers)
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -301,39 +379,32 @@ def load_counts(path: str | Path | None = None, include_unverified: bool = False
     Columns: ``endpoint, kind, cohort, timepoint_day, r, n, definition, source_id, locator, caveat,
     evidence_type, used_by_default``. The published default has one ``used_by_default`` row per
     (endpoint, cohort, timepoint_day): cohort ``full_dose`` (n = 12) for efficacy, ``all_dosed`` (n = 14) for
-    safety; other rows (interim data cuts, earlier visits, part A) are kept for context.
+    safety; other rows (interim data cuts, earlier visits, part A) are kept for context. ``r`` and ``n`` are
+    whole numbers with 0 <= r <= n and 1 <= n <= ``MAX_COUNT`` (ten million).
     """
     return _load("counts", path, include_unverified, sources_path)
 
 
 def load_cpeptide_means(path: str | Path | None = None, include_unverified: bool = False, *,
-                        sources_path: str | Path | None = None) -> pd.DataFrame:
+                        sources_path: str | Path | None = None, allow_outliers: bool = False) -> pd.DataFrame:
     """Cohort-mean C-peptide by day: ``day, mean_pmol_l, n, lod_pmol_l, spread_kind, spread_value, series,
-    source_id, locator, caveat, evidence_type, used_by_default``. Empty spread = none published."""
-    return _load("cpeptide", path, include_unverified, sources_path)
+    source_id, locator, caveat, evidence_type, used_by_default``. Empty spread = none published.
+
+    Means and LODs above the C-peptide plausibility bound are refused unless ``allow_outliers=True`` (then
+    listed in ``attrs['outliers']``, with an :class:`ImplausibleValueWarning`)."""
+    return _load("cpeptide", path, include_unverified, sources_path, allow_outliers)
 
 
 def load_continuous(path: str | Path | None = None, include_unverified: bool = False, *,
-                    sources_path: str | Path | None = None) -> pd.DataFrame:
+                    sources_path: str | Path | None = None, allow_outliers: bool = False) -> pd.DataFrame:
     """Continuous summaries (HbA1c, time in range, glucose CV, insulin dose, single C-peptide values).
 
     Values are converted to the measure's canonical unit (C-peptide pmol/L, HbA1c %, insulin U/day); the
-    ``unit`` column then names that unit. A change in a percentage is in percentage points.
+    ``unit`` column then names that unit. A change in a percentage is in percentage points. Summaries of one
+    measure, cohort, day and source must be ordered (min <= mean, median <= max). A level (mean, median, min,
+    max, individual value) outside its plausibility bound is refused unless ``allow_outliers=True``.
     """
-    kind = KINDS["continuous"]
-    path = kind.bundled_path if path is None else Path(path)
-    rows = _validate(path, "continuous")
-    _check_sources(path, rows, sources_path)
-    if not include_unverified:
-        rows = [(line, row) for line, row in rows if row.evidence_type != "unverified"]
-    records = []
-    for _, row in rows:
-        record = row.model_dump()
-        record["value"], record["unit"] = row.canonical()
-        records.append(record)
-    frame = _frame("continuous", rows, records)
-    frame.attrs["source_file"] = str(path)
-    return frame
+    return _load("continuous", path, include_unverified, sources_path, allow_outliers)
 
 
 def load_comparators(path: str | Path | None = None, include_unverified: bool = False, *,
@@ -350,16 +421,36 @@ def load_durability(path: str | Path | None = None, include_unverified: bool = F
     return _load("durability", path, include_unverified, sources_path)
 
 
-def load_participant_data(path: str | Path) -> pd.DataFrame:
+def load_reference_values(path: str | Path | None = None, include_unverified: bool = False, *,
+                          sources_path: str | Path | None = None) -> pd.DataFrame:
+    """Published figures isletbayes uses as model inputs, thresholds or planning assumptions.
+
+    Columns: ``quantity, value, unit, population, definition, used_for, source_id, locator, caveat,
+    evidence_type, used_by_default`` (at most one default row per quantity). Not trial results of zimislecel:
+    e.g. ``mmtt_cpeptide_within_person_cv`` (repeatability of MMTT C-peptide, a prior on assay/visit noise),
+    ``stimulated_cpeptide_cut_point`` (the CITR cut point behind the 970 pmol/L C-peptide end point),
+    ``phase3_planned_size``.
+    """
+    return _load("reference", path, include_unverified, sources_path)
+
+
+def load_participant_data(path: str | Path, *, allow_outliers: bool = False) -> pd.DataFrame:
     """Participant-level data in long format, one row per participant, visit and measure.
 
     Columns: ``participant, cohort, dose, day, measure, value, unit, below_lod, lod``. Values and LODs are
     converted to the measure's canonical unit (C-peptide to pmol/L from nmol/L or ng/mL; HbA1c to % from
     mmol/mol) and ``unit`` names it; a below-LOD value may be empty (NaN). ``attrs['original_units']`` records
     the conversions made.
+
+    Plausibility: a value, LOD, day or cell dose outside its bound (:data:`isletbayes.data.units.PLAUSIBLE`,
+    checked after conversion) raises :class:`InputError` naming file, line, column, the bound and its reason.
+    ``allow_outliers=True`` keeps such deliberate outliers: they are loaded, listed in ``attrs['outliers']``
+    and announced by one :class:`ImplausibleValueWarning`. Hard limits (negative values, a percentage above
+    100, a binary measure other than 0/1, a day beyond 100 years) are refused either way.
     """
     path = Path(path)
-    rows = _validate(path, "participant")
+    outliers: list[dict[str, Any]] = []
+    rows = _validate(path, "participant", allow_outliers=allow_outliers, outliers=outliers)
     first: dict[str, tuple[int, ParticipantRow]] = {}
     for line, row in rows:
         if row.participant not in first:
@@ -383,37 +474,46 @@ def load_participant_data(path: str | Path) -> pd.DataFrame:
     frame = _frame("participant", rows, records)
     frame.attrs["source_file"] = str(path)
     frame.attrs["original_units"] = {m: sorted(u) for m, u in conversions.items()}
-    return frame
+    return _record_outliers(frame, path, outliers)
 
 
-_LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
-    "sources": lambda p: load_sources(p),
-    "counts": lambda p: load_counts(p, include_unverified=True),
-    "cpeptide": lambda p: load_cpeptide_means(p, include_unverified=True),
-    "continuous": lambda p: load_continuous(p, include_unverified=True),
-    "comparators": lambda p: load_comparators(p, include_unverified=True),
-    "durability": lambda p: load_durability(p, include_unverified=True),
-    "participant": lambda p: load_participant_data(p),
-}
+def _loader(kind: str, allow_outliers: bool) -> Callable[[str | Path], pd.DataFrame]:
+    """The loader of a kind for :func:`load_file`: all rows, unverified included."""
+    loaders: dict[str, Callable[[str | Path], pd.DataFrame]] = {
+        "sources": lambda p: load_sources(p),
+        "counts": lambda p: load_counts(p, include_unverified=True),
+        "cpeptide": lambda p: load_cpeptide_means(p, include_unverified=True, allow_outliers=allow_outliers),
+        "continuous": lambda p: load_continuous(p, include_unverified=True, allow_outliers=allow_outliers),
+        "comparators": lambda p: load_comparators(p, include_unverified=True),
+        "durability": lambda p: load_durability(p, include_unverified=True),
+        "reference": lambda p: load_reference_values(p, include_unverified=True),
+        "participant": lambda p: load_participant_data(p, allow_outliers=allow_outliers),
+    }
+    return loaders[kind]
 
 
-def load_file(path: str | Path, kind: str | None = None) -> tuple[str, pd.DataFrame]:
-    """Validate a file of any kind (told by its header unless given); all rows, unverified included."""
+def load_file(path: str | Path, kind: str | None = None, *, allow_outliers: bool = False) -> tuple[str, pd.DataFrame]:
+    """Validate a file of any kind (told by its header unless given); all rows, unverified included.
+
+    ``allow_outliers`` is passed to the loaders that check plausibility (participant, cpeptide, continuous)."""
     if kind is not None and kind not in KINDS:
         raise InputError(f"unknown kind '{kind}' (one of: {', '.join(KINDS)})", option="--kind")
     kind = kind or detect_kind(read_header(path), file=path)
-    return kind, _LOADERS[kind](path)
+    return kind, _loader(kind, allow_outliers)(path)
 
 
-def check_file(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+def check_file(path: str | Path, kind: str | None = None, *, allow_outliers: bool = False) -> dict[str, Any]:
     """Validate a data file and summarise it; raises InputError on the first problem.
 
-    The summary always has ``file, kind, rows, columns``; per kind it adds what a reader wants to see
-    (participants, measures and unit conversions; endpoints with their counts; rows left out by default).
+    The summary always has ``file, kind, rows, columns`` and ``outliers`` (the values outside a plausibility
+    bound that ``allow_outliers=True`` accepted, each ``{'line', 'column', 'message'}``; empty otherwise);
+    per kind it adds what a reader wants to see (participants, measures and unit conversions; endpoints with
+    their counts; rows left out by default).
     """
-    kind, frame = load_file(path, kind)
+    kind, frame = load_file(path, kind, allow_outliers=allow_outliers)
     summary: dict[str, Any] = {"file": str(path), "kind": kind, "description": KINDS[kind].description,
-                               "rows": int(len(frame)), "columns": list(frame.columns)}
+                               "rows": int(len(frame)), "columns": list(frame.columns),
+                               "outliers": list(frame.attrs.get("outliers", []))}
     if "evidence_type" in frame.columns:
         summary["evidence_types"] = {k: int(v) for k, v in frame["evidence_type"].value_counts().items()}
         summary["unverified_rows"] = int((frame["evidence_type"] == "unverified").sum())
@@ -446,6 +546,10 @@ def check_file(path: str | Path, kind: str | None = None) -> dict[str, Any]:
             for r in frame[frame["in_default_map"]].itertuples()]
     elif kind == "durability":
         summary["measures"] = {k: int(v) for k, v in frame["measure"].value_counts().sort_index().items()}
+    elif kind == "reference":
+        summary["default_values"] = [
+            {"quantity": r.quantity, "value": float(r.value), "unit": r.unit, "source_id": r.source_id}
+            for r in frame[frame["used_by_default"]].itertuples()]
     return summary
 
 
@@ -456,18 +560,9 @@ def _int_or_none(value) -> int | None:
 def published_count(endpoint: str, cohort: str | None = None, timepoint_day: int | None = None,
                     path: str | Path | None = None) -> tuple[int, int]:
     """(r, n) of the one default row for an end point, e.g. ``published_count('insulin_independence')``
-    -> (10, 12). InputError if no row, or several, match."""
-    counts = load_counts(path)
-    rows = counts[counts["used_by_default"] & (counts["endpoint"] == endpoint)]
-    if cohort is not None:
-        rows = rows[rows["cohort"] == cohort]
-    if timepoint_day is not None:
-        rows = rows[rows["timepoint_day"] == timepoint_day]
-    if len(rows) != 1:
-        options = counts.loc[counts["used_by_default"], ["endpoint", "cohort", "timepoint_day"]]
-        listed = "; ".join(f"{e} ({c}, day {d})" for e, c, d in options.itertuples(index=False))
-        what = "no default row" if len(rows) == 0 else f"{len(rows)} default rows"
-        raise InputError(f"{what} for this end point; give cohort/timepoint_day. Default rows: {listed}",
-                         key=endpoint)
-    row = rows.iloc[0]
-    return int(row["r"]), int(row["n"])
+    -> (10, 12). ``cohort``/``timepoint_day`` narrow the search (None = any). InputError, naming the counts
+    file and the end point, if no row or several match. :func:`isletbayes.data.endpoint_count` is the same
+    lookup with the participant-data override."""
+    from isletbayes.data.endpoints import default_count
+
+    return default_count(load_counts(path), endpoint, cohort=cohort, day=timepoint_day)

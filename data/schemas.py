@@ -7,6 +7,12 @@ Rules that span rows (duplicated keys, unknown source ids, one default row per k
 :class:`~isletbayes.data.errors.InputError` naming file, line and column.
 
 Empty cells arrive as ``None``. Booleans accept true/false, yes/no, 1/0 (any case).
+
+Hard limits (:data:`~isletbayes.data.units.MAX_DAY` on every day, :data:`~isletbayes.data.units.MAX_COUNT` on
+every count and denominator, each measure's minimum/maximum, finite numbers only) are schema rules: a row that
+breaks one is invalid whatever the caller asks. Plausibility bounds
+(:data:`~isletbayes.data.units.PLAUSIBLE`) are not: a row model lists the values outside them through
+:meth:`implausible`, and the loader refuses them or, with ``allow_outliers=True``, records them.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic import StringConstraints
 
-from isletbayes.data.units import MEASURES, known_units, normalise_unit
+from isletbayes.data.units import MAX_COUNT, MAX_DAY, MEASURES, PLAUSIBLE, known_units, normalise_unit
 
 EvidenceType = Literal["primary", "secondary", "unverified"]
 EVIDENCE_TYPES: tuple[str, ...] = ("primary", "secondary", "unverified")
@@ -36,12 +42,26 @@ CONTINUOUS_STATISTICS: tuple[str, ...] = (
 DURABILITY_STATISTICS: tuple[str, ...] = ("percent", "km_percent", "cumulative_incidence_percent", "median", "count")
 DURABILITY_UNITS: tuple[str, ...] = ("percent", "months", "years", "participants")
 
+
+def _day_limit(day: int) -> int:
+    if day > MAX_DAY:
+        raise ValueError(f"day {day} is beyond any follow-up: the largest day accepted is {MAX_DAY} (100 years)")
+    return day
+
+
+def _count_limit(count: int) -> int:
+    if count > MAX_COUNT:
+        raise ValueError(f"{count} is above the largest count accepted, {MAX_COUNT} (more than all the people "
+                         "living with type 1 diabetes)")
+    return count
+
+
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]*$")]
 SourceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Text = Annotated[str, StringConstraints(min_length=1)]
-Count = Annotated[int, Field(ge=0)]
-Denominator = Annotated[int, Field(ge=1)]
-Day = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0), AfterValidator(_count_limit)]
+Denominator = Annotated[int, Field(ge=1), AfterValidator(_count_limit)]
+Day = Annotated[int, Field(ge=0), AfterValidator(_day_limit)]
 NonNegative = Annotated[float, Field(ge=0)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
@@ -68,6 +88,20 @@ def check_percent(r: int, n: int, percent: float, column: str = "percent") -> No
         raise RowProblem(column, f"{percent:g}% does not match r/n = {r}/{n} = {exact:.2f}%")
 
 
+def finite_level(value: float, column: str, what: str) -> float:
+    """A converted value, refused when the conversion overflowed to infinity."""
+    if not math.isfinite(value):
+        raise RowProblem(column, f"{what} is too large to convert to the canonical unit")
+    return value
+
+
+def plausibility_problem(name: str, value: float, given: str = "", label: str | None = None) -> str | None:
+    """The message refusing ``value`` (canonical unit) of measure or column ``name`` (called ``label`` in the
+    message), or None when it is plausible or ``name`` has no plausibility bound."""
+    bound = PLAUSIBLE.get(name)
+    return None if bound is None else bound.problem(label or name, value, given)
+
+
 class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False, frozen=True)
 
@@ -77,6 +111,10 @@ class _Row(BaseModel):
         if isinstance(value, str) and value.strip() == "":
             return None
         return value
+
+    def implausible(self) -> list[tuple[str, str]]:
+        """(column, message) for every value of the row outside its plausibility bound (none by default)."""
+        return []
 
 
 class _Provenance(_Row):
@@ -140,6 +178,13 @@ class CpeptideMeanRow(_Provenance):
             raise RowProblem("used_by_default", "an unverified row cannot be used by default")
         return self
 
+    def implausible(self) -> list[tuple[str, str]]:
+        measure = "cpeptide_fasting" if self.series == "fasting" else "cpeptide"
+        found = [(column, plausibility_problem(measure, value))
+                 for column, value in (("mean_pmol_l", self.mean_pmol_l), ("lod_pmol_l", self.lod_pmol_l))
+                 if value is not None]
+        return [(column, message) for column, message in found if message]
+
 
 def statistic_scale(statistic: str) -> str:
     """'level', 'change' or 'percent_change': what a continuous statistic summarises."""
@@ -181,7 +226,8 @@ class ContinuousRow(_Provenance):
             if not measure.has_unit(unit):
                 raise RowProblem("unit", f"unknown unit '{self.unit or ''}' for {self.measure} "
                                          f"(known: {known_units(measure)})")
-            level = measure.level_to_canonical(self.value, unit)
+            level = finite_level(measure.level_to_canonical(self.value, unit), "value",
+                                 f"{self.value:g} {self.unit}")
             if self.statistic == "sd":
                 if self.value < 0:
                     raise RowProblem("value", f"a standard deviation cannot be negative (got {self.value:g})")
@@ -194,6 +240,14 @@ class ContinuousRow(_Provenance):
         if self.used_by_default and self.evidence_type == "unverified":
             raise RowProblem("used_by_default", "an unverified row cannot be used by default")
         return self
+
+    def implausible(self) -> list[tuple[str, str]]:
+        if statistic_scale(self.statistic) != "level" or self.statistic == "sd":
+            return []
+        value, unit = self.canonical()
+        given = "" if normalise_unit(self.unit or "") == normalise_unit(unit) else f"{self.value:g} {self.unit}"
+        message = plausibility_problem(self.measure, value, given)
+        return [("value", message)] if message else []
 
     def canonical(self) -> tuple[float, str]:
         """The value in the measure's canonical unit, and that unit."""
@@ -282,6 +336,25 @@ class DurabilityRow(_Provenance):
         return self
 
 
+class ReferenceRow(_Provenance):
+    """A published figure isletbayes uses as a model input, threshold or planning assumption (not a trial result
+    of zimislecel): e.g. the within-person variation of MMTT C-peptide, the CITR C-peptide cut point."""
+
+    quantity: Identifier
+    value: float
+    unit: str | None = None
+    population: Text
+    definition: Text
+    used_for: str | None = None
+    used_by_default: bool
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.used_by_default and self.evidence_type == "unverified":
+            raise RowProblem("used_by_default", "an unverified row cannot be used by default")
+        return self
+
+
 class ParticipantRow(_Row):
     """One measurement of one participant at one visit (the participant-level long format)."""
 
@@ -301,7 +374,7 @@ class ParticipantRow(_Row):
         if day < 0:
             raise ValueError(f"day {day} is before the infusion: days count from the infusion (day 0 = "
                              "baseline, taken just before it)")
-        return day
+        return _day_limit(day)
 
     @field_validator("below_lod", mode="before")
     @classmethod
@@ -328,6 +401,7 @@ class ParticipantRow(_Row):
                 raise RowProblem("lod", f"{self.measure} has no limit of detection; leave lod empty")
             if self.lod < 0:
                 raise RowProblem("lod", f"a limit of detection cannot be negative (got {self.lod:g})")
+            finite_level(measure.level_to_canonical(self.lod, unit), "lod", f"lod {self.lod:g} {self.unit}")
         if self.value is None:
             if not self.below_lod:
                 raise RowProblem("value", "is empty; only a below-LOD row may leave the value empty")
@@ -336,7 +410,7 @@ class ParticipantRow(_Row):
             raise RowProblem("value", f"{self.measure} is 0 or 1 (got {self.value:g})")
         if self.measure == "she_count" and not float(self.value).is_integer():
             raise RowProblem("value", f"a number of events is a whole number (got {self.value:g})")
-        level = measure.level_to_canonical(self.value, unit)
+        level = finite_level(measure.level_to_canonical(self.value, unit), "value", f"{self.value:g} {self.unit}")
         if measure.minimum is not None and level < measure.minimum:
             kind = "concentration" if measure.censorable else "value"
             raise RowProblem("value", f"negative {kind} for {self.measure} (got {self.value:g})")
@@ -346,6 +420,18 @@ class ParticipantRow(_Row):
         if self.below_lod and self.value > self.lod:
             raise RowProblem("value", f"marked below the LOD but {self.value:g} is above lod = {self.lod:g}")
         return self
+
+    def implausible(self) -> list[tuple[str, str]]:
+        value, lod, unit = self.canonical()
+        converted = normalise_unit(self.unit or "") != normalise_unit(unit)
+        found = [("dose", plausibility_problem("dose", self.dose)), ("day", plausibility_problem("day", self.day))]
+        if not math.isnan(value):
+            found.append(("value", plausibility_problem(self.measure, value,
+                                                        f"{self.value:g} {self.unit}" if converted else "")))
+        if not math.isnan(lod):
+            found.append(("lod", plausibility_problem(self.measure, lod, f"{self.lod:g} {self.unit}" if converted
+                                                      else "", label=f"{self.measure} lod")))
+        return [(column, message) for column, message in found if message]
 
     def canonical(self) -> tuple[float, float, str]:
         """(value, lod, unit) in the measure's canonical unit; NaN where empty."""

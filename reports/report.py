@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,16 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from isletbayes.analyses.binary import BinaryResult
+from isletbayes.analyses.config import MainJobConfig
+from isletbayes.analyses.cpeptide import CpeptideResult
+from isletbayes.analyses.design import DesignResult
+from isletbayes.analyses.durability import DurabilityResult
+from isletbayes.analyses.main_job import ResultsIndex, read_index
+from isletbayes.analyses.results import FitCheck
 from isletbayes.data.errors import InputError
 from isletbayes.data.io import write_text_atomic
+from isletbayes.models.mixtures import BetaMixture
 from isletbayes.reports import figures
 
 TEMPLATE = "report.html.j2"
@@ -96,7 +105,7 @@ class Section:
 class ReportContext:
     """What the section builders add to as they go: summary lines, quoted numbers, alerts, assumptions."""
 
-    index: dict[str, Any]
+    index: ResultsIndex
     out: Path
     summary: list[str] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
@@ -106,11 +115,8 @@ class ReportContext:
     problems: list[str] = field(default_factory=list)  # sections that could not be drawn
 
     @property
-    def config(self) -> dict[str, Any]:
-        return self.index["config"]
-
-    def section_index(self, name: str) -> dict[str, Any]:
-        return self.index["sections"].get(name, {"status": "unavailable", "reason": "not in results.json"})
+    def config(self) -> MainJobConfig:
+        return self.index.config
 
 
 @dataclass
@@ -120,13 +126,14 @@ class ReportFiles:
     pdf_engine: str | None
     pdf_error: str | None
     numbers: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
 
     def as_dict(self, out: Path) -> dict[str, Any]:
         def rel(p: Path | None) -> str | None:
             return None if p is None else str(Path(p).relative_to(out)) if Path(p).is_relative_to(out) else str(p)
 
         return {"html": rel(self.html), "pdf": rel(self.pdf), "pdf_engine": self.pdf_engine,
-                "pdf_error": self.pdf_error, "numbers": self.numbers}
+                "pdf_error": self.pdf_error, "numbers": self.numbers, "problems": self.problems}
 
 
 # --- sections ---------------------------------------------------------------------------------------------
@@ -136,12 +143,11 @@ def _load_inputs(ctx: ReportContext):
     """The data the analyses used, reloaded from the files recorded in results.json (validated again)."""
     from isletbayes import data as d
 
-    cfg = ctx.config["data"]
-    inc = cfg.get("include_unverified", False)
+    cfg = ctx.config.data
     return {
-        "counts": d.load_counts(cfg.get("counts"), include_unverified=True),
-        "cpeptide": d.load_cpeptide_means(cfg.get("cpeptide_means"), include_unverified=inc),
-        "comparators": d.load_comparators(cfg.get("comparators"), include_unverified=True),
+        "counts": d.load_counts(cfg.counts, include_unverified=True),
+        "cpeptide": d.load_cpeptide_means(cfg.cpeptide_means, include_unverified=cfg.include_unverified),
+        "comparators": d.load_comparators(cfg.comparators, include_unverified=True),
         "sources": d.load_sources(),
     }
 
@@ -196,71 +202,68 @@ def data_section(ctx: ReportContext, inputs: dict) -> Section:
     rows = [[cell(r.source_id), cell(r.citation), cell(r.url if isinstance(r.url, str) else "", "url"),
              _evidence_badge(r.evidence_type)] for r in src.itertuples() if r.source_id in cited]
     sec.blocks.append(table(["source", "citation", "address", "evidence"], rows, caption="Sources"))
-    pdata = ctx.index.get("data", {}).get("participant_data")
-    if pdata:
-        sec.blocks.append(note(f"Participant-level data were supplied ({pdata['path']}, SHA-256 "
-                               f"{pdata['sha256'][:16]}...) and replace the published aggregates where a model "
+    pdata = ctx.index.data.get("participant_data")
+    if pdata is not None:
+        sec.blocks.append(note(f"Participant-level data were supplied ({pdata.path}, SHA-256 "
+                               f"{pdata.sha256[:16]}...) and replace the published aggregates where a model "
                                "can use them."))
     return sec
 
 
-def design_section(ctx: ReportContext, result) -> Section:
+def design_section(ctx: ReportContext, result: DesignResult) -> Section:
     sec = Section("design", "Phase 3 planning: operating characteristics and assurance")
     s = result.settings
     tbl = result.table
-    if not tbl:
+    if tbl.empty:
         sec.unavailable = "The design run produced no exact table (no binary end point)."
         return sec
-    n = np.array([row["n"] for row in tbl])
+    n = np.asarray(tbl.index, dtype=int)
     rule = (f"the posterior probability that the rate exceeds {s['p0']:g} is at least {s['gamma']:g}"
             if s["rule"] == "bayes" else
             f"an exact one-sided binomial test of rate <= {s['p0']:g} rejects at level {s['alpha']:g}")
-    dp = result.design_prior or {}
+    dp = result.design_prior
     sec.blocks.append(text(
         f"A single-arm phase 3 trial with end point {s['endpoint'].replace('_', ' ')} declares success when "
-        f"{rule}. The analysis prior ({result.analysis_prior['spec']}) sets the decision boundary; the design prior "
-        f"({dp.get('spec', 'n/a')}, mean {dp.get('mean', float('nan')):.2f}, effective sample size "
-        f"{dp.get('ess_moment', float('nan')):.1f}) expresses what we believe the true rate to be, and averaging "
-        "the probability of success over it gives the assurance. Every outcome is enumerated exactly; the "
-        "curves are drawn as steps because a discrete design's error rates jump as n grows (the sawtooth)."))
+        f"{rule}. The analysis prior ({result.analysis_prior.spec}) sets the decision boundary; the design prior "
+        f"({dp.spec}, mean {dp.mean:.2f}, effective sample size {dp.ess_moment:.1f}) expresses what we believe the "
+        "true rate to be, and averaging the probability of success over it gives the assurance. Every outcome is "
+        "enumerated exactly; the curves are drawn as steps because a discrete design's error rates jump as n "
+        "grows (the sawtooth)."))
     rec = result.recommendation
-    marks = {}
-    first = rec.get("type1_power", {}).get("first")
-    if first is not None:
-        marks[f"n = {first}"] = first
+    first = rec.type1_power.first
+    marks = {f"n = {first}": first} if first is not None else {}
     fig = figures.design_curves(
-        n, {"type I error (rate = p0)": np.array([r["type1"] for r in tbl]),
-            f"power at rate {s['p1']:g}": np.array([r["power_p1"] for r in tbl])},
+        n, {"type I error (rate = p0)": tbl["type1"].to_numpy(),
+            f"power at rate {s['p1']:g}": tbl["power_p1"].to_numpy()},
         targets={f"alpha {s['alpha']:g}": s["alpha"], f"power target {s['power_target']:g}": s["power_target"]},
         title="Operating characteristics", marks=marks)
     sec.blocks.append(figure(fig, "Type I error and power against phase 3 sample size",
-                             f"Type I error at rate {s['p0']:g} and power at rate {s['p1']:g} for each n from "
-                             f"{n[0]} to {n[-1]} (exact)."))
+                             f"Type I error at rate {s['p0']:g} and power at rate {s['p1']:g} (a planning "
+                             f"convention) for each n from {n[0]} to {n[-1]} (exact)."))
     fig = figures.design_curves(
-        n, {"assurance": np.array([r["assurance"] for r in tbl])},
+        n, {"assurance": tbl["assurance"].to_numpy()},
         targets={f"assurance target {s['assurance_target']:g}": s["assurance_target"],
-                 **({"limit as n grows": rec["assurance_limit"]} if rec.get("assurance_limit") else {})},
+                 **({"limit as n grows": rec.assurance_limit} if rec.assurance_limit else {})},
         title="Assurance (probability of success under the design prior)", marks=marks)
     sec.blocks.append(figure(fig, "Assurance against phase 3 sample size",
-                             "Probability of success averaged over the design prior, for each n (exact)."))
+                             "Probability of success averaged over the design prior (which comes from phase 1/2 "
+                             "and its assumptions), for each n (exact)."))
     rows = []
-    for key, label in (("type1_power", "type I error and power targets"),
-                       ("type1_power_assurance", "type I error, power and assurance targets"),
-                       ("assurance_only", "assurance target")):
-        r = rec.get(key, {})
-        rows.append([cell(label), cell(r.get("first") if r.get("first") is not None else "none in grid", "num"),
-                     cell(r.get("stable") if r.get("stable") is not None else "-", "num")])
-    sec.blocks.append(table(["smallest n meeting", "first n", "every n from"], rows,
-                            caption="Sample size",
-                            note=f"Highest assurance in the grid: {rec['max_assurance']['assurance']:.3f} at n = "
-                                 f"{rec['max_assurance']['n']}."))
-    chosen = next((row for row in tbl if row["n"] == first), None)
+    for found, label in ((rec.type1_power, "type I error and power targets"),
+                         (rec.type1_power_assurance, "type I error, power and assurance targets"),
+                         (rec.assurance_only, "assurance target")):
+        rows.append([cell(label), cell(found.first if found.first is not None else "none in grid", "num"),
+                     cell(found.stable if found.stable is not None else "-", "num")])
+    sec.blocks.append(table(["smallest n meeting", "first n", "every n from"], rows, caption="Sample size",
+                            note=f"Highest assurance in the grid: {pct(rec.max_assurance)} at n = "
+                                 f"{rec.max_assurance_n}."))
+    chosen = result.row(first) if first is not None else None
     ctx.numbers["design"] = {"endpoint": s["endpoint"], "p0": s["p0"], "p1": s["p1"], "first_n": first,
-                             "type1_at_first_n": chosen["type1"] if chosen else None,
-                             "power_at_first_n": chosen["power_p1"] if chosen else None,
-                             "assurance_at_first_n": chosen["assurance"] if chosen else None,
-                             "max_assurance": rec["max_assurance"]}
-    if first is not None and chosen is not None:
+                             "type1_at_first_n": None if chosen is None else float(chosen["type1"]),
+                             "power_at_first_n": None if chosen is None else float(chosen["power_p1"]),
+                             "assurance_at_first_n": None if chosen is None else float(chosen["assurance"]),
+                             "max_assurance": {"n": rec.max_assurance_n, "assurance": rec.max_assurance}}
+    if chosen is not None:
         ctx.summary.append(
             f"Phase 3 planning: with the rule '{rule}', about {first} participants keep the type I error at "
             f"{pct(chosen['type1'], 1)} (target {pct(s['alpha'], 1)}) with {pct(chosen['power_p1'])} power if the "
@@ -270,13 +273,14 @@ def design_section(ctx: ReportContext, result) -> Section:
         ctx.summary.append(f"Phase 3 planning: no sample size from {n[0]} to {n[-1]} meets both the type I error "
                            "and the power target under this configuration.")
     ctx.assumptions.append(("phase 3 null and alternative rates", f"p0 = {s['p0']:g}, p1 = {s['p1']:g}",
-                            "configuration (design.p0, design.p1); p0 defaults to the donor-islet rate 16/36"))
-    ctx.assumptions.append(("design prior", f"{dp.get('spec')} (robust weight {dp.get('robust_weight', 0):g})",
+                            "configuration (design.p0, design.p1); p0 defaults to the donor-islet rate 16/36, "
+                            "p1 is a planning convention"))
+    ctx.assumptions.append(("design prior", f"{dp.spec} (robust weight {dp.description.get('robust_weight', 0):g})",
                             "configuration (design.design_prior): how far phase 1/2 is believed to carry over"))
     return sec
 
 
-def durability_section(ctx: ReportContext, result) -> Section:
+def durability_section(ctx: ReportContext, result: DurabilityResult) -> Section:
     sec = Section("durability", "Beyond year 1: durability scenarios")
     sec.blocks.append(note(result.label))
     sec.blocks.append(text(
@@ -284,19 +288,24 @@ def durability_section(ctx: ReportContext, result) -> Section:
         f"{result.year1_prior['b']:g}) ({result.year1_prior['from']}). After year 1 each scenario applies a loss "
         "of insulin independence fitted to one published deceased-donor islet figure, with that figure's "
         "sampling uncertainty carried through."))
-    years = np.asarray(next(iter(result.scenarios.values()))["years"])
-    fig = figures.scenario_bands(years, {name.replace("_", " "): sc for name, sc in result.scenarios.items()})
+    first = next(iter(result.scenarios.values())).projection
+    years = np.asarray(first.index, dtype=int)
+    fig = figures.scenario_bands(years, {name.replace("_", " "): {k: sc.projection[k].to_numpy()
+                                                                  for k in ("median", "lower", "upper")}
+                                         for name, sc in result.scenarios.items()})
     sec.blocks.append(figure(fig, "Projected share insulin independent in years 1 to 5 under each scenario",
-                             "Median and 95% interval of the share still insulin independent, per scenario."))
+                             "Median and 95% interval of the share still insulin independent, per scenario "
+                             "(attrition borrowed from donor-islet studies: scenarios, not findings)."))
     rows = []
     for name, sc in result.scenarios.items():
+        p = sc.projection
         rows.append([cell(name.replace("_", " "))]
-                    + [cell(f"{m:.2f} ({lo:.2f}-{hi:.2f})", "num")
-                       for m, lo, hi in zip(sc["median"], sc["lower"], sc["upper"], strict=True)]
-                    + [cell(sc.get("assumptions", ""))])
+                    + [cell(f"{pct(m)} ({pct(lo)}-{pct(hi)})", "num")
+                       for m, lo, hi in zip(p["median"], p["lower"], p["upper"], strict=True)]
+                    + [cell(sc.assumptions)])
     sec.blocks.append(table(["scenario", *[f"year {y}" for y in years], "assumption"], rows,
                             caption="Share insulin independent, median (95% interval)"))
-    year5 = {name: sc["median"][-1] for name, sc in result.scenarios.items()}
+    year5 = {name: float(sc.projection["median"].iloc[-1]) for name, sc in result.scenarios.items()}
     ctx.numbers["durability"] = {"year5_median": year5}
     lo_name, hi_name = min(year5, key=year5.get), max(year5, key=year5.get)
     ctx.summary.append(
@@ -309,17 +318,13 @@ def durability_section(ctx: ReportContext, result) -> Section:
 
 
 def _threshold_label(label: str, value: float) -> str:
-    return f"comparator rate {value:.2f}" if label == "comparator" else f"{value:g}"
+    return f"comparator rate {value:.2f} (fixed benchmark)" if label == "comparator" else f"{value:g}"
 
 
-def binary_section(ctx: ReportContext, result) -> Section:
-    from isletbayes.models.mixtures import BetaMixture
-
-    if not ctx.config["sections"].get("binary", True):
+def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
+    if not ctx.config.sections.binary:
         return None
     sec = Section("binary", "Binary end points under a panel of priors, and the MAP prior")
-    summary = result.to_dict()
-    eps = summary["endpoints"]
     sec.blocks.append(text(
         "Each end point is r of n participants. Its rate gets an exact posterior (a beta mixture) under each prior "
         "of the panel: reference priors (uniform, Jeffreys), a sceptical prior centred on the comparator "
@@ -327,176 +332,173 @@ def binary_section(ctx: ReportContext, result) -> Section:
         "comparator studies, plain and robustified. Where the priors disagree, the data alone cannot settle the "
         "question; where they agree, the conclusion does not hang on the prior."))
     numbers: dict[str, Any] = {}
-    for ep, e in eps.items():
-        m = e.get("map")
-        if not m:
+    for ep, e in result.endpoints.items():
+        m = e.map
+        if m is None:
             continue
         name = ep.replace("_", " ")
         sec.blocks.append(heading(f"Comparator studies and the MAP prior: {name}"))
-        studies = [{"label": st["study"], "r": st["r"], "n": st["n"], "group": st.get("group", "")}
-                   for st in e["comparators"]["studies"]]
-        tp = m["theta_pred"]
+        studies = [{"label": st.study, "r": st.r, "n": st.n, "group": st.group}
+                   for st in e.comparators.studies.itertuples()]
+        tp = m.theta_pred
         summaries = [{"label": "MAP prior (predictive for a new study)", "mean": tp["mean"], "lo": tp["q2.5"],
                       "hi": tp["q97.5"], "colour": figures.PALETTE[3]}]
-        if m.get("robust_mixture"):
-            rob = BetaMixture.from_dict(m["robust_mixture"])
-            lo, hi = rob.eti(0.95)
-            summaries.append({"label": "robust MAP prior", "mean": rob.mean(), "lo": lo, "hi": hi,
+        if m.robust_mixture is not None:
+            lo, hi = m.robust_mixture.eti(0.95)
+            summaries.append({"label": "robust MAP prior", "mean": m.robust_mixture.mean(), "lo": lo, "hi": hi,
                               "colour": figures.PALETTE[4]})
-        if "uniform" in e["priors"]:
-            u = e["priors"]["uniform"]
-            summaries.append({"label": f"zimislecel {e['r']}/{e['n']} (uniform-prior posterior)", "mean": u["mean"],
-                              "lo": u["eti95"][0], "hi": u["eti95"][1], "colour": figures.PALETTE[0]})
+        if "uniform" in e.table.index:
+            u = e.table.loc["uniform"]
+            summaries.append({"label": f"zimislecel {e.r}/{e.n} (uniform-prior posterior)", "mean": u["mean"],
+                              "lo": u["eti_low"], "hi": u["eti_high"], "colour": figures.PALETTE[0]})
         fig = figures.forest_plot(studies, summaries, xlabel=f"{name} rate")
         sec.blocks.append(figure(fig, f"Forest plot of comparator studies for {name} with the MAP prior",
                                  "Comparator studies (observed rate, Jeffreys 95% interval; marker size grows "
                                  "with n) and, below, the MAP prior, the robust MAP prior and zimislecel's own "
-                                 "posterior (diamonds: mean and 95% interval)."))
-        tau = m["tau"]
-        ess = m.get("ess", {})
-        ess_map = ess.get("map", ess) if isinstance(ess, dict) else {}
+                                 "posterior (diamonds: mean and 95% interval). The MAP prior's width comes mostly "
+                                 "from the prior on the between-study sd (tau)."))
+        tau = m.tau
         rows = [[cell("between-study sd tau (logit scale)"),
                  cell(f"{tau['median']:.2f} (95% CrI {tau['q2.5']:.2f} to {tau['q97.5']:.2f})", "num")],
                 [cell("MAP prior: predictive rate for a new study"),
                  cell(f"{tp['mean']:.2f} (95% {tp['q2.5']:.2f} to {tp['q97.5']:.2f})", "num")],
-                [cell("beta-mixture approximation"), cell(_mixture_label(m["mixture"]))]]
-        if m.get("robust_mixture"):
-            rows.append([cell("robust MAP prior"), cell(_mixture_label(m["robust_mixture"]))])
-        for method in ("elir", "moment", "morita"):
-            value = ess_map.get(method) if isinstance(ess_map, dict) else None
-            if isinstance(value, (int, float)):
-                rows.append([cell(f"effective sample size of the MAP prior ({method})"), num(value, ".1f")])
+                [cell("beta-mixture approximation"), cell(_mixture_label(m.mixture))]]
+        if m.robust_mixture is not None:
+            rows.append([cell("robust MAP prior"), cell(_mixture_label(m.robust_mixture))])
+        for mixture, ess in m.ess.iterrows():
+            label = "MAP prior" if mixture == "mixture" else "robust MAP prior"
+            for method in ("elir", "moment", "morita"):
+                rows.append([cell(f"effective sample size of the {label} ({method})"), num(ess[method], ".1f")])
         sec.blocks.append(table(["quantity", "value"], rows, caption=f"MAP prior for {name}",
-                                note=f"Comparators: {e['comparators']['basis']}; pooled rate "
-                                     f"{e['comparators']['pooled_rate']:.2f}."))
+                                note=f"Comparators: {e.comparators.basis}; pooled rate "
+                                     f"{e.comparators.pooled_rate:.2f}."))
     panels = []
-    for ep, e in eps.items():
-        curves = {PRIOR_SHORT.get(name, name): BetaMixture.from_dict(pr["posterior"])
-                  for name, pr in e["priors"].items()}
-        p0 = e["thresholds"].get("comparator", next(iter(e["thresholds"].values()), None))
-        panels.append({"title": ep.replace("_", " "), "r": e["r"], "n": e["n"], "p0": p0, "curves": curves})
+    for ep, e in result.endpoints.items():
+        thr = e.thresholds
+        p0 = thr.get("comparator", next(iter(thr.values()), None))
+        panels.append({"title": ep.replace("_", " "), "r": e.r, "n": e.n, "p0": p0,
+                       "curves": {PRIOR_SHORT.get(k, k): v for k, v in e.posteriors.items()}})
     if panels:
         sec.blocks.append(heading("Posteriors under the prior panel"))
         fig = figures.posterior_densities(panels)
         sec.blocks.append(figure(fig, "Posterior densities of each end point's rate under each prior",
-                                 "Posterior density of each rate under each prior of the panel; the triangle marks "
-                                 "the observed proportion, the dashed line the pooled comparator rate (or, for an "
-                                 "end point without comparator studies, the first threshold)."))
-    for ep, e in eps.items():
-        thr = e["thresholds"]
+                                 "Posterior density of each rate under each prior of the panel (each prior is an "
+                                 "assumption; the sceptical and enthusiastic ones are conventions); the triangle "
+                                 "marks the observed proportion, the dashed line the pooled comparator rate (or, "
+                                 "for an end point without comparator studies, the first threshold)."))
+    for ep, e in result.endpoints.items():
+        thr = e.thresholds
         rows = []
-        for pr in e["priors"].values():
-            conflict = pr["conflict"]["p_box"]
+        for name, pr in e.table.iterrows():
+            conflict = pr["conflict_p_box"]
             rows.append({"fail": False, "cells": [
-                cell(pr["label"]), num(pr["prior_mean"], ".2f"), num(pr["ess"].get("moment"), ".1f"),
-                num(pr["mean"], ".3f"), cell(f"{pr['eti95'][0]:.3f} to {pr['eti95'][1]:.3f}", "num")]
-                + [num(pr["p_above"].get(lbl), ".3f") for lbl in thr]
+                cell(pr["label"]), num(pr["prior_mean"], ".2f"), num(pr["ess_moment"], ".1f"),
+                num(pr["mean"], ".3f"), cell(f"{pr['eti_low']:.3f} to {pr['eti_high']:.3f}", "num")]
+                + [num(pr[f"p_above_{lbl}"], ".3f") for lbl in thr]
                 + [cell(f"{conflict:.3f}", "num fail" if conflict < 0.05 else "num")]})
         sec.blocks.append(table(
             ["prior", "prior mean", "prior ESS", "posterior mean", "95% credible interval",
              *[f"P(rate > {_threshold_label(lbl, v)})" for lbl, v in thr.items()], "prior-data conflict p"],
-            rows, caption=f"{ep.replace('_', ' ')}: {e['r']}/{e['n']} (Clopper-Pearson 95% "
-                          f"{e['clopper_pearson95'][0]:.3f} to {e['clopper_pearson95'][1]:.3f})",
+            rows, caption=f"{ep.replace('_', ' ')}: {e.r}/{e.n} (Clopper-Pearson 95% "
+                          f"{e.clopper_pearson95[0]:.3f} to {e.clopper_pearson95[1]:.3f})",
             note="Prior ESS: moment-matched effective sample size. Conflict: Box's prior-predictive p-value (small = "
                  "the data are surprising under that prior)."))
-        for line in e.get("notes", []):
+        for line in e.notes:
             sec.blocks.append(note(line))
-        means = {name: pr["mean"] for name, pr in e["priors"].items()}
-        numbers[ep] = {"r": e["r"], "n": e["n"], "posterior_mean": means,
-                       "eti95": {name: pr["eti95"] for name, pr in e["priors"].items()},
-                       "p_above": {name: pr["p_above"] for name, pr in e["priors"].items()}}
+        numbers[ep] = {"r": e.r, "n": e.n, "posterior_mean": e.table["mean"].to_dict(),
+                       "eti95": {k: [r["eti_low"], r["eti_high"]] for k, r in e.table.iterrows()},
+                       "p_above": {k: {lbl: r[f"p_above_{lbl}"] for lbl in thr} for k, r in e.table.iterrows()}}
     ctx.numbers["binary"] = numbers
-    ii = eps.get("insulin_independence")
-    if ii:
-        numbers["insulin_independence_observed"] = ii["r"] / ii["n"]
-        ctx.numbers["binary"]["insulin_independence_observed"] = ii["r"] / ii["n"]
-        line = f"Insulin independence at day 365: {ii['r']} of {ii['n']} ({pct(ii['r'] / ii['n'])})."
-        u = ii["priors"].get("uniform")
-        comp = ii["thresholds"].get("comparator")
-        if u:
+    ii = result.endpoints.get("insulin_independence")
+    if ii is not None:
+        numbers["insulin_independence_observed"] = ii.r / ii.n
+        line = f"Insulin independence at day 365: {ii.r} of {ii.n} ({pct(ii.r / ii.n)})."
+        comp = ii.thresholds.get("comparator")
+        if "uniform" in ii.table.index:
+            u = ii.table.loc["uniform"]
             line += (f" With a uniform prior the underlying rate is {pct(u['mean'])} (95% credible interval "
-                     f"{interval(*u['eti95'])})")
+                     f"{interval(u['eti_low'], u['eti_high'])})")
             if comp is not None:
-                line += (f", and the probability that it exceeds the donor-islet comparator rate of {pct(comp)} is "
-                         f"{pct(u['p_above']['comparator'], 1)}")
+                line += (f", and the probability that it exceeds the donor-islet comparator rate of {pct(comp)}, "
+                         f"taken as a fixed benchmark, is {pct(u['p_above_comparator'])}")
             line += "."
-        means = [pr["mean"] for pr in ii["priors"].values()]
-        if len(means) > 1:
-            sc = ii["priors"].get("sceptical")
-            line += (f" Across the prior panel the posterior mean ranges from {pct(min(means))} to "
-                     f"{pct(max(means))}")
-            if sc and comp is not None:
+        if len(ii.table) > 1:
+            line += (f" Across the prior panel the posterior mean ranges from {pct(ii.table['mean'].min())} to "
+                     f"{pct(ii.table['mean'].max())}")
+            if "sceptical" in ii.table.index and comp is not None:
                 line += (f"; even the sceptic, who expects no better than donor islets, puts "
-                         f"{pct(sc['p_above']['comparator'], 1)} on zimislecel doing better")
+                         f"{pct(ii.table.loc['sceptical', 'p_above_comparator'])} on zimislecel doing better than "
+                         "that fixed benchmark")
             line += "."
         ctx.summary.append(line)
-    cp = eps.get("composite_primary")
-    if cp and "uniform" in cp["priors"]:
-        u = cp["priors"]["uniform"]
+    cp = result.endpoints.get("composite_primary")
+    if cp is not None and "uniform" in cp.table.index:
+        u = cp.table.loc["uniform"]
         ctx.summary.append(
             f"Primary composite end point (free of severe hypoglycaemia with HbA1c < 7% or a 1-point fall): "
-            f"{cp['r']} of {cp['n']}. That does not make the true rate 100%: with a uniform prior it lies between "
-            f"{pct(u['eti95'][0])} and {pct(u['eti95'][1])} with 95% probability.")
-    if ii and "uniform" in ii["priors"]:
-        u = ii["priors"]["uniform"]
+            f"{cp.r} of {cp.n}. That does not make the true rate 100%: with a uniform prior it lies between "
+            f"{pct(u['eti_low'])} and {pct(u['eti_high'])} with 95% probability.")
+    if ii is not None and "uniform" in ii.table.index:
+        u = ii.table.loc["uniform"]
         ctx.summary.append(
-            f"How sure can we be? With {ii['n']} participants and no control arm, the 95% credible interval for "
-            f"insulin independence spans {100 * (u['eti95'][1] - u['eti95'][0]):.0f} percentage points, and the "
+            f"How sure can we be? With {ii.n} participants and no control arm, the 95% credible interval for "
+            f"insulin independence spans {100 * (u['eti_high'] - u['eti_low']):.0f} percentage points, and the "
             "published analyses were interim and not prespecified. Comparisons with donor islets rest on "
             "comparator studies with different end-point definitions and time anchors (see the assumptions).")
-    mp = ctx.config.get("priors", {}).get("map", {})
+    mp = ctx.config.priors.map
     ctx.assumptions.append(("exchangeability of comparator studies with zimislecel",
                             "assumed by the sceptical, enthusiastic and MAP priors",
                             "comparators count from the last of up to 3 donor-islet infusions; zimislecel is a "
                             "single infusion of stem-cell-derived islets"))
-    if mp:
-        ctx.assumptions.append(("MAP prior settings",
-                                f"tau ~ {mp.get('tau_prior')}({mp.get('tau_scale')}), mu ~ Normal(0, "
-                                f"{mp.get('mu_prior_sd')}), robust weight {mp.get('robust_weight')}",
-                                "configuration (priors.map)"))
+    ctx.assumptions.append(("MAP prior settings",
+                            f"tau ~ {mp.tau_prior}({mp.tau_scale:g}), mu ~ Normal(0, {mp.mu_prior_sd:g}), robust "
+                            f"weight {mp.robust_weight:g}", "configuration (priors.map)"))
     ctx.assumptions.append(("sceptical and enthusiastic priors", "each worth 10 participants",
-                            "a convention of isletbayes.analyses.binary, not data"))
+                            "a convention of isletbayes.models.prior_panel, not data"))
     return sec
 
 
-def safety_section(ctx: ReportContext, result) -> Section:
-    safety = result.to_dict().get("safety", {})
-    if not ctx.config["sections"].get("safety", True) or not safety:
+def safety_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
+    safety = result.safety
+    if not ctx.config.sections.safety or not safety:
         return None
     sec = Section("safety", "Safety")
     from scipy import stats
 
-    n_dosed = max(e["n"] for e in safety.values())
+    n_dosed = max(e.n for e in safety.values())
     zero_upper = float(stats.beta.ppf(0.975, 1, n_dosed + 1))
     sec.blocks.append(text(
         "Adverse events among all dosed participants, with exact posteriors under a uniform prior (Jeffreys "
         f"beside it in results.json). The trial is too small to rule out uncommon events: even zero events in "
         f"{n_dosed} would leave rates up to {pct(zero_upper)} inside the 95% credible interval."))
     rows_fig, rows = [], []
+    first = next(iter(safety.values()))
+    thresholds = [c for c in first.table.columns if c.startswith("p_above_")]
     for ep, e in safety.items():
-        u = e["priors"]["uniform"]
-        rows_fig.append({"label": f"{ep.replace('_', ' ')} ({e['r']}/{e['n']})", "mean": u["mean"],
-                         "lo": u["eti95"][0], "hi": u["eti95"][1], "r": e["r"], "n": e["n"]})
-        rows.append([cell(ep.replace("_", " ")), cell(f"{e['r']}/{e['n']}", "num"), num(u["mean"], ".3f"),
-                     cell(f"{u['eti95'][0]:.3f} to {u['eti95'][1]:.3f}", "num")]
-                    + [num(v, ".3f") for v in u["p_above"].values()]
-                    + [cell(f"{e['clopper_pearson95'][0]:.3f} to {e['clopper_pearson95'][1]:.3f}", "num"),
-                       cell(e.get("source_id", "")), _evidence_badge(e.get("evidence_type", ""))])
+        u = e.table.loc["uniform"]
+        rows_fig.append({"label": f"{ep.replace('_', ' ')} ({e.r}/{e.n})", "mean": u["mean"],
+                         "lo": u["eti_low"], "hi": u["eti_high"], "r": e.r, "n": e.n})
+        rows.append([cell(ep.replace("_", " ")), cell(f"{e.r}/{e.n}", "num"), num(u["mean"], ".3f"),
+                     cell(f"{u['eti_low']:.3f} to {u['eti_high']:.3f}", "num")]
+                    + [num(u[c], ".3f") for c in thresholds]
+                    + [cell(f"{e.clopper_pearson95[0]:.3f} to {e.clopper_pearson95[1]:.3f}", "num"),
+                       cell(e.source_id), _evidence_badge(e.evidence_type)])
     fig = figures.interval_plot(rows_fig, xlabel="event rate")
     sec.blocks.append(figure(fig, "Adverse-event rates with 95% credible intervals",
                              "Posterior mean (dot) and 95% credible interval of each adverse-event rate under a "
                              "uniform prior; crosses mark the observed proportions."))
-    first = next(iter(safety.values()))
     sec.blocks.append(table(["event", "r/n", "posterior mean", "95% credible interval",
-                             *[f"P(rate > {t})" for t in first["priors"]["uniform"]["p_above"]],
+                             *[f"P(rate > {c.removeprefix('p_above_')})" for c in thresholds],
                              "Clopper-Pearson 95%", "source", "evidence"], rows, caption="Adverse events"))
     for ep, e in safety.items():
-        sec.blocks.append(text(e["priors"]["uniform"]["plain_language"]))
-        if e.get("caveat"):
-            sec.blocks.append(note(f"{ep.replace('_', ' ')}: {e['caveat']}"))
-    ctx.numbers["safety"] = {ep: {"r": e["r"], "n": e["n"], "mean": e["priors"]["uniform"]["mean"],
-                                  "eti95": e["priors"]["uniform"]["eti95"]} for ep, e in safety.items()}
-    parts = [f"{ep.replace('_', ' ')} {e['r']} of {e['n']} ({interval(*e['priors']['uniform']['eti95'])})"
+        sec.blocks.append(text(e.plain_language))
+        if e.caveat:
+            sec.blocks.append(note(f"{ep.replace('_', ' ')}: {e.caveat}"))
+    ctx.numbers["safety"] = {ep: {"r": e.r, "n": e.n, "mean": float(e.table.loc["uniform", "mean"]),
+                                  "eti95": [float(e.table.loc["uniform", "eti_low"]),
+                                            float(e.table.loc["uniform", "eti_high"])]}
+                             for ep, e in safety.items()}
+    parts = [f"{ep.replace('_', ' ')} {e.r} of {e.n} ({interval(e.table.loc['uniform', 'eti_low'], e.table.loc['uniform', 'eti_high'])})"
              for ep, e in safety.items()]
     ctx.summary.append(f"Safety (all {n_dosed} dosed; 95% credible intervals, uniform prior): " + "; ".join(parts)
                        + ". Without a control arm these rates cannot separate the product from the "
@@ -504,13 +506,9 @@ def safety_section(ctx: ReportContext, result) -> Section:
     return sec
 
 
-def _mixture_label(d: dict) -> str:
-    parts = [f"{w:.2f} x Beta({a:.2f}, {b:.2f})" for w, a, b in zip(d["weights"], d["a"], d["b"], strict=True)]
+def _mixture_label(mix: BetaMixture) -> str:
+    parts = [f"{w:.2f} x Beta({a:.2f}, {b:.2f})" for w, a, b in zip(mix.weights, mix.a, mix.b, strict=True)]
     return " + ".join(parts)
-
-
-def _param(rows: list[dict], name: str) -> dict | None:
-    return next((r for r in rows if r["name"] == name), None)
 
 
 def sig(x: float | None) -> str:
@@ -521,60 +519,41 @@ def sig(x: float | None) -> str:
     return f"{x:.0f}" if ax >= 100 else f"{x:.1f}" if ax >= 10 else f"{x:.3g}" if ax >= 0.01 else f"{x:.2g}"
 
 
-def _ci(r: dict | None, fmt: str | None = None) -> str:
-    if r is None:
+def _ci(frame, name: str, fmt: str | None = None) -> str:
+    if name not in frame.index:
         return "n/a"
+    r = frame.loc[name]
     f = (lambda v: format(v, fmt)) if fmt else sig
     return f"{f(r['median'])} ({f(r['q05'])} to {f(r['q95'])})"
 
 
-def link_curve(idata, grid: np.ndarray, seed: int, n_draws: int = 2000) -> dict[str, np.ndarray] | None:
-    """P(insulin independent | day-365 C-peptide) over ``grid``: posterior median and 95% band."""
-    from isletbayes.models.graft_link import link_logit
-
-    if idata is None or "alpha" not in idata["posterior"] or "beta" not in idata["posterior"]:
-        return None
-    alpha = np.asarray(idata["posterior"]["alpha"].values, dtype=float).ravel()
-    beta = np.asarray(idata["posterior"]["beta"].values, dtype=float).ravel()
-    pick = np.random.default_rng(seed).choice(alpha.size, size=min(n_draws, alpha.size), replace=False)
-    logit = link_logit(alpha[pick, None], beta[pick, None], np.log(grid)[None, :])
-    prob = 1.0 / (1.0 + np.exp(-logit))
-    lo, med, hi = np.quantile(prob, [0.025, 0.5, 0.975], axis=0)
-    return {"lo": lo, "median": med, "hi": hi}
-
-
-def cpeptide_section(ctx: ReportContext, result) -> Section:
+def cpeptide_section(ctx: ReportContext, result: CpeptideResult) -> Section:
     sec = Section("cpeptide", "C-peptide trajectory and the graft-function link")
-    d = result.to_dict()
-    mode = "the published cohort means" if result.mode == "cohort_means" else "participant-level data"
-    sec.blocks.append(text(
-        f"Fitted to {mode}. Each participant's stimulated C-peptide rises from undetectable to a plateau, "
-        "C(t) = A (1 - exp(-k t)), with participant-level random effects on the plateau and the rate, lognormal "
-        "measurement error and censoring below the detection limit; the probability of insulin independence "
-        "at day 365 depends on that participant's day-365 C-peptide through a logistic link, fitted jointly."))
+    sec.blocks.append(text(result.model_description))
     for line in result.notes:
         sec.blocks.append(note(line))
     traj = result.trajectory
-    days = np.asarray(traj["days"], dtype=float)
-    pm_band = traj["population_mean"]
-    new = traj["new_participant"]
-    obs_days = np.array([r["day"] for r in result.ppc])
-    obs = np.array([r["observed"] for r in result.ppc])
+    days = np.asarray(traj.index, dtype=float)
+    obs_days = np.asarray(result.ppc.index, dtype=float)
+    obs = result.ppc["observed"].to_numpy()
     means = ctx.data.get("cpeptide")
     lod = float(means["lod_pmol_l"].min()) if means is not None and len(means) else None
     fig = figures.cpeptide_trajectory(
-        days, {"median": np.asarray(pm_band["median"]), "lo": np.asarray(pm_band["q05"]),
-               "hi": np.asarray(pm_band["q95"])}, obs_days, obs, lod=lod,
-        new_participant={"lo": np.asarray(new["q05"]), "hi": np.asarray(new["q95"])},
+        days, {"median": traj["population_mean_median"].to_numpy(), "lo": traj["population_mean_q05"].to_numpy(),
+               "hi": traj["population_mean_q95"].to_numpy()}, obs_days, obs, lod=lod,
+        new_participant={"lo": traj["new_participant_q05"].to_numpy(), "hi": traj["new_participant_q95"].to_numpy()},
         band_label="cohort mean, 90% credible band", new_label="new participant, 90% predictive band",
         observed_label="published cohort mean" if result.mode == "cohort_means" else "observed visit mean")
+    spread_note = (" The width of the new-participant band comes from the prior on the between-participant "
+                   "spread, which the published means do not inform." if result.mode == "cohort_means" else "")
     sec.blocks.append(figure(fig, "Posterior C-peptide trajectory with credible bands and the observed means",
                              "Population-mean C-peptide (posterior median and 90% credible band), the 90% "
-                             "predictive band for a new participant, and the observed means (points)."))
+                             "predictive band for a new participant, and the observed means (points)."
+                             + spread_note))
     rows = []
-    for r in result.ppc:
-        flag = r["outside_90"]
-        rows.append({"fail": flag, "cells": [cell(f"{r['day']:g}", "num"), num(r["observed"], ".0f"),
+    for day, r in result.ppc.iterrows():
+        flag = bool(r["outside_90"])
+        rows.append({"fail": flag, "cells": [cell(f"{day:g}", "num"), num(r["observed"], ".0f"),
                                               num(r["predicted_median"], ".0f"),
                                               cell(f"{r['predicted_q05']:.0f} to {r['predicted_q95']:.0f}", "num"),
                                               num(r["p_rep_below_observed"], ".2f"),
@@ -582,64 +561,80 @@ def cpeptide_section(ctx: ReportContext, result) -> Section:
     sec.blocks.append(table(["day", "observed mean", "predicted median", "90% predictive interval",
                              "P(replicate <= observed)", "observed vs 90% interval"], rows,
                             caption="Posterior predictive check of the means"))
-    verdict = {r["name"]: r["verdict"] for r in result.contraction}
+    verdict = result.contraction["verdict"].to_dict()
     rows = [[cell(r["label"]), cell(sig(r["median"]), "num"), cell(f"{sig(r['q05'])} to {sig(r['q95'])}", "num"),
-             cell(verdict.get(r["name"], ""))] for r in result.parameters]
+             cell(verdict.get(name, ""))] for name, r in result.parameters.iterrows()]
     sec.blocks.append(table(["parameter", "posterior median", "90% credible interval", "learned from the data?"],
-                            rows, caption="Parameters", note=d["contraction"]["rule"]))
+                            rows, caption="Parameters", note=result.contraction_rule))
+    check = result.model_check
+    sec.blocks.append(heading("Model check"))
+    (sec.alerts if check.misfit_flagged else sec.blocks).append(
+        check.statement if check.misfit_flagged else text(check.statement))
 
     sec.blocks.append(heading("Graft function and insulin independence"))
-    grid = np.geomspace(50, 5000, 200)
-    curve = link_curve(result.idata, grid, seed=int(ctx.config.get("seed", 0)))
+    curve = result.link_curve
     if curve is not None:
         marks = {}
         if result.mode == "cohort_means" and len(obs):
             marks[f"published day-365 mean {obs[-1]:.0f}"] = float(obs[-1])
         ii = ctx.numbers.get("binary", {}).get("insulin_independence_observed")
-        fig = figures.graft_link(grid, curve, observed_rate=ii, observed_label="observed share insulin independent",
-                                 cpeptide_marks=marks)
+        grid = np.asarray(curve.index, dtype=float)
+        fig = figures.graft_link(grid, {"lo": curve["q025"].to_numpy(), "median": curve["median"].to_numpy(),
+                                        "hi": curve["q975"].to_numpy()}, observed_rate=ii,
+                                 observed_label="observed share insulin independent", cpeptide_marks=marks)
+        prior_only = verdict.get("beta") == "prior only"
         sec.blocks.append(figure(fig, "Probability of insulin independence against day-365 C-peptide",
                                  "P(insulin independent at day 365) as a function of a participant's day-365 "
-                                 "C-peptide: posterior median and 95% credible band."))
-    beta = _param(result.parameters, "beta")
-    if result.link_sensitivity:
+                                 "C-peptide: posterior median and 95% credible band."
+                                 + (" The curve's shape comes from the prior on the link slope: the data do not "
+                                    "inform it." if prior_only else "")))
+    link_rows = result.sensitivity_group("link")
+    if link_rows:
         rows = []
-        for row in result.link_sensitivity:
-            b, a = _param(row["parameters"], "beta"), _param(row["parameters"], "alpha")
-            ok = row["diagnostics"].get("ok", False)
-            rows.append({"fail": not ok, "cells": [cell(row["label"]), cell(_ci(b, ".2f"), "num"),
-                                                   cell(_ci(a, ".2f"), "num"),
+        for row in link_rows:
+            ok = row.diagnostics.ok
+            rows.append({"fail": not ok, "cells": [cell(row.label), cell(_ci(row.parameters, "beta", ".2f"), "num"),
+                                                   cell(_ci(row.parameters, "alpha", ".2f"), "num"),
                                                    cell("ok" if ok else "FAILED", "ok" if ok else "fail")]})
         sec.blocks.append(table(["prior on the link slope", "slope beta, median (90% CrI)",
                                  "intercept alpha, median (90% CrI)", "diagnostics"], rows,
                                 caption="Link sensitivity: the slope under different priors"))
     for group, caption, names in (
-            (result.spread_sensitivity, "Spread sensitivity: prior scale of the between-participant sds",
+            ("spread", "Spread sensitivity: prior scale of the between-participant sds",
              ("plateau_pmol_l", "sd_log_plateau", "beta")),
-            (result.shape_check, "Model check: shape of the rise", ("plateau_pmol_l", "t_half_days", "rise_shape"))):
-        if not group:
+            ("shape", "Model check: shape of the rise", ("plateau_pmol_l", "t_half_days", "rise_shape"))):
+        group_rows = result.sensitivity_group(group)
+        if not group_rows:
             continue
         rows = []
-        for row in group:
-            ok = row["diagnostics"].get("ok", False)
-            rows.append({"fail": not ok, "cells": [cell(row["label"])]
-                         + [cell(_ci(_param(row["parameters"], n)), "num") for n in names]
+        for row in group_rows:
+            ok = row.diagnostics.ok
+            rows.append({"fail": not ok, "cells": [cell(row.label)]
+                         + [cell(_ci(row.parameters, n), "num") for n in names]
                          + [cell("ok" if ok else "FAILED", "ok" if ok else "fail")]})
         sec.blocks.append(table(["fit", *[n.replace("_", " ") for n in names], "diagnostics"], rows,
                                 caption=caption, note="Median (90% credible interval)."))
-    if result.psense:
-        rows = [[cell(r["name"]), num(r["prior"], ".3f"), num(r["likelihood"], ".3f"), cell(r["diagnosis"])]
-                for r in result.psense]
+    if result.psense is not None:
+        rows = [[cell(name), num(r["prior"], ".3f"), num(r["likelihood"], ".3f"), cell(r["diagnosis"])]
+                for name, r in result.psense.iterrows()]
         sec.blocks.append(table(["parameter", "prior sensitivity", "likelihood sensitivity", "diagnosis"], rows,
                                 caption="Power-scaling sensitivity (ArviZ psense)",
                                 note="Values above about 0.05 flag a parameter whose posterior moves when the prior "
                                      "(or likelihood) is raised to a power near 1."))
-    plateau, t_half = _param(result.parameters, "plateau_pmol_l"), _param(result.parameters, "t_half_days")
-    ctx.numbers["cpeptide"] = {"plateau_pmol_l": plateau, "t_half_days": t_half, "link_beta": beta,
-                               "ppc_outside_90": [r["day"] for r in result.ppc if r["outside_90"]],
-                               "diagnostics_ok": result.ok}
-    if plateau and t_half:
-        line = (f"C-peptide: the median participant's stimulated C-peptide is estimated to level off at "
+    params = result.parameters
+
+    def _row(name):
+        return None if name not in params.index else params.loc[name]
+
+    plateau, t_half, beta = _row("plateau_pmol_l"), _row("t_half_days"), _row("beta")
+    ctx.numbers["cpeptide"] = {
+        "plateau_pmol_l": None if plateau is None else {k: float(plateau[k]) for k in ("median", "q05", "q95")},
+        "t_half_days": None if t_half is None else {k: float(t_half[k]) for k in ("median", "q05", "q95")},
+        "link_beta": None if beta is None else {k: float(beta[k]) for k in ("median", "q05", "q95")},
+        "ppc_outside_90": [float(d) for d in result.ppc.index[result.ppc["outside_90"]]],
+        "diagnostics_ok": result.diagnostics_ok}
+    if plateau is not None and t_half is not None:
+        line = (f"C-peptide: the model extrapolates the median participant's stimulated C-peptide to level off at "
                 f"{plateau['median']:.0f} pmol/L (90% credible interval {plateau['q05']:.0f} to "
                 f"{plateau['q95']:.0f}), reaching half of that by day {t_half['median']:.0f} "
                 f"({t_half['q05']:.0f} to {t_half['q95']:.0f}).")
@@ -648,78 +643,71 @@ def cpeptide_section(ctx: ReportContext, result) -> Section:
                      "from the prior, not the data.")
         ctx.summary.append(line)
     if beta is not None and "beta" in verdict:
-        ctx.summary.append(
-            f"Graft function and insulin independence: the link's slope is {beta['median']:.2f} "
-            f"(90% credible interval {beta['q05']:.2f} to {beta['q95']:.2f}) log-odds per e-fold of C-peptide; "
-            f"judged against its prior it is '{verdict['beta']}', so conclusions that depend on it rest largely on "
-            "the prior." if verdict["beta"] != "informed by the data" else
-            f"Graft function and insulin independence: the link's slope is {beta['median']:.2f} "
-            f"(90% credible interval {beta['q05']:.2f} to {beta['q95']:.2f}) log-odds per e-fold of C-peptide.")
-    cp = ctx.config.get("cpeptide", {})
-    pri, lp = cp.get("priors", {}), cp.get("link_priors", {})
-    if pri:
-        ctx.assumptions.append(("C-peptide trajectory priors",
-                                f"plateau ~ LogNormal(log {pri['plateau_median_pmol_l']:g}, "
-                                f"{pri['plateau_log_sd']:g}); "
-                                f"time to half plateau ~ LogNormal(log {pri['t_half_median_days']:g}, "
-                                f"{pri['t_half_log_sd']:g}); spreads ~ HalfNormal({pri['spread_plateau_scale']:g}, "
-                                f"{pri['spread_rate_scale']:g})", "configuration (cpeptide.priors)"))
-    if lp and cp.get("link", True):
+        base = (f"Graft function and insulin independence: the link's slope is {beta['median']:.2f} "
+                f"(90% credible interval {beta['q05']:.2f} to {beta['q95']:.2f}) log-odds per e-fold of C-peptide")
+        ctx.summary.append(base + (f"; judged against its prior it is '{verdict['beta']}', so conclusions that "
+                                   "depend on it rest largely on the prior."
+                                   if verdict["beta"] != "informed by the data" else "."))
+    cp = ctx.config.cpeptide
+    pri, lp = cp.priors, cp.link_priors
+    ctx.assumptions.append(("C-peptide trajectory priors",
+                            f"plateau ~ LogNormal(log {pri.plateau_median_pmol_l:g}, {pri.plateau_log_sd:g}); "
+                            f"time to half plateau ~ LogNormal(log {pri.t_half_median_days:g}, "
+                            f"{pri.t_half_log_sd:g}); spreads ~ HalfNormal({pri.spread_plateau_scale:g}, "
+                            f"{pri.spread_rate_scale:g})", "configuration (cpeptide.priors)"))
+    if cp.link:
         ctx.assumptions.append(("graft-function link priors",
-                                f"alpha ~ Normal({lp['alpha_mean']:g}, {lp['alpha_sd']:g}), "
-                                f"beta ~ Normal({lp['beta_mean']:g}, {lp['beta_sd']:g})",
+                                f"alpha ~ Normal({lp.alpha_mean:g}, {lp.alpha_sd:g}), "
+                                f"beta ~ Normal({lp.beta_mean:g}, {lp.beta_sd:g})",
                                 "configuration (cpeptide.link_priors)"))
-    if not cp.get("late_decline", False):
+    if not cp.late_decline:
         ctx.assumptions.append(("no loss of graft function after the last visit", "flat beyond day 365",
                                 "configuration (cpeptide.late_decline: false)"))
     return sec
 
 
+#: name -> (result type, section builders): the report's own map of what each section of results.json holds.
 SECTION_BUILDERS = {
-    "binary": ("isletbayes.analyses.binary", "BinaryResult", (binary_section, safety_section)),
-    "cpeptide": ("isletbayes.analyses.cpeptide", "CpeptideResult", (cpeptide_section,)),
-    "design": ("isletbayes.analyses.design", "DesignResult", (design_section,)),
-    "durability": ("isletbayes.analyses.durability", "DurabilityResult", (durability_section,)),
+    "binary": (BinaryResult, (binary_section, safety_section)),
+    "cpeptide": (CpeptideResult, (cpeptide_section,)),
+    "design": (DesignResult, (design_section,)),
+    "durability": (DurabilityResult, (durability_section,)),
 }
 
 
-def diagnostics_table(index: dict[str, Any]) -> dict:
+def diagnostics_table(checks: list[FitCheck]) -> dict:
     rows = []
-    for d in index.get("diagnostics", []):
-        ok = bool(d.get("ok", False))
-        name = d["fit"] + (f" (also used as: {', '.join(d['also'])})" if d.get("also") else "")
-        rows.append({"fail": not ok, "cells": [
-            cell(name), num(d.get("max_rhat"), ".3f"), num(d.get("min_ess_bulk"), ".0f"),
-            num(d.get("min_ess_tail"), ".0f"), cell(d.get("divergences", ""), "num"),
-            num(d.get("min_ebfmi"), ".2f"), cell(f"{d.get('n_chains')} x {d.get('n_draws')}", "num"),
-            cell("ok" if ok else "FAILED: " + "; ".join(d.get("failures", [])), "ok" if ok else "fail")]})
+    for d in checks:
+        name = d.fit + (f" (also used as: {', '.join(d.also)})" if d.also else "")
+        rows.append({"fail": not d.ok, "cells": [
+            cell(name), num(d.max_rhat, ".3f"), num(d.min_ess_bulk, ".0f"), num(d.min_ess_tail, ".0f"),
+            cell(d.divergences, "num"), num(d.min_ebfmi, ".2f"), cell(f"{d.n_chains} x {d.n_draws}", "num"),
+            cell("ok" if d.ok else "FAILED: " + "; ".join(d.failures), "ok" if d.ok else "fail")]})
     return table(["fit", "max R-hat", "min bulk ESS", "min tail ESS", "divergences", "min E-BFMI",
                   "chains x draws", "result"], rows)
 
 
-def _provenance_rows(index: dict[str, Any], engine: str | None) -> list[tuple[str, str]]:
-    prov = index.get("provenance", {})
-    cfg = index["config"]
+def _provenance_rows(index: ResultsIndex, engine: str | None) -> list[tuple[str, str]]:
+    prov = index.provenance
     rows = [
-        ("created (UTC)", prov.get("created_utc", "")),
-        ("git commit", prov.get("git_commit", "")),
-        ("configuration", index.get("config_file", "")),
-        ("configuration SHA-256", index.get("config_sha256", "")),
+        ("created (UTC)", prov.created_utc),
+        ("git commit", prov.git_commit),
+        ("configuration", index.config_file),
+        ("configuration SHA-256", index.config_sha256),
     ]
-    for name, meta in index.get("data", {}).items():
-        rows.append((f"data: {name}", f"{meta['path']}  sha256 {meta['sha256']}"))
-    rows.append(("seed", str(cfg.get("seed"))))
-    rows.append(("sampler", ", ".join(f"{k}={v}" for k, v in cfg.get("sampler", {}).items())))
-    for name, sec in index.get("sections", {}).items():
-        cache = sec.get("cache") or {}
-        what = sec["status"] if sec["status"] != "ok" else (
-            f"{cache.get('status', '')} ({sec.get('seconds', 0):.1f} s), cache key {cache.get('key', '')[:16]}")
+    for name, meta in index.data.items():
+        rows.append((f"data: {name}", f"{meta.path}  sha256 {meta.sha256}"))
+    rows.append(("seed", str(index.config.seed)))
+    rows.append(("sampler", ", ".join(f"{k}={v}" for k, v in index.config.sampler.model_dump().items())))
+    for name, sec in index.sections.items():
+        cache = sec.cache or {}
+        what = sec.status if sec.status != "ok" else (
+            f"{cache.get('status', '')} ({sec.seconds:.1f} s), cache key {cache.get('key', '')[:16]}")
         rows.append((f"section: {name}", what))
-    rows.append(("analyses run time", f"{index.get('timings_s', {}).get('analyses', float('nan')):.1f} s"))
-    rows.append(("fit cache", f"{index.get('cache', {}).get('dir', '')} "
-                              f"({'on' if index.get('cache', {}).get('enabled') else 'off'})"))
+    rows.append(("analyses run time", f"{index.timings_s.get('analyses', float('nan')):.1f} s"))
+    rows.append(("fit cache", f"{index.cache.dir} ({'on' if index.cache.enabled else 'off'})"))
     rows.append(("PDF rendered by", engine or "no PDF requested"))
-    rows.append(("platform", prov.get("platform", "")))
+    rows.append(("platform", prov.platform))
     return rows
 
 
@@ -736,20 +724,8 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def read_index(out: Path) -> dict[str, Any]:
-    path = Path(out) / "results.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no results.json here; run `isletbayes run --out DIR` first", file=path) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err.msg}", file=path, line=err.lineno) from None
-
-
-def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dict[str, Any]]:
-    """The report's HTML text and the numbers its summary quotes."""
-    import importlib
-
+def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dict[str, Any], list[str]]:
+    """The report's HTML text, the numbers its summary quotes, and the problems found while building it."""
     from isletbayes.analyses.provenance import package_versions
     from isletbayes.models.sampling import EBFMI_MIN, ESS_MIN_PER_CHAIN, RHAT_MAX
 
@@ -758,50 +734,49 @@ def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dic
     inputs = _load_inputs(ctx)
     ctx.data = inputs
     sections = [data_section(ctx, inputs)]
-    for name, entry in index["sections"].items():
+    checks: list[FitCheck] = []
+    for name, entry in index.sections.items():
         builder = SECTION_BUILDERS.get(name)
-        if entry["status"] != "ok" or builder is None:
-            title = entry.get("title", name)
-            reason = entry.get("reason") or "no report section for it in this version"
-            sections.append(Section(name, title, unavailable=f"Not in this report: {reason}."))
-            if entry["status"] == "unavailable" or builder is None:
+        if entry.status != "ok" or builder is None:
+            reason = entry.reason or "no report section for it in this version"
+            sections.append(Section(name, entry.title, unavailable=f"Not in this report: {reason}."))
+            if builder is None:
                 ctx.alerts.append(f"The {name} section is missing from this report: {reason}.")
             continue
-        module_name, class_name, builds = builder
-        cls = getattr(importlib.import_module(module_name), class_name)
-        result = cls.load(Path(out) / entry["dir"])
+        result_type, builds = builder
+        result = result_type.load(Path(out) / entry.dir)
         built = []
         for build in builds:
             try:
                 sec = build(ctx, result)
             except Exception as err:  # noqa: BLE001 - one section that cannot be drawn must not sink the report
-                title = entry.get("title", name)
                 message = (f"The {name} section could not be drawn ({type(err).__name__}: {err}); its results are "
-                           f"in {entry['dir']}/ and results.json.")
+                           f"in {entry.dir}/ and results.json.")
                 ctx.alerts.append(message)
                 ctx.problems.append(message)
-                sec = Section(name, title, unavailable=message)
+                sec = Section(name, entry.title, unavailable=message)
             if sec is not None:
                 built.append(sec)
-        for d in entry.get("diagnostics", []):
-            if not d.get("ok", False):
-                also = f" (also used as {', '.join(d['also'])})" if d.get("also") else ""
-                msg = f"Fit '{d['fit']}'{also} FAILED its convergence checks: {'; '.join(d.get('failures', []))}."
+        for d in result.fit_checks():
+            checks.append(d)
+            if not d.ok:
+                also = f" (also used as {', '.join(d.also)})" if d.also else ""
+                msg = f"Fit '{d.fit}'{also} FAILED its convergence checks: {'; '.join(d.failures)}."
                 if built:
                     built[0].alerts.append(msg + " Numbers that depend on it are not trustworthy.")
                 ctx.alerts.append(msg)
         sections.extend(built)
     ctx.assumptions.extend(_data_assumptions(inputs))
-    versions = index.get("provenance", {}).get("package_versions", package_versions())
+    versions = index.provenance.package_versions or package_versions()
     context = {
         "title": TITLE,
         "subtitle": ("Reichman et al., N Engl J Med 2025;393:858-868 (NCT04786262): 12 full-dose participants, "
                      "aggregate results only, no control arm. Report generated "
-                     f"{index.get('provenance', {}).get('created_utc', '')}."),
+                     f"{index.provenance.created_utc}."),
         "alerts": ctx.alerts,
         "summary": ctx.summary or ["No analysis section ran; see below."],
         "sections": sections,
-        "diagnostics": diagnostics_table(index),
+        "diagnostics": diagnostics_table(checks),
         "thresholds": {"rhat": RHAT_MAX, "ess_per_chain": ESS_MIN_PER_CHAIN, "ebfmi": EBFMI_MIN},
         "assumptions": table(["what", "value", "where it comes from"],
                              [[cell(a), cell(b), cell(c)] for a, b, c in ctx.assumptions]),
@@ -809,9 +784,30 @@ def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dic
         "packages": table(["package", "version"], [[cell(k), cell(v)] for k, v in versions.items()]),
         "provenance_version": versions.get("isletbayes", ""),
     }
-    if ctx.problems:
-        ctx.numbers["report_problems"] = ctx.problems
-    return _environment().get_template(TEMPLATE).render(**context), ctx.numbers
+    html = _environment().get_template(TEMPLATE).render(**context)
+    ctx.problems.extend(unresolved_references(html, sections))
+    return html, ctx.numbers, ctx.problems
+
+
+_SEE = re.compile(r"\bsee the ([a-z][a-z -]*?)(?= table| figure|[).,;:]|$)", re.IGNORECASE)
+
+
+def unresolved_references(html: str, sections: list[Section]) -> list[str]:
+    """Problems of a rendered report: internal links whose target is missing, and text that sends the reader to
+    "the X" (a table or figure) that the report does not hold."""
+    problems = []
+    ids = set(re.findall(r'\bid="([^"]+)"', html))
+    for target in sorted(set(re.findall(r'href="#([^"]+)"', html)) - ids):
+        problems.append(f"the report links to #{target}, which it does not hold")
+    titles = " | ".join([s.title for s in sections]
+                        + [b.get("caption", "") + " " + b.get("text", "") for s in sections for b in s.blocks
+                           if b["kind"] in ("table", "heading", "figure")]).lower()
+    prose = [b["text"] for s in sections for b in s.blocks if b["kind"] in ("text", "note")]
+    prose += [a for s in sections for a in s.alerts]
+    for phrase in sorted({m.group(1).strip().lower() for t in prose for m in _SEE.finditer(t)}):
+        if phrase not in titles:
+            problems.append(f"the report refers to 'the {phrase}', which it does not hold")
+    return problems
 
 
 def _data_assumptions(inputs: dict) -> list[tuple[str, str, str]]:
@@ -840,15 +836,15 @@ def build_report(out: str | Path, pdf: bool = True) -> ReportFiles:
     if pdf and not engines:
         errors.append("no PDF engine here (install chromium, or WeasyPrint with its Pango library)")
     for engine in engines:
-        html, numbers = render_html(out, engine.description)
+        html, numbers, problems = render_html(out, engine.description)
         write_text_atomic(html_path, html)
         try:
             pdfmod.render_pdf(html_path, out / PDF_NAME, engine)
         except (pdfmod.PdfError, OSError) as err:
             errors.append(f"{engine.name}: {err}")
             continue
-        return ReportFiles(html_path, out / PDF_NAME, engine.description, None, numbers)
-    html, numbers = render_html(out, None if not pdf else "none (" + "; ".join(errors) + ")")
+        return ReportFiles(html_path, out / PDF_NAME, engine.description, None, numbers, problems)
+    html, numbers, problems = render_html(out, None if not pdf else "none (" + "; ".join(errors) + ")")
     write_text_atomic(html_path, html)
     (out / PDF_NAME).unlink(missing_ok=True)  # an older PDF would no longer match this HTML
-    return ReportFiles(html_path, None, None, "; ".join(errors) or None, numbers)
+    return ReportFiles(html_path, None, None, "; ".join(errors) or None, numbers, problems)

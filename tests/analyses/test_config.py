@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from isletbayes.analyses.cli import main
-from isletbayes.analyses.config import MainJobConfig, config_from_dict, default_config_path, load_config
+from isletbayes.analyses.config import (MainJobConfig, config_from_dict, default_config_path, load_config,
+                                        render_default_config)
 from isletbayes.data.errors import InputError
 
 
@@ -19,9 +20,12 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_bundled_file_states_exactly_the_models_defaults():
-    # the YAML documents the defaults; if the two drift apart one of them is wrong
-    assert load_config() == MainJobConfig()
+def test_the_shipped_default_file_is_the_rendering_of_the_models():
+    # defaults are written once, in the models; the YAML is rendered from them and must not drift
+    assert default_config_path().read_text(encoding="utf-8") == render_default_config()
+    assert load_config(default_config_path()) == MainJobConfig().model_copy(
+        update={"data": load_config(default_config_path()).data})
+    assert config_from_dict(yaml.safe_load(render_default_config())) == MainJobConfig()
 
 
 def test_every_key_of_the_bundled_file_is_documented():
@@ -70,6 +74,10 @@ def test_empty_file_means_the_defaults(tmp_path):
         ({"design": {"interim": [0.5, 1.2]}}, "design.interim", "strictly between 0 and 1"),
         ({"sections": {"binary": "maybe"}}, "sections.binary", "boolean"),
         ({"seed": -3}, "seed", "greater than or equal to 0"),
+        ({"seed": 2**32}, "seed", "less than 4294967296"),
+        ({"priors": {"map": {"tau_prior": "gamma"}}}, "priors.map.tau_prior", "must be one of"),
+        ({"design": {"endpoint": "cpeptide"}}, "design", "no exact answer"),
+        ({"binary": {"thresholds": [0.5, "median"]}}, "binary.thresholds", "or 'comparator'"),
     ],
 )
 def test_mistakes_name_the_key(doc, key, message):

@@ -1,5 +1,5 @@
-"""``isletbayes cpeptide`` and ``run_cpeptide``: one small real fit to the published means shared by the tests,
-its summary, save/load round trip, CLI behaviour on good and bad input."""
+"""The C-peptide analysis (``run_cpeptide``, ``isletbayes cpeptide``): one small real fit to the published means
+shared by the tests, its summary, save/load round trip, CLI behaviour on good and bad input."""
 
 from __future__ import annotations
 
@@ -12,95 +12,113 @@ import pytest
 
 from isletbayes.analyses import cpeptide as ca
 from isletbayes.analyses.cli import main
+from isletbayes.analyses.config import CpeptideConfig, DataConfig, SamplerConfig
+from isletbayes.analyses.inputs import load_inputs
 from isletbayes.data import InputError
 from isletbayes.models import cpeptide_trajectory as cpm
-from isletbayes.models.sampling import SamplerSettings
 
 # two chains instead of four (the slow test fits at the analysis defaults); enough draws for the diagnostics to
 # pass and for the log-scale posterior sds of the contraction table to be estimated
-SMALL = SamplerSettings(draws=1000, tune=400, chains=2, cores=2, target_accept=0.99, nuts_sampler="nutpie", seed=4)
+SMALL = SamplerConfig(draws=1000, tune=400, chains=2, cores=2)
 
 
 @pytest.fixture(scope="session")
-def published_result():
-    return ca.run_cpeptide(settings=SMALL, sensitivity=False, psense=True)
+def published_result(seed):
+    return ca.run_cpeptide(CpeptideConfig(sensitivity=False), sampler=SMALL, seed=seed(4),
+                           inputs=load_inputs(DataConfig()))
 
 
 def test_published_means_are_read_from_the_data_layer():
-    means, inputs = ca.published_cohort_means()
+    inputs = load_inputs(DataConfig())
+    means = inputs.cohort_means()
     np.testing.assert_array_equal(means.days, [90, 180, 270, 365])
     np.testing.assert_array_equal(means.means, [424, 1036, 1104, 1274])
     assert means.n_participants == 12 and means.ii_count == 10 and means.lod == 13.0 and not means.has_spread
-    assert inputs["source_ids"]
+    assert inputs.describe_means()["source_ids"]
 
 
-def test_fit_to_published_means_reports_everything(published_result):
+def test_fit_to_published_means_reports_everything(published_result, seed):
     r = published_result
-    assert r.ok, r.diagnostics["failures"]
     assert r.mode == "cohort_means"
-    names = [p["name"] for p in r.parameters]
+    names = list(r.parameters.index)
     assert names == list(cpm.POPULATION_PARAMETERS) + ["rise_shape", "alpha", "beta"]  # the free shape by default
-    assert [row["observed"] for row in r.ppc] == [424.0, 1036.0, 1104.0, 1274.0]
-    assert all(row["predicted_q05"] < row["predicted_median"] < row["predicted_q95"] for row in r.ppc)
+    assert "free rise shape" in r.model_description and "published cohort means" in r.model_description
+    assert list(r.ppc["observed"]) == [424.0, 1036.0, 1104.0, 1274.0]
+    assert (r.ppc["predicted_q05"] < r.ppc["predicted_median"]).all()
+    assert (r.ppc["predicted_median"] < r.ppc["predicted_q95"]).all()
     # no published spread: the between-participant spread is carried by its prior, and the output says so
     assert any("carried by its prior" in n for n in r.notes)
-    verdicts = {row["name"]: row["verdict"] for row in r.contraction}
-    assert verdicts["sd_log_plateau"] == "prior only" and verdicts["beta"] == "prior only"
-    assert verdicts["plateau_pmol_l"] != "prior only"
-    assert {row["name"] for row in r.psense} == set(names)
+    # notes refer to sensitivity tables only when they were run
+    assert not any("sensitivity" in n for n in r.notes)
+    ratio = r.contraction["ratio"]
+    # the means inform the plateau; they cannot inform the spread or the link's slope much
+    assert ratio["plateau_pmol_l"] < 0.9 and ratio["sd_log_plateau"] > 0.5 and ratio["beta"] > 0.5
+    assert set(r.psense.index) == set(names)
     traj = r.trajectory
-    assert traj["days"][0] == 0.0 and traj["population_mean"]["median"][0] == 0.0
-    assert traj["population_mean"]["median"][-1] == pytest.approx(r.ppc[-1]["predicted_median"], rel=0.25)
-    assert "diagnostics" in r.to_dict() and r.provenance["settings"]["seed"] == SMALL.seed
-    check = r.to_dict()["model_check"]
-    assert check["fit"].startswith("free rise shape") and check["statement"]
-    assert check["early_rise"]["observed"] == pytest.approx(424 / 1036)
-    assert check["early_rise"]["exponential_bound"] == pytest.approx(0.5)
-    assert 0 <= check["rise_shape"]["p_above_1"] <= 1
-    assert check["measurement_sd"]["q05"] < check["measurement_sd"]["q95"]
-    assert check["shape_comparison"] == []  # no sensitivity fits here
+    assert traj.index[0] == 0.0 and traj["population_mean_median"].iloc[0] == 0.0
+    assert traj["population_mean_median"].iloc[-1] == pytest.approx(r.ppc["predicted_median"].iloc[-1], rel=0.25)
+    assert r.provenance.settings["seed"] == seed(4)
+    check = r.model_check
+    assert check.fit.startswith("free rise shape") and check.statement
+    assert check.early_rise["observed"] == pytest.approx(424 / 1036)
+    assert check.early_rise["exponential_bound"] == pytest.approx(0.5)
+    assert 0 <= check.rise_shape["p_above_1"] <= 1
+    assert check.measurement_sd["q05"] < check.measurement_sd["q95"]
+    assert check.shape_comparison == []  # no sensitivity fits here
+    # the link curve comes with the result, increasing in C-peptide when the slope is positive
+    curve = r.link_curve
+    assert list(curve.columns) == ["q025", "median", "q975"]
+    assert (curve["q025"] <= curve["median"]).all() and (curve["median"] <= curve["q975"]).all()
 
 
 def test_result_round_trips_through_its_folder(published_result, tmp_path):
-    published_result.save(tmp_path)
+    files = published_result.save(tmp_path)
+    assert files == ["cpeptide_posterior.nc", "cpeptide_summary.json"]
     back = ca.CpeptideResult.load(tmp_path)
-    assert back.to_dict()["parameters"] == json.loads(json.dumps(published_result.to_dict()["parameters"]))
+    assert back.summary() == published_result.summary()
     shape = published_result.idata["posterior"]["plateau_pmol_l"].shape
     assert back.idata["posterior"]["plateau_pmol_l"].shape == shape
     with pytest.raises(InputError):
         ca.CpeptideResult.load(tmp_path / "nothing-here")
 
 
-def test_cohort_means_from_tables_uses_a_published_spread():
-    means = pd.DataFrame({"day": [90, 180], "mean_pmol_l": [424.0, 1036.0], "n": [12, 12], "lod_pmol_l": [13.0, 13.0],
-                          "spread_kind": ["sd", "se"], "spread_value": [200.0, 100.0]})
-    counts = pd.DataFrame({"timepoint_day": [365], "r": [10], "n": [12]})
-    cm = ca.cohort_means_from_tables(means, counts)
-    np.testing.assert_allclose(cm.spread_sd, [200.0, 100.0 * math.sqrt(12)])
+def test_cohort_means_use_a_published_spread(tmp_path):
+    from isletbayes.data import load_cpeptide_means
+
+    means = load_cpeptide_means()
+    means = means[means["used_by_default"]].copy()
+    means["spread_kind"] = ["sd", "se", "", ""]
+    means["spread_value"] = [200.0, 100.0, float("nan"), float("nan")]
+    inputs = load_inputs(DataConfig())
+    inputs.cpeptide_means = means
+    cm = inputs.cohort_means()
+    np.testing.assert_allclose(cm.spread_sd[:2], [200.0, 100.0 * math.sqrt(12)])
+    inputs.counts = inputs.counts.assign(n=inputs.counts["n"].where(inputs.counts["endpoint"] != "insulin_independence",
+                                                                     14))
     with pytest.raises(InputError, match="insulin-independence count is of 14"):
-        ca.cohort_means_from_tables(means, counts.assign(n=14))
+        inputs.cohort_means()
 
 
-def test_cli_json_on_participant_data(tmp_path, capsys):
+def test_cli_json_on_participant_data(tmp_path, capsys, seed):
     df = cpm.simulate_participants(cpm.PopulationParameters(1200.0, 90.0, 0.3, 0.3, 0.2, alpha=1.5, beta=1.0), 8,
-                                   [90.0, 180.0, 365.0], rng=np.random.default_rng(1))
+                                   [90.0, 180.0, 365.0], rng=np.random.default_rng(seed(1)))
     path = tmp_path / "participants.csv"
     df.assign(value=df["value"].where(~df["below_lod"]), unit=df["unit"].where(df["measure"] == "cpeptide", "")
               ).to_csv(path, index=False)
     code = main(["cpeptide", "--data", str(path), "--draws", "200", "--tune", "300", "--chains", "2",
-                 "--no-sensitivity", "--json", "--out", str(tmp_path / "out"), "--seed", "3"])
+                 "--no-sensitivity", "--json", "--out", str(tmp_path / "out"), "--seed", str(seed(3))])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mode"] == "participant" and out["inputs"]["n_participants"] == 8
-    assert out["provenance"]["settings"]["seed"] == 3 and "failures" in out["diagnostics"]
+    assert out["settings"]["sampler"]["seed"] == seed(3) and "failures" in out["diagnostics"]
     assert out["model_check"]["early_rise"]["statistic"] == "mean at day 90 / mean at day 180"
     assert (tmp_path / "out" / "cpeptide_posterior.nc").exists()
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--spread-sd", "0"], "--spread-sd"),
+    (["--spread-plateau-scale", "0"], "--spread-plateau-scale"),
     (["--sampler", "stan"], "--sampler"),
-    (["--data", "/no/such/file.csv"], "no such file"),
+    (["--data", "/no/such/file.csv"], "not found"),
     (["--chains", "0"], "--chains"),
 ])
 def test_cli_bad_options_exit_2(args, message, capsys):
@@ -108,7 +126,7 @@ def test_cli_bad_options_exit_2(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_cli_unknown_cohort_exits_2(tmp_path, capsys):
+def test_cli_unknown_cohort_exits_2(capsys):
     from isletbayes.data import PARTICIPANT_EXAMPLE
 
     assert main(["cpeptide", "--data", str(PARTICIPANT_EXAMPLE), "--cohort", "nope"]) == 2
@@ -141,28 +159,29 @@ def test_model_check_flags_an_exponential_rise_that_cannot_produce_the_lag():
 
 
 @pytest.mark.slow
-def test_full_analysis_with_sensitivity_fits():
+def test_full_analysis_with_sensitivity_fits(seed):
     """Every fit of the default analysis (main, link and spread sensitivity, both rise shapes) passes its
     diagnostics at the analysis defaults."""
-    r = ca.run_cpeptide(settings=ca.DEFAULT_SETTINGS)
-    assert r.failures() == [], r.failures()
-    assert len(r.link_sensitivity) == 3 and len(r.spread_sensitivity) == 3 and len(r.shape_check) == 2
-    slopes = {row["label"]: next(p for p in row["parameters"] if p["name"] == "beta")["median"]
-              for row in r.link_sensitivity}
+    r = ca.run_cpeptide(CpeptideConfig(), sampler=SamplerConfig(), seed=seed(20250620),
+                        inputs=load_inputs(DataConfig()))
+    assert r.diagnostics_ok, [c.failures for c in r.fit_checks()]
+    groups = [row.group for row in r.sensitivity]
+    assert groups.count("link") == 3 and groups.count("spread") == 3 and groups.count("shape") == 2
+    slopes = {row.label: row.parameters.loc["beta", "median"] for row in r.sensitivity_group("link")}
     # the slope follows its prior (aggregates barely inform it)
     assert slopes["strong link: beta ~ N(2, 0.5)"] > slopes["default: beta ~ N(1, 1)"] > slopes[
         "agnostic: beta ~ N(0, 1)"]
-    comparison = r.model_check["shape_comparison"]
+    comparison = r.model_check.shape_comparison
     assert [row["rise_shape_free"] for row in comparison] == [False, True]
     # the exponential rise needs a larger measurement sd than the free shape to cover the early lag
     assert comparison[0]["measurement_sd"]["median"] > comparison[1]["measurement_sd"]["median"]
-    assert "Side by side" in r.model_check["statement"]
+    assert "Side by side" in r.model_check.statement
 
 
-def test_posterior_draws_feed_the_simulator(published_result):
-    draws = cpm.posterior_parameter_draws(published_result.idata, 5, np.random.default_rng(0))
+def test_posterior_draws_feed_the_simulator(published_result, seed):
+    draws = published_result.parameter_draws(5, seed(0))
     post = published_result.idata["posterior"]
     assert len(draws) == 5 and all(d.alpha is not None and d.rise_shape in post["rise_shape"].values for d in draws)
     assert all(d.plateau_pmol_l in post["plateau_pmol_l"].values for d in draws)
-    df = cpm.simulate_participants(draws[0], 30, [30.0, 365.0], rng=np.random.default_rng(1))
+    df = cpm.simulate_participants(draws[0], 30, [30.0, 365.0], rng=np.random.default_rng(seed(1)))
     assert df["participant"].nunique() == 30 and set(df["measure"]) == {"cpeptide", "insulin_independent"}

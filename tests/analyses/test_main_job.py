@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
 from isletbayes.analyses.cli import main
 from isletbayes.analyses.config import config_from_dict
-from isletbayes.analyses.main_job import RESULTS_INDEX, find_diagnostics, run_main_job
+from isletbayes.analyses.main_job import RESULTS_INDEX, read_index, run_main_job
 
 FAST_SECTIONS = {"sections": {"binary": False, "safety": False, "cpeptide": False, "design": True,
                               "durability": True},
@@ -27,53 +26,64 @@ def fast_config(**override):
 
 def test_outputs_index_and_a_warm_rerun_from_cache(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    first = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
-    index = json.loads((out / RESULTS_INDEX).read_text())
-    assert index["format"] == "isletbayes-results/1"
-    assert {s: e["status"] for s, e in index["sections"].items()} == {
+    first = run_main_job(fast_config(), out, cache_dir=cache)
+    index = read_index(out)
+    assert index.format == "isletbayes-results/2"
+    assert {s: e.status for s, e in index.sections.items()} == {
         "binary": "skipped", "cpeptide": "skipped", "design": "ok", "durability": "ok"}
-    assert index["sections"]["design"]["cache"]["status"] == "miss"
+    assert index.sections["design"].cache["status"] == "miss"
     assert (out / "design" / "design.json").is_file() and (out / "durability" / "durability.json").is_file()
-    assert index["sections"]["design"]["files"] == ["design.json", "design_table.csv"]
-    assert index["report"]["html"] == "report.html" and (out / "report.html").is_file()
-    assert len(index["config_sha256"]) == 64 and index["data"]["counts"]["sha256"]
-    assert index["provenance"]["settings"]["seed"] == 20250620
-    # every number the summary quotes is in the index
-    assert index["report"]["numbers"]["design"]["first_n"] == first.sections["design"].result.recommendation[
-        "type1_power"]["first"]
+    assert index.sections["design"].files == ["design.json", "design_table.csv"]
+    assert len(index.config_sha256) == 64 and index.data["counts"].sha256
+    assert index.provenance.settings["seed"] == 20250620
+    # the section summary in the index is the result's own summary, number for number
+    assert index.sections["design"].summary == first.result("design").summary()
 
-    second = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    second = run_main_job(fast_config(), out, cache_dir=cache)
     assert {n: s.cache.status for n, s in second.sections.items() if s.cache} == {"design": "hit",
                                                                                    "durability": "hit"}
-    assert second.sections["design"].result.to_dict()["table"] == first.sections["design"].result.to_dict()["table"]
-    assert second.sections["durability"].result.scenarios == first.sections["durability"].result.scenarios
+    assert second.result("design").summary() == first.result("design").summary()
+    assert second.result("durability").summary() == first.result("durability").summary()
 
 
 def test_a_changed_setting_refits_only_its_section(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
-    again = run_main_job(fast_config(design={"p1": 0.75}), out, cache_dir=cache, pdf=False, quiet=True)
+    run_main_job(fast_config(), out, cache_dir=cache)
+    again = run_main_job(fast_config(design={"p1": 0.75}), out, cache_dir=cache)
     assert again.sections["design"].cache.status == "miss"
     assert again.sections["durability"].cache.status == "hit"
-    assert again.sections["design"].result.settings["p1"] == 0.75
+    assert again.result("design").settings["p1"] == 0.75
 
 
 def test_no_cache_recomputes_and_leaves_no_cache(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    run = run_main_job(fast_config(), out, cache_dir=cache, use_cache=False, pdf=False, quiet=True)
+    run = run_main_job(fast_config(), out, cache_dir=cache, use_cache=False)
     assert {s.cache.status for s in run.sections.values() if s.cache} == {"disabled"}
     assert not cache.exists()
 
 
 def test_corrupt_cache_entry_is_refitted(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    first = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    first = run_main_job(fast_config(), out, cache_dir=cache)
     entry = cache / "design" / first.sections["design"].cache.key
     (entry / "design.json").write_text("{}")
-    again = run_main_job(fast_config(), out, cache_dir=cache, pdf=False, quiet=True)
+    again = run_main_job(fast_config(), out, cache_dir=cache)
     assert again.sections["design"].cache.status == "refit"
     assert "checksum mismatch" in again.sections["design"].cache.reason
-    assert again.sections["design"].result.table == first.sections["design"].result.table
+    assert again.result("design").summary() == first.result("design").summary()
+
+
+def test_run_writes_the_report_and_its_numbers(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(FAST_SECTIONS))
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(cfg), "--out", str(out), "--no-pdf", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    index = read_index(out)
+    assert index.report["html"] == "report.html" and (out / "report.html").is_file()
+    assert index.report["problems"] == []
+    design = index.sections["design"].summary
+    assert index.report["numbers"]["design"]["first_n"] == design["recommendation"]["type1_power"]["first"]
 
 
 def test_bad_data_file_exits_2_and_keeps_the_previous_results(tmp_path, capsys):
@@ -114,28 +124,6 @@ def test_missing_participant_data_file_exits_2(tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
 
 
-def test_find_diagnostics_names_each_fit():
-    ok = {"max_rhat": 1.0, "failures": [], "ok": True}
-    bad = {"max_rhat": 1.2, "failures": ["R-hat 1.200 > 1.01"], "ok": False}
-    summary = {"diagnostics": ok, "link_sensitivity": [{"label": "agnostic", "diagnostics": bad}],
-               "provenance": {"diagnostics": ok}}
-    found = find_diagnostics(summary, "cpeptide")
-    assert [(d["fit"], d["ok"]) for d in found] == [("cpeptide", True), ("cpeptide.link_sensitivity[agnostic]",
-                                                                          False)]
-
-
-@pytest.mark.parametrize("section", ["binary", "cpeptide"])
-def test_a_missing_analysis_module_is_reported_not_fatal(tmp_path, monkeypatch, section):
-    import isletbayes.analyses.main_job as mj
-
-    monkeypatch.setitem(mj.SECTIONS, section, ("isletbayes.analyses.no_such_module", "Missing"))
-    cfg = config_from_dict({**FAST_SECTIONS, "sections": {**FAST_SECTIONS["sections"], section: True}})
-    run = run_main_job(cfg, tmp_path / "out", cache_dir=tmp_path / "c", pdf=False, quiet=True)
-    assert run.sections[section].status == "unavailable"
-    html = (tmp_path / "out" / "report.html").read_text()
-    assert f"The {section} section is missing from this report" in html
-
-
 def test_report_with_participant_data_takes_the_count_from_it(tmp_path):
     import pandas as pd
 
@@ -149,8 +137,9 @@ def test_report_with_participant_data_takes_the_count_from_it(tmp_path):
     out = tmp_path / "out"
     assert main(["report", "--config", str(cfg), "--data", str(PARTICIPANT_EXAMPLE), "--out", str(out), "--no-pdf",
                  "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
-    index = json.loads((out / RESULTS_INDEX).read_text())
-    assert index["data"]["participant_data"]["sha256"]
-    design = index["sections"]["design"]["summary"]
-    assert (design["design_prior"]["phase12_r"], design["design_prior"]["phase12_n"]) == expected
+    index = read_index(out)
+    assert index.data["participant_data"].sha256
+    prior = index.sections["design"].summary["design_prior"]["description"]
+    assert (prior["phase12_r"], prior["phase12_n"]) == expected
     assert "Participant-level data were supplied" in (out / "report.html").read_text()
+    assert json.loads((out / RESULTS_INDEX).read_text())["report"]["problems"] == []

@@ -107,7 +107,7 @@ def test_other_settings_in_the_same_folder_are_refused(reference, tmp_path):
     _run(tmp_path, n_sims=2)
     with pytest.raises(InputError, match="--out"):
         sim.run_simulations(SIMULATOR, ANALYSIS, DRAWS, n_sims=2, seed=8, outdir=tmp_path)
-    with pytest.raises(InputError, match="--workers"):
+    with pytest.raises(InputError, match="design.workers"):
         _run(tmp_path, n_sims=2, workers=0)
 
 

@@ -24,13 +24,14 @@ from isletbayes.data import (
     load_cpeptide_means,
     load_durability,
     load_participant_data,
+    load_reference_values,
     load_sources,
     published_count,
 )
 
 BUNDLED = {name: kind.bundled_path for name, kind in KINDS.items() if kind.bundled_path is not None}
 LOADERS = {"counts": load_counts, "cpeptide": load_cpeptide_means, "continuous": load_continuous,
-           "comparators": load_comparators, "durability": load_durability}
+           "comparators": load_comparators, "durability": load_durability, "reference": load_reference_values}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -112,7 +113,8 @@ def test_counts_equal_the_published_figures():
     interim = counts[counts["cohort"] == "full_dose_interim"]
     pairs = {(r.endpoint, int(r.r), int(r.n)) for r in interim.itertuples()}
     assert {("off_insulin", 7, 10), ("off_insulin", 9, 12), ("composite_primary", 4, 4),
-            ("insulin_independence", 4, 4), ("composite_primary", 3, 3)} <= pairs
+            ("insulin_independence", 4, 4), ("composite_primary", 3, 3), ("insulin_independence", 3, 12),
+            ("off_insulin", 10, 12), ("insulin_reduced", 11, 12)} <= pairs
     assert not interim["used_by_default"].any()
 
 
@@ -148,6 +150,52 @@ def test_continuous_default_values():
     assert d[("insulin_dose", "full_dose", 365, "percent_change")] == -92.0
     assert d[("insulin_dose", "full_dose_not_insulin_independent", 365, "percent_change_min")] == -70.0
     assert not d.index.duplicated().any()
+
+
+def test_continuous_ranges_for_the_joint_cpeptide_model():
+    """The published ranges and the two dose cuts, each a default row with source, locator and caveat."""
+    cont = load_continuous()
+    default = cont[cont["used_by_default"]].set_index(["measure", "cohort", "day", "statistic"])
+    expected = {
+        ("hba1c", "full_dose", 0, "mean"): 7.8, ("hba1c", "full_dose", 0, "min"): 7.1,
+        ("hba1c", "full_dose", 0, "max"): 9.9,
+        ("hba1c", "full_dose", 120, "min"): 5.7, ("hba1c", "full_dose", 120, "max"): 6.7,
+        ("tir_70_180", "full_dose", 365, "mean"): 93.3, ("tir_70_180", "full_dose", 365, "min"): 79.5,
+        ("tir_70_180", "full_dose", 365, "max"): 96.9,
+        ("insulin_dose", "full_dose_not_insulin_independent", 365, "percent_change_min"): -70.0,
+        ("insulin_dose", "full_dose_not_insulin_independent", 365, "percent_change_max"): -36.0,
+    }
+    for key, value in expected.items():
+        row = default.loc[key]
+        assert row["value"] == value, key
+        assert row["source_id"] and row["locator"] and row["caveat"], key
+    assert (default.loc[[k for k in expected if k[0] != "insulin_dose"], "n"] == 12).all()
+    cuts = default.loc[[k for k in expected if k[0] == "insulin_dose"]]
+    assert (cuts["n"] == 2).all() and cuts["caveat"].str.contains("glucocorticoid").all()
+    # the two cuts have a second, independent source (provenance only)
+    others = cont[~cont["used_by_default"] & (cont["cohort"] == "full_dose_not_insulin_independent")]
+    assert sorted(others["value"]) == [-70.0, -36.0] and set(others["source_id"]) == {"usnews2025"}
+
+
+def test_reference_values_used_by_the_models_and_the_design():
+    ref = load_reference_values()
+    default = ref[ref["used_by_default"]].set_index("quantity")
+    assert not default.index.duplicated().any()
+    cv = default.loc["mmtt_cpeptide_within_person_cv"]
+    assert (cv["value"], cv["unit"], cv["source_id"]) == (18.2, "%", "mmtt_repeatability2021")
+    assert "type 2 diabetes" in cv["caveat"] and "incremental AUC" in cv["caveat"]
+    cut = default.loc["stimulated_cpeptide_cut_point"]
+    assert (cut["value"], cut["unit"], cut["source_id"]) == (0.97, "nmol/L", "baidal2023")
+    assert "677" in cut["population"]
+    assert default.loc["phase3_planned_size", "value"] == 50
+    assert default.loc["phase3_persistence_days", "evidence_type"] == "secondary"
+    assert "paraphrase" in default.loc["phase3_persistence_days", "caveat"]
+    # p1 = 0.70 of the design is a convention: no row may present it as a published figure
+    assert not ref["quantity"].str.contains("p1|power").any()
+    sources = load_sources().set_index("source_id")
+    assert "10.2337/dc22-1155" in sources.loc["baidal2023", "citation"]
+    assert "10.1186/s12986-021-00556-1" in sources.loc["mmtt_repeatability2021", "citation"]
+    assert sources.loc["mhe_phase3_2025", "url"].startswith("https://www.managedhealthcareexecutive.com/")
 
 
 def test_comparator_default_map_sets():
@@ -213,10 +261,30 @@ def test_every_row_names_an_existing_source_and_a_locator():
         used |= set(frame["source_id"])
     # the paper itself is listed for citation; every other source backs at least one figure
     assert ids - used == {"reichman2025"}
-    assert {"seed000", "seed001", "seed002", "seed004"} <= ids
-    seeds = sources.set_index("source_id")["evidence_type"]
-    assert seeds["seed000"] == "primary" and seeds["seed002"] == "secondary"
-    assert "40544428" in sources.set_index("source_id").loc["reichman2025", "citation"]
+    by_id = sources.set_index("source_id")
+    assert "40544428" in by_id.loc["reichman2025", "citation"]
+    assert by_id.loc["nejm2025_abstract", "evidence_type"] == "primary"
+    assert by_id.loc["nejm2025_abstract", "url"] == "https://pubmed.ncbi.nlm.nih.gov/40544428/"
+    assert by_id.loc["diabeticme2025", "evidence_type"] == "secondary"
+
+
+def test_source_ids_say_what_they_are_and_cite_documents_not_folders():
+    """No source is named after a project seed file or cites a local folder; each citation names the document."""
+    sources = load_sources()
+    assert not sources["source_id"].str.contains(r"^seed\d", regex=True).any()
+    for text in sources["citation"]:
+        assert "seed" not in text.lower() and "shared/" not in text and "evidence file" not in text, text
+    by_id = sources.set_index("source_id")
+    assert "Diabetic Me" in by_id.loc["diabeticme2025", "citation"]
+    assert by_id.loc["diabeticme2025", "url"].startswith("https://diabeticme.org/")
+    assert "Mintdora" in by_id.loc["mintdora2025", "citation"] and "Nihal Thomas" in by_id.loc[
+        "mintdora2025", "citation"]
+    assert "video" in by_id.loc["video_summary2025", "citation"]
+    # no data row points at a seed either, in its id, locator or caveat
+    for kind, loader in LOADERS.items():
+        frame = loader(include_unverified=True)
+        text = " ".join(frame["source_id"]) + " ".join(frame["locator"]) + " ".join(frame["caveat"])
+        assert "seed" not in text.lower() and "evidence file" not in text.lower(), kind
 
 
 # ------------------------------------------------------------------------------------------------ participant data
@@ -237,6 +305,7 @@ def test_participant_example_loads_with_unit_conversion():
     converted = frame.loc[nmol.index, "value"]
     assert converted.tolist() == pytest.approx((nmol["value"] * 1000).tolist())
     assert frame.attrs["original_units"] == {"cpeptide": ["nmol/L"]}
+    assert frame.attrs["outliers"] == []  # every synthetic value lies inside the plausibility bounds
 
 
 def test_cpeptide_and_hba1c_unit_conversions(tmp_path):

@@ -1,5 +1,5 @@
-"""Shared by the report tests: one small, fast main job (few draws) built once per session, and a
-headless-Chromium page checker speaking the DevTools protocol over a websocket."""
+"""Shared by the report tests: a headless-Chromium page checker speaking the DevTools protocol over a websocket
+(the small main-job run they share is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,37 +16,6 @@ from pathlib import Path
 import pytest
 
 from isletbayes.reports.pdf import CHROMIUM_FLAGS, find_chromium
-
-# A configuration small enough for the test suite: few draws, a short design grid. The numbers it produces
-# are real (the same models on the same data), only less precise than the main job's.
-FAST_CONFIG = {
-    "sampler": {"draws": 200, "tune": 300, "chains": 2, "cores": 1},
-    "cpeptide": {"sensitivity": False},
-    "design": {"n_min": 10, "n_max": 40, "n_step": 5},
-    "durability": {"n_draws": 2000},
-}
-
-
-@pytest.fixture(scope="session")
-def fast_config_file(tmp_path_factory) -> Path:
-    import yaml
-
-    path = tmp_path_factory.mktemp("config") / "fast.yaml"
-    path.write_text(yaml.safe_dump(FAST_CONFIG, sort_keys=False))
-    return path
-
-
-@pytest.fixture(scope="session")
-def small_report(tmp_path_factory, fast_config_file):
-    """The main job run once on the fast configuration; yields its MainJobResult."""
-    from isletbayes.analyses.config import load_config
-    from isletbayes.analyses.main_job import run_main_job
-
-    out = tmp_path_factory.mktemp("report") / "out"
-    cache_dir = out.parent / "cache"
-    return run_main_job(load_config(fast_config_file), out=out, cache_dir=cache_dir, pdf=True,
-                        config_path=fast_config_file, quiet=True)
-
 
 # --- headless Chromium over the DevTools protocol -----------------------------------------------------------
 

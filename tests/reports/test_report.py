@@ -12,14 +12,20 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from isletbayes.analyses.config import config_from_dict
-from isletbayes.analyses.main_job import run_main_job
+from isletbayes.analyses.binary import BinaryResult
+from isletbayes.analyses.cli import main
+from isletbayes.analyses.design import DesignResult
 from isletbayes.data.loaders import PUBLISHED_DIR
 from isletbayes.reports.report import build_report
 
 
 def html_of(run) -> str:
     return Path(run.html).read_text(encoding="utf-8")
+
+
+def test_the_report_lists_no_problems(small_report):
+    # every section drew, every internal link resolves, and every "see the X" names a table or figure it holds
+    assert small_report.index.report["problems"] == []
 
 
 def test_every_part_of_the_report_is_there(small_report):
@@ -49,17 +55,23 @@ def test_report_is_self_contained(small_report):
 
 
 def test_summary_numbers_are_the_results(small_report):
-    index = json.loads(small_report.index_path.read_text())
-    numbers = index["report"]["numbers"]
-    binary = json.loads((small_report.out / "binary" / "binary.json").read_text())
-    ii = binary["endpoints"]["insulin_independence"]["priors"]["uniform"]
-    assert numbers["binary"]["insulin_independence"]["posterior_mean"]["uniform"] == pytest.approx(ii["mean"])
+    numbers = small_report.index.report["numbers"]
+    binary = BinaryResult.load(small_report.out / "binary")
+    mean = binary.endpoints["insulin_independence"].table.loc["uniform", "mean"]
+    assert numbers["binary"]["insulin_independence"]["posterior_mean"]["uniform"] == mean
     html = html_of(small_report)
-    assert f"With a uniform prior the underlying rate is {100 * ii['mean']:.0f}%" in html
-    design = json.loads((small_report.out / "design" / "design.json").read_text())
-    assert numbers["design"]["first_n"] == design["recommendation"]["type1_power"]["first"]
+    assert f"With a uniform prior the underlying rate is {100 * mean:.0f}%" in html
+    design = DesignResult.load(small_report.out / "design")
+    assert numbers["design"]["first_n"] == design.recommendation.type1_power.first
     # the exact uniform posterior of 10/12 is Beta(11, 3)
-    assert ii["mean"] == pytest.approx(11 / 14)
+    assert mean == pytest.approx(11 / 14)
+
+
+def test_the_map_table_shows_its_effective_sample_sizes(small_report):
+    html = html_of(small_report)
+    for method in ("elir", "moment", "morita"):
+        assert f"effective sample size of the MAP prior ({method})" in html
+        assert f"effective sample size of the robust MAP prior ({method})" in html
 
 
 def test_machine_readable_results_beside_the_report(small_report):
@@ -78,6 +90,7 @@ def test_machine_readable_results_beside_the_report(small_report):
     # each section's summary in the index is exactly what its own JSON file holds
     saved = json.loads((small_report.out / "cpeptide" / "cpeptide_summary.json").read_text())
     assert index["sections"]["cpeptide"]["summary"]["parameters"] == saved["parameters"]
+    assert posterior is not None
     assert index["diagnostics"] and all("max_rhat" in d for d in index["diagnostics"])
     assert index["all_diagnostics_ok"] == all(d["ok"] for d in index["diagnostics"])
 
@@ -101,16 +114,17 @@ def test_pdf_is_written_and_not_blank(small_report):
 def test_failed_fit_is_shown_in_red(small_report, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(small_report.out, out)
-    index = json.loads((out / "results.json").read_text())
-    bad = dict(index["diagnostics"][0], ok=False, failures=["R-hat 1.250 > 1.01", "3 divergent transitions"])
-    index["diagnostics"][0] = bad
-    section = bad["fit"].split(".")[0].split("[")[0]
-    index["sections"][section]["diagnostics"][0] = bad
-    (out / "results.json").write_text(json.dumps(index))
+    # a failed fit, as its analysis would have saved it
+    saved = out / "binary" / "binary.json"
+    doc = json.loads(saved.read_text())
+    diag = doc["endpoints"]["insulin_independence"]["map"]["diagnostics"]
+    diag.update(ok=False, failures=["R-hat 1.250 > 1.01", "3 divergent transitions"])
+    saved.write_text(json.dumps(doc))
     files = build_report(out, pdf=False)
     html = files.html.read_text()
-    assert f"Fit &#39;{bad['fit']}&#39;" in html and "FAILED its convergence checks: R-hat 1.250 &gt; 1.01" in html
-    assert re.search(r'<tr class="fail">\s*<td>' + re.escape(bad["fit"]), html)
+    name = diag["fit"]
+    assert f"Fit &#39;{name}&#39;" in html and "FAILED its convergence checks: R-hat 1.250 &gt; 1.01" in html
+    assert re.search(r'<tr class="fail">\s*<td>' + re.escape(name), html)
     assert '<td class="fail">FAILED: R-hat 1.250 &gt; 1.01; 3 divergent transitions</td>' in html
     assert not (out / "report.pdf").exists()  # a PDF that no longer matches the HTML is removed
 
@@ -133,11 +147,16 @@ def test_text_from_data_is_escaped(tmp_path):
     counts.write_text("\n".join([rows[0], buf.getvalue().rstrip("\n"), *rows[2:]]) + "\n")
     sources = tmp_path / "sources.csv"
     shutil.copy(PUBLISHED_DIR / "sources.csv", sources)
-    cfg = config_from_dict({"sections": {"binary": False, "safety": False, "cpeptide": False, "design": True,
-                                         "durability": False},
-                            "design": {"n_min": 10, "n_max": 20}, "data": {"counts": str(counts)}})
-    run = run_main_job(cfg, tmp_path / "out", cache_dir=tmp_path / "cache", pdf=False, quiet=True)
-    html = html_of(run)
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"sections": {"binary": False, "safety": False, "cpeptide": False,
+                                                "design": True, "durability": False},
+                                   "design": {"n_min": 10, "n_max": 20}, "data": {"counts": str(counts)}}))
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(cfg), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--no-pdf", "--quiet"]) == 0
+    html = (out / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
     assert "<script>" not in html and "<b>bold" not in html
 
@@ -161,10 +180,10 @@ def test_a_section_that_cannot_be_drawn_is_flagged_not_fatal(small_report, tmp_p
     def broken(ctx, result):
         raise RuntimeError("boom")
 
-    module, cls, _ = report.SECTION_BUILDERS["durability"]
-    monkeypatch.setitem(report.SECTION_BUILDERS, "durability", (module, cls, (broken,)))
+    result_type, _ = report.SECTION_BUILDERS["durability"]
+    monkeypatch.setitem(report.SECTION_BUILDERS, "durability", (result_type, (broken,)))
     files = build_report(out, pdf=False)
     html = files.html.read_text()
     assert "The durability section could not be drawn (RuntimeError: boom)" in html
-    assert files.numbers["report_problems"]
+    assert files.problems and "could not be drawn" in files.problems[0]
     assert '<section id="design">' in html  # the others are still there

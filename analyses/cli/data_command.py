@@ -12,22 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
 
-from isletbayes.data import (
-    KINDS,
-    PUBLISHED_DIR,
-    check_file,
-    load_comparators,
-    load_continuous,
-    load_counts,
-    load_cpeptide_means,
-    load_durability,
-    load_sources,
-)
 from isletbayes.data.errors import InputError
-from isletbayes.data.io import to_json
 
 app = typer.Typer(name="data", help="Check data files; summarise the bundled published data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -36,15 +23,27 @@ app = typer.Typer(name="data", help="Check data files; summarise the bundled pub
 def check(
     file: Annotated[Path, typer.Argument(help="CSV file to validate (UTF-8, one header row).")],
     kind: Annotated[str | None, typer.Option(
-        "--kind", help=f"File kind ({', '.join(KINDS)}); told from the header if omitted.")] = None,
+        "--kind", help="File kind (sources, counts, cpeptide, continuous, comparators, durability, reference, "
+                       "participant); told from the header if omitted.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    allow_outliers: Annotated[bool, typer.Option(
+        "--allow-outliers", help="Keep values outside their plausibility bounds (listed, not refused).")] = False,
 ) -> None:
     """Validate FILE (exit 0 with a summary; exit 2 with the first problem, naming line and column)."""
     # --kind is checked here rather than by a typer Choice so that a bad value is an InputError: one line
     # and exit 2 through cli.main, whatever click the installed typer uses internally.
+    from isletbayes.data import KINDS, check_file
+    from isletbayes.data.io import to_json
+
     if kind is not None and kind not in KINDS:
         raise InputError(f"unknown kind '{kind}' (one of: {', '.join(KINDS)})", option="--kind")
-    summary = check_file(file, kind)
+    import warnings
+
+    from isletbayes.data import ImplausibleValueWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImplausibleValueWarning)  # the summary lists every outlier kept
+        summary = check_file(file, kind, allow_outliers=allow_outliers)
     if as_json:
         typer.echo(to_json(summary))
         return
@@ -75,6 +74,9 @@ def _format_check(summary: dict[str, Any]) -> str:
                                                        for d in summary["default_map"]))
     if kind in ("continuous", "durability"):
         lines.append("  measures: " + ", ".join(f"{m} ({n})" for m, n in summary["measures"].items()))
+    for outlier in summary.get("outliers", []):
+        lines.append(f"  kept outside its plausibility bound (--allow-outliers): line {outlier['line']}, "
+                     f"column '{outlier['column']}': {outlier['message']}")
     if "unverified_rows" in summary:
         lines.append(f"  unverified rows (left out by default): {summary['unverified_rows']}")
     return "\n".join(lines)
@@ -82,6 +84,10 @@ def _format_check(summary: dict[str, Any]) -> str:
 
 def published_summary() -> dict[str, Any]:
     """Everything bundled, validated, as plain data (the body of ``data summary --json``)."""
+    import pandas as pd
+
+    from isletbayes.data import (PUBLISHED_DIR, load_comparators, load_continuous, load_counts,
+                                 load_cpeptide_means, load_durability, load_sources)
     sources = load_sources()
     citation = dict(zip(sources["source_id"], sources["citation"]))
     counts = load_counts(include_unverified=True)
@@ -193,5 +199,7 @@ def summary(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load and validate all bundled published data; print what it holds and where each figure comes from."""
+    from isletbayes.data.io import to_json
+
     s = published_summary()
     typer.echo(to_json(s) if as_json else _format_summary(s))

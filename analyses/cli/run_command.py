@@ -1,0 +1,135 @@
+"""``isletbayes run`` and ``isletbayes report``: the main job (every section, through the fit cache), then the
+HTML and PDF report. This is the one place that composes the analyses with :mod:`isletbayes.reports`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DEFAULT_OUT = Path("reports/out")
+CONFIG_HELP = "YAML configuration merged over the defaults (see analyses/default_config.yaml)"
+CACHE_HELP = "fit cache folder (default: $ISLETBAYES_CACHE_DIR, else .isletbayes-cache/ beside --out)"
+JOBS_HELP = "MCMC sections fitted at once in separate processes (default: CPU cores); results do not depend on it"
+
+
+class Progress:
+    """Progress lines on stderr for the main job's events (a spinner while a section computes); failures are
+    printed even when quiet."""
+
+    def __init__(self, quiet: bool):
+        from isletbayes.analyses.cli.console import console_for
+
+        self.quiet = quiet
+        self.console = console_for(stderr=True)
+        self.status = None
+
+    def _stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def _start(self, message: str) -> None:
+        self._stop()
+        if not self.quiet and self.console.is_terminal:
+            self.status = self.console.status(message, spinner="dots")
+            self.status.start()
+
+    def line(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message)
+
+    def failure(self, message: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[bold red]FAILED[/bold red] {escape(message)}")
+
+    def __call__(self, event) -> None:
+        from rich.markup import escape
+
+        kind, name = event.kind, event.section
+        if kind in ("loading", "computing"):
+            self._start(f"{name}: {event.message}" if name else event.message)
+            return
+        self._stop()
+        if kind == "skipped":
+            self.line(f"[dim]- {name}: skipped ({escape(event.message)})[/dim]")
+        elif kind == "computed":
+            self.line(f"[green]\u2713[/green] {name}: computed in {event.seconds:.1f} s")
+        elif kind == "cached":
+            self.line(f"[green]\u2713[/green] {name}: from cache")
+        elif kind == "damaged":
+            self.line(f"[yellow]! {name}: cache entry was damaged ({escape(event.message)}); refitting[/yellow]")
+        elif kind == "failed":
+            self.failure(f"{name}: {event.message}")
+
+    def close(self) -> None:
+        self._stop()
+
+
+def main_job(config_file: Path | None, out: Path, data: Path | None, no_cache: bool, pdf: bool,
+             cache_dir: Path | None, quiet: bool, jobs: int | None) -> Path:
+    """Run the main job and build the report; returns the report's path."""
+    from isletbayes.analyses.config import load_config
+    from isletbayes.analyses.main_job import run_main_job, write_index
+    from isletbayes.data.errors import InputError
+    from isletbayes.reports.report import build_report
+
+    config = load_config(config_file)
+    if data is not None and not data.is_file():
+        raise InputError("no such file", option="--data", file=data)
+    if jobs is not None and jobs < 1:
+        raise InputError(f"must be >= 1, got {jobs}", option="--jobs")
+    started = time.perf_counter()
+    progress = Progress(quiet)
+    try:
+        job = run_main_job(config, out, cache_dir=cache_dir, use_cache=not no_cache, config_path=config_file,
+                           participant_data=data, jobs=jobs, listener=progress)
+        progress._start("building the report (figures, HTML" + (", PDF)" if pdf else ")"))
+        t_report = time.perf_counter()
+        files = build_report(out, pdf=pdf)
+    finally:
+        progress.close()
+    job.timings["report"] = time.perf_counter() - t_report
+    job.timings["total"] = time.perf_counter() - started
+    write_index(job, report=files.as_dict(out))
+    progress.line(f"[green]\u2713[/green] report: {files.html}" + (f" and {files.pdf}" if files.pdf else ""))
+    if pdf and files.pdf is None:
+        progress.failure(f"PDF not written: {files.pdf_error}")
+    for problem in files.problems:
+        progress.failure(problem)
+    if not job.diagnostics_ok:
+        bad = [c.fit for c in job.fit_checks if not c.ok]
+        progress.failure(f"convergence checks in {len(bad)} fit(s): {', '.join(bad)} (see the report)")
+    progress.line(f"done in {job.timings['total']:.1f} s; results index: {job.index_path}")
+    return files.html
+
+
+def run(
+    config_file: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", help="output folder for results and the report"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="refit everything; read and write no cache"),
+    pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="also render report.pdf"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines (failures are still printed)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help=JOBS_HELP),
+) -> None:
+    """Run the whole re-analysis on the bundled published data and write the report."""
+    print(main_job(config_file, out, None, no_cache, pdf, cache_dir, quiet, jobs))
+
+
+def report(
+    config_file: Path = typer.Option(..., "--config", help=CONFIG_HELP),
+    out: Path = typer.Option(..., "--out", help="output folder for results and the report"),
+    data: Optional[Path] = typer.Option(None, "--data", help="participant-level data (long format CSV)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="refit everything; read and write no cache"),
+    pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="also render report.pdf"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines (failures are still printed)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help=JOBS_HELP),
+) -> None:
+    """Run the re-analysis for a chosen configuration (and optionally your participant-level data) and write
+    the report."""
+    print(main_job(config_file, out, data, no_cache, pdf, cache_dir, quiet, jobs))
