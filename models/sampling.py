@@ -1,14 +1,29 @@
 """Pinned NUTS sampling and convergence diagnostics shared by every PyMC model.
 
 A fit is ``fit(model, settings)``: every sampler setting lives in :class:`SamplerSettings`, so a result can
-record exactly how it was produced. :func:`check_diagnostics` applies the thresholds of Vehtari et al. (2021,
-"Rank-normalization, folding, and localization: an improved R-hat", Bayesian Analysis 16:667-718) and of
-Betancourt (2016, E-BFMI, arXiv:1604.00695):
+record exactly how it was produced. ``fit(..., groups=...)`` adds ArviZ's other groups (prior, prior_predictive,
+posterior_predictive, log_likelihood, observed_data) where the model has them, each drawn from its own seed
+derived from ``settings.seed`` (:func:`add_groups`), so that ``az.loo``, ``az.summary`` and arviz-plots' PPC and
+prior-posterior plots run on the result and the same settings give the same draws.
 
-    R-hat (rank-normalised, split)  <= 1.01
-    bulk ESS and tail ESS           >= 100 per chain (400 for the default 4 chains)
-    divergent transitions           == 0
-    E-BFMI (per chain)              >= 0.3
+:func:`check_diagnostics` runs ArviZ's own ``arviz_stats.diagnose`` (the checks of CmdStan's ``diagnose``) and
+applies the thresholds of Vehtari et al. (2021, "Rank-normalization, folding, and localization: an improved
+R-hat", Bayesian Analysis 16:667-718), of Betancourt (2016, E-BFMI, arXiv:1604.00695) and of CmdStan/ArviZ for
+tree depth:
+
+    R-hat (rank-normalised, split, max of bulk and folded)  <= 1.01
+    bulk ESS and tail ESS                                   >= 100 per chain (400 for the default 4 chains)
+    ESS per draw (smaller of bulk and tail)                 >= 0.001 (ArviZ's and CmdStan's ratio check)
+    divergent transitions                                   == 0
+    E-BFMI (per chain)                                      >= 0.3
+    transitions that hit the maximum tree depth             == 0 (ArviZ and CmdStan flag any)
+
+``diagnose`` does the sampler checks (divergences, tree depth, E-BFMI) and flags variables; it reports values
+only for the variables that fail, so the extremes a report shows (largest R-hat, smallest bulk and tail ESS)
+come from the same estimators (``arviz_stats.rhat``, ``arviz_stats.ess``) called directly. Our ESS check is
+stricter than ``diagnose``'s, which compares only the bulk ESS with the threshold: a fit that ``diagnose`` flags
+always fails here. nutpie calls the tree-depth flag ``maxdepth_reached`` where PyMC (and ``diagnose``) say
+``reached_max_treedepth``: it is renamed on the way in, or ``diagnose`` would skip the check.
 
 A failing fit is never hidden: ``Diagnostics.ok`` is False, ``failures`` lists each failed check in words,
 and callers print and report them.
@@ -18,15 +33,25 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
-import arviz as az
+import arviz_stats as azs
 import numpy as np
 import pymc as pm
 import xarray as xr
 
+from isletbayes.models.validation import ModelInputError
+
 RHAT_MAX = 1.01
 ESS_MIN_PER_CHAIN = 100
+ESS_MIN_RATIO = 0.001  # smallest ESS / number of draws (arviz_stats.diagnose's and CmdStan's default)
 EBFMI_MIN = 0.3
+TREEDEPTH_SATURATED_MAX = 0  # transitions allowed to hit the maximum tree depth (as diagnose and CmdStan)
+
+# groups fit() can add, and the key of each one's seed (SeedSequence(settings.seed, spawn_key=(key,)))
+GROUPS = ("prior", "prior_predictive", "posterior_predictive", "log_likelihood", "observed_data")
+_SEED_KEYS = {"prior": 1, "posterior_predictive": 2}
+_TREEDEPTH_NAMES = ("reached_max_treedepth", "maxdepth_reached")  # PyMC's NUTS, nutpie
 
 
 @dataclass(frozen=True)
@@ -47,7 +72,11 @@ class SamplerSettings:
 
 @dataclass
 class Diagnostics:
-    """Convergence summary of one fit against the module's thresholds."""
+    """Convergence summary of one fit against the module's thresholds.
+
+    ``treedepth_saturated``: post-warm-up transitions that hit the sampler's maximum tree depth (None when the
+    sampler did not record it, and then not checked).
+    """
 
     max_rhat: float
     min_ess_bulk: float
@@ -57,6 +86,7 @@ class Diagnostics:
     n_chains: int
     n_draws: int
     failures: list[str] = field(default_factory=list)
+    treedepth_saturated: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,12 +98,67 @@ class Diagnostics:
         return d
 
 
-def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_names=None, progressbar: bool = False):
-    """Sample ``model`` with NUTS under ``settings``; return the ArviZ DataTree (same seed, same draws)."""
+# --------------------------------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------------------------------
+def group_seed(seed: int, group: str) -> int:
+    """The seed of an added group: independent of the NUTS seed and of the other groups, fixed by ``seed``."""
+    return int(np.random.SeedSequence(int(seed), spawn_key=(_SEED_KEYS[group],)).generate_state(1)[0])
+
+
+def _check_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(groups, str):
+        groups = (groups,)
+    groups = tuple(groups)
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        raise ModelInputError(f"unknown group(s) {unknown}; choose from {list(GROUPS)}", parameter="groups")
+    return groups
+
+
+def _check_posterior_kept(model: pm.Model, groups: tuple[str, ...], kept) -> None:
+    """Posterior-predictive draws and the log-likelihood need every free variable's posterior draws."""
+    needs_posterior = sorted({"posterior_predictive", "log_likelihood"} & set(groups))
+    if not needs_posterior or kept is None or not model.observed_RVs:
+        return
+    missing = sorted(rv.name for rv in model.free_RVs if rv.name not in set(kept))
+    if missing:
+        raise ModelInputError(f"{needs_posterior} need every free variable in the posterior; {missing} "
+                              f"are left out by var_names", parameter="var_names")
+
+
+def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_names=None, progressbar: bool = False,
+        groups: Sequence[str] = ()):
+    """Sample ``model`` with NUTS under ``settings``; return the ArviZ DataTree (same seed, same draws).
+
+    Parameters
+    ----------
+    model : pm.Model
+    settings : SamplerSettings
+    var_names : list of str, optional
+        Variables to keep in the posterior (all by default).
+    progressbar : bool
+    groups : sequence of str
+        Groups to add besides posterior, sample_stats, observed_data and constant_data (which PyMC always
+        returns): any of ``GROUPS``; see :func:`add_groups`. Default: none, the fit as before.
+
+    Examples
+    --------
+    >>> import numpy as np, pymc as pm
+    >>> with pm.Model() as model:
+    ...     p = pm.Beta("p", 1, 1)
+    ...     r = pm.Binomial("r", n=12, p=p, observed=10)
+    >>> idata = fit(model, SamplerSettings(draws=200, tune=200, chains=2),
+    ...             groups=("prior", "posterior_predictive", "log_likelihood"))  # doctest: +SKIP
+    >>> sorted(idata.children)  # doctest: +SKIP
+    ['constant_data', 'log_likelihood', 'observed_data', 'posterior', 'posterior_predictive', 'prior', ...]
+    """
+    groups = _check_groups(groups)
+    _check_posterior_kept(model, groups, var_names)
     with warnings.catch_warnings():
         # PyMC's own convergence warnings are replaced by check_diagnostics(), which callers report.
         warnings.filterwarnings("ignore", message=".*(r_hat|R-hat|effective sample size|divergen).*")
-        return pm.sample(
+        idata = pm.sample(
             draws=settings.draws,
             tune=settings.tune,
             chains=settings.chains,
@@ -86,12 +171,55 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
             model=model,
             target_accept=settings.target_accept,  # PyMC routes it to whichever NUTS implementation runs
         )
+    return add_groups(idata, model, groups, settings) if groups else idata
 
 
+def add_groups(idata, model: pm.Model, groups: Sequence[str], settings: SamplerSettings = SamplerSettings()):
+    """Add ArviZ groups to a fit of ``model`` (in place; also returned), where the model has them.
+
+    * ``"prior"`` or ``"prior_predictive"``: ``pm.sample_prior_predictive`` with ``settings.draws`` draws
+      (one chain), which gives both groups (prior_predictive only when the model has observed variables);
+    * ``"posterior_predictive"``: ``pm.sample_posterior_predictive`` on every posterior draw;
+    * ``"log_likelihood"``: ``pm.compute_log_likelihood``, pointwise, for ``az.loo`` / ``az.waic``;
+    * ``"observed_data"``: the observed values (PyMC's samplers already attach it; added when missing).
+
+    Models without observed variables have no predictive or log-likelihood groups: those are skipped. The prior
+    and posterior-predictive draws use seeds derived from ``settings.seed`` (:func:`group_seed`).
+    """
+    groups = _check_groups(groups)
+    observed = list(model.observed_RVs)
+    _check_posterior_kept(model, groups, list(idata["posterior"].data_vars))
+    if {"prior", "prior_predictive"} & set(groups):
+        prior = pm.sample_prior_predictive(draws=settings.draws, model=model,
+                                           random_seed=group_seed(settings.seed, "prior"))
+        idata.update({name: prior[name] for name in ("prior", "prior_predictive")
+                      if name in prior.children and prior[name].data_vars})  # no observed: no prior_predictive
+    if "observed_data" in groups and observed and "observed_data" not in idata.children:
+        from pymc.backends.arviz import coords_and_dims_for_inferencedata, dict_to_dataset, find_observations
+
+        coords, dims = coords_and_dims_for_inferencedata(model)
+        idata["observed_data"] = xr.DataTree(dict_to_dataset(find_observations(model), inference_library=pm,
+                                                             coords=coords, dims=dims, sample_dims=[]))
+    if observed and "posterior_predictive" in groups:
+        pm.sample_posterior_predictive(idata, model=model, extend_inferencedata=True, progressbar=False,
+                                       random_seed=group_seed(settings.seed, "posterior_predictive"))
+    if observed and "log_likelihood" in groups:
+        pm.compute_log_likelihood(idata, model=model, extend_inferencedata=True, progressbar=False)
+    return idata
+
+
+# --------------------------------------------------------------------------------------------------------------
+# diagnostics
+# --------------------------------------------------------------------------------------------------------------
 def judge(max_rhat: float, min_ess_bulk: float, min_ess_tail: float, divergences: int, min_ebfmi: float,
-          n_chains: int, n_draws: int) -> Diagnostics:
-    """Compare a fit's extreme diagnostics with the thresholds; every failed check is named in words."""
+          n_chains: int, n_draws: int, *, treedepth_saturated: int | None = None) -> Diagnostics:
+    """Compare a fit's extreme diagnostics with the thresholds; every failed check is named in words.
+
+    ``treedepth_saturated``: post-warm-up transitions that hit the maximum tree depth, None if not recorded
+    (then not checked).
+    """
     ess_min = ESS_MIN_PER_CHAIN * n_chains
+    total = n_chains * n_draws
     failures = []
     if not max_rhat <= RHAT_MAX:
         failures.append(f"R-hat {max_rhat:.3f} > {RHAT_MAX}")
@@ -99,36 +227,58 @@ def judge(max_rhat: float, min_ess_bulk: float, min_ess_tail: float, divergences
         failures.append(f"bulk ESS {min_ess_bulk:.0f} < {ess_min}")
     if not min_ess_tail >= ess_min:
         failures.append(f"tail ESS {min_ess_tail:.0f} < {ess_min}")
+    min_ess = min(min_ess_bulk, min_ess_tail)
+    if total > 0 and min_ess / total < ESS_MIN_RATIO:  # NaN ESS fails above already
+        failures.append(f"ESS per draw {min_ess / total:.4f} < {ESS_MIN_RATIO}")
     if divergences > 0:
         failures.append(f"{divergences} divergent transitions")
     if not min_ebfmi >= EBFMI_MIN:
         failures.append(f"E-BFMI {min_ebfmi:.2f} < {EBFMI_MIN}")
-    return Diagnostics(max_rhat, min_ess_bulk, min_ess_tail, divergences, min_ebfmi, n_chains, n_draws, failures)
+    if treedepth_saturated is not None and treedepth_saturated > TREEDEPTH_SATURATED_MAX:
+        failures.append(f"{treedepth_saturated} of {total} transitions ({100 * treedepth_saturated / total:.1f}%) "
+                        f"hit the maximum tree depth")
+    return Diagnostics(max_rhat, min_ess_bulk, min_ess_tail, divergences, min_ebfmi, n_chains, n_draws, failures,
+                       treedepth_saturated=None if treedepth_saturated is None else int(treedepth_saturated))
+
+
+def _dataset(node) -> xr.Dataset:
+    return node.to_dataset() if hasattr(node, "to_dataset") else node
+
+
+def _extreme(ds: xr.Dataset, fn) -> float:
+    vals = [np.asarray(v.values, dtype=float).ravel() for v in ds.data_vars.values()]
+    vals = np.concatenate(vals) if vals else np.array([np.nan])
+    return float(fn(vals))
 
 
 def check_diagnostics(idata, var_names=None) -> Diagnostics:
-    """R-hat, bulk/tail ESS, divergences and E-BFMI of a fit, with every failed threshold named."""
-    post = idata["posterior"].to_dataset() if hasattr(idata["posterior"], "to_dataset") else idata["posterior"]
+    """R-hat, bulk/tail ESS, divergences, E-BFMI and tree depth of a fit, with every failed threshold named.
+
+    Runs ``arviz_stats.diagnose`` on the posterior (``var_names`` only, when given) and the sampler statistics
+    (module docstring).
+    """
+    post = _dataset(idata["posterior"])
     if var_names is not None:
         post = post[list(var_names)]
     n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-    rhat = az.rhat(post)
-    ess_bulk = az.ess(post, method="bulk")
-    ess_tail = az.ess(post, method="tail")
+    children = idata.children if hasattr(idata, "children") else {}
+    stats = _dataset(idata["sample_stats"]) if "sample_stats" in children else xr.Dataset()
+    if "reached_max_treedepth" not in stats and "maxdepth_reached" in stats:
+        stats = stats.rename({"maxdepth_reached": "reached_max_treedepth"})
+    tree = xr.DataTree.from_dict({"posterior": post, **({"sample_stats": stats} if stats.data_vars else {})})
+    flagged, found = azs.diagnose(tree, rhat_max=RHAT_MAX, ess_threshold=ESS_MIN_PER_CHAIN * n_chains,
+                                  ess_min_ratio=ESS_MIN_RATIO, bfmi_threshold=EBFMI_MIN,
+                                  show_diagnostics=False, return_diagnostics=True)
 
-    def _extreme(ds: xr.Dataset, fn) -> float:
-        vals = [np.asarray(v.values, dtype=float).ravel() for v in ds.data_vars.values()]
-        vals = np.concatenate(vals) if vals else np.array([np.nan])
-        return float(fn(vals))
-
-    max_rhat = _extreme(rhat, np.nanmax)
-    min_bulk = _extreme(ess_bulk, np.nanmin)
-    min_tail = _extreme(ess_tail, np.nanmin)
-    stats = idata["sample_stats"]
-    divergences = int(np.asarray(stats["diverging"].values).sum()) if "diverging" in stats else 0
-    if "energy" in stats:
-        min_ebfmi = float(np.min(az.bfmi(idata)["energy"].values))
-    else:
-        min_ebfmi = float("nan")
-
-    return judge(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws)
+    max_rhat = _extreme(azs.rhat(post, method="rank"), np.nanmax)
+    min_bulk = _extreme(azs.ess(post, method="bulk"), np.nanmin)
+    min_tail = _extreme(azs.ess(post, method="tail"), np.nanmin)
+    divergences = int(found["divergent"]["n_divergent"]) if "divergent" in found else 0
+    min_ebfmi = float(np.min(found["bfmi"]["bfmi_values"])) if "bfmi" in found else float("nan")
+    saturated = int(found["treedepth"]["n_max"]) if "treedepth" in found else None
+    diagnostics = judge(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws,
+                        treedepth_saturated=saturated)
+    if flagged and diagnostics.ok:  # cannot happen with the thresholds above; never let it pass silently
+        diagnostics.failures.append("arviz_stats.diagnose flagged the fit: "
+                                    + ", ".join(k for k, v in found.items() if v.get("bad_params")))
+    return diagnostics
