@@ -31,13 +31,13 @@ from pydantic import Field
 from scipy import stats
 
 from isletbayes.analyses.config import BinaryConfig, PriorsConfig, SamplerConfig
+from isletbayes.analyses.donor_benchmark import benchmark, comparator_rows, endpoint_map
 from isletbayes.analyses.inputs import AnalysisInputs
 from isletbayes.analyses.provenance import provenance, sha256_of
 from isletbayes.analyses.results import AnalysisResult, BetaMix, DataTreeField, FitCheck, Frame, ResultModel
 from isletbayes.data.endpoints import default_row
-from isletbayes.data.errors import InputError
 from isletbayes.models.mixtures import BetaMixture, prior_data_conflict
-from isletbayes.models.prior_panel import NEEDS_COMPARATOR, PRIOR_LABELS, ROBUST_MEAN, prior_panel
+from isletbayes.models.prior_panel import NEEDS_COMPARATOR, PRIOR_LABELS, prior_panel
 
 SAFETY_ENDPOINTS = ("serious_neutropenia", "death", "acute_kidney_injury")
 SAFETY_THRESHOLDS = (0.05, 0.10, 0.20)
@@ -45,11 +45,14 @@ ESS_METHODS = ("elir", "moment", "morita")
 
 
 class ComparatorSet(ResultModel):
-    """The comparator studies (with counts) used for one end point, and how they were chosen."""
+    """The comparator studies (with counts) used for one end point, how they were chosen, and the end point's
+    donor-islet benchmark (priors.benchmark)."""
 
     basis: str
     studies: Frame  # study, r, n, group, source_id, time_anchor, definition
     pooled_rate: float | None = None
+    benchmark: float | None = None
+    benchmark_rule: str | None = None
 
 
 class MapSummary(ResultModel):
@@ -180,52 +183,6 @@ def safety_event(row: pd.Series) -> SafetyEvent:
                        plain_language=sentence)
 
 
-def comparator_set(comparators: pd.DataFrame, endpoint: str, studies: list[str] | None) -> ComparatorSet:
-    """The comparator rows (with counts) used for an end point, and how they were chosen."""
-    rows = comparators[(comparators["endpoint"] == endpoint) & comparators["r"].notna() & comparators["n"].notna()]
-    if studies is None:
-        rows, basis = rows[rows["in_default_map"]], "default MAP set (in_default_map)"
-    else:
-        rows, basis = rows[rows["study"].isin(studies)], "studies chosen in priors.map.studies"
-    table = rows[["study", "r", "n", "group", "source_id", "time_anchor", "definition"]].reset_index(drop=True)
-    table = table.astype({"r": int, "n": int})
-    pooled = float(table["r"].sum() / table["n"].sum()) if len(table) else None
-    return ComparatorSet(basis=basis, studies=table, pooled_rate=pooled)
-
-
-def check_studies(studies: list[str] | str, known: list[str]) -> list[str] | None:
-    """The chosen comparator studies (None = the default set), each checked against the comparators file.
-
-    An entry may name several studies separated by commas; since study names contain commas themselves
-    ("CITR (Barton 2012), era 1999-2002"), pieces are joined back while their concatenation is a prefix of a
-    known name. Case-insensitive. An unknown name raises InputError naming it."""
-    if studies == "default":
-        return None
-    lookup = {k.strip().lower(): k for k in known}
-    chosen: list[str] = []
-    for value in studies:
-        pieces = [p.strip() for p in str(value).split(",")]
-        i = 0
-        while i < len(pieces):
-            if not pieces[i]:
-                i += 1
-                continue
-            match, end, acc = None, i, ""
-            for j in range(i, len(pieces)):
-                acc = pieces[j] if j == i else f"{acc}, {pieces[j]}"
-                if acc.lower() in lookup:
-                    match, end = lookup[acc.lower()], j
-                if not any(name.startswith(acc.lower()) for name in lookup):
-                    break
-            if match is None:
-                raise InputError(f"unknown comparator study {pieces[i]!r}; known studies: " + "; ".join(known),
-                                 key="priors.map.studies")
-            if match not in chosen:
-                chosen.append(match)
-            i = end + 1
-    return chosen
-
-
 def _map_summary(name: str, fit) -> MapSummary:
     ess = pd.DataFrame({name: values for name, values in fit.ess.items()}).T
     ess = ess.reindex(columns=list(ESS_METHODS)).astype(float)
@@ -245,22 +202,21 @@ def run_binary(config: BinaryConfig, *, priors: PriorsConfig, sampler: SamplerCo
 
     ``safety=False`` leaves the adverse events out. Each distinct comparator set is fitted once per run.
     """
-    from isletbayes.models.map_prior import map_prior
-
     settings = sampler.settings(seed)
-    mp = priors.map
-    studies = check_studies(mp.studies, sorted(inputs.comparators["study"].unique()))
-    fitted: dict[tuple, Any] = {}
     endpoints: dict[str, EndpointPanel] = {}
     map_draws: dict[str, Any] = {}
     for endpoint in config.endpoints:
         row = default_row(inputs.counts, endpoint)
         r, n = int(row["r"]), int(row["n"])
         notes: list[str] = []
-        comp = comparator_set(inputs.comparators, endpoint, studies)
-        pooled = comp.pooled_rate
+        rows = comparator_rows(inputs, endpoint, priors)
+        mark = benchmark(endpoint, inputs, priors, sampler, seed)
+        comp = ComparatorSet(basis=rows.basis, studies=rows.studies, pooled_rate=rows.pooled_rate,
+                             benchmark=None if mark is None else mark.value,
+                             benchmark_rule=None if mark is None else mark.description)
+        pooled = rows.pooled_rate
         if pooled is None:
-            notes.append(f"no comparator study with counts for {endpoint} ({comp.basis}): "
+            notes.append(f"no comparator study with counts for {endpoint} ({rows.basis}): "
                          f"{', '.join(NEEDS_COMPARATOR)} priors and the 'comparator' threshold are left out")
         else:
             notes.append("comparator end-point definitions and time anchors differ from zimislecel's (single "
@@ -269,23 +225,16 @@ def run_binary(config: BinaryConfig, *, priors: PriorsConfig, sampler: SamplerCo
         thresholds = {}
         for t in config.thresholds:
             if t == "comparator":
-                if pooled is not None:
-                    thresholds["comparator"] = pooled
+                if mark is not None:
+                    thresholds["comparator"] = mark.value
             else:
                 thresholds[f"{t:g}"] = float(t)
         map_fit = None
         if pooled is not None and {"map", "robust_map"} & set(priors.panel):
-            key = (tuple(comp.studies["study"]), tuple(comp.studies["r"]), tuple(comp.studies["n"]))
-            if key not in fitted:
-                fitted[key] = map_prior(
-                    comp.studies["r"].to_numpy(), comp.studies["n"].to_numpy(),
-                    study_names=list(comp.studies["study"]), mu_prior_sd=mp.mu_prior_sd, tau_prior=mp.tau_prior,
-                    tau_scale=mp.tau_scale, settings=settings, robust_weight=mp.robust_weight,
-                    robust_mean=ROBUST_MEAN)
-            map_fit = fitted[key]
+            map_fit = endpoint_map(rows, priors, sampler, seed)
             map_draws[endpoint] = map_fit.idata
-            if len(comp.studies) < 3:
-                notes.append(f"only {len(comp.studies)} comparator studies: the between-study sd tau is informed "
+            if len(rows.studies) < 3:
+                notes.append(f"only {len(rows.studies)} comparator studies: the between-study sd tau is informed "
                              "mostly by its prior, so the MAP prior's width reflects the tau prior")
         panel = prior_panel(priors.panel, comparator_rate=pooled,
                             map_mixture=None if map_fit is None else map_fit.mixture,
@@ -307,8 +256,7 @@ def run_binary(config: BinaryConfig, *, priors: PriorsConfig, sampler: SamplerCo
 
     safety_events = {e: safety_event(default_row(inputs.counts, e)) for e in SAFETY_ENDPOINTS} if safety else {}
     run_settings = {"config": config.model_dump(mode="json"), "priors": priors.model_dump(mode="json"),
-                    "sampler": settings.as_dict(), "safety": safety,
-                    "comparators": studies}
+                    "sampler": settings.as_dict(), "safety": safety}
     return BinaryResult(
         endpoints=endpoints, safety=safety_events, settings=run_settings, map_draws=map_draws,
         provenance=provenance(seed=seed, sampler_settings=settings.as_dict(), analysis="binary",

@@ -35,8 +35,6 @@ PanelMember = Literal["uniform", "jeffreys", "sceptical", "enthusiastic", "map",
 BinaryEndpoint = Literal["insulin_independence", "composite_primary", "she_free", "hba1c_below_7"]
 TauPrior = Literal["halfnormal", "halfcauchy", "halft", "lognormal", "exponential"]
 NutsSampler = Literal["nutpie", "pymc"]
-DesignEndpoint = Literal["insulin_independence", "composite_primary", "cpeptide"]
-DecisionRule = Literal["bayes", "binomial"]
 
 
 def setting(default: Any = ..., description: str = "", *, option: str | None = None, **constraints: Any) -> Any:
@@ -114,6 +112,11 @@ class PriorsConfig(Block):
         lambda: ["uniform", "jeffreys", "sceptical", "enthusiastic", "map", "robust_map"],
         "members of the prior panel, in the order shown", option="--prior")
     map: MapPriorConfig = setting(MapPriorConfig(), "the MAP prior")
+    benchmark: str = setting("pooled", "the donor-islet benchmark rate of an end point, one rule for every analysis: "
+                                       "pooled (sum r / sum n of the MAP studies), map_median (median of the MAP "
+                                       "prior) or study:NAME (one named study of the same end point)")
+    benchmark_any_endpoint: bool = setting(False, "allow a study:NAME benchmark whose end point differs from the "
+                                                  "end point it is applied to (refused otherwise)")
 
     @field_validator("panel")
     @classmethod
@@ -228,38 +231,154 @@ class CpeptideConfig(Block):
     link_priors: LinkPriorsConfig = setting(LinkPriorsConfig(), "graft-function link priors")
 
 
-class DesignConfig(Block):
-    """Phase 3 planning over a grid of sample sizes (exact enumeration for binary end points)."""
+EstimandPreset = Literal["phase3_persistence", "insulin_independence_day365", "composite_day365", "cpeptide_day365"]
+Strategy = Literal["composite", "hypothetical"]
 
-    endpoint: DesignEndpoint = setting("insulin_independence", "phase 3 end point")
-    rule: DecisionRule = setting("bayes", "bayes: P(rate > p0 | data) >= gamma; binomial: exact one-sided test")
-    p0: float = setting(0.44, "null rate (donor-islet 16/36, Shapiro 2006)", gt=0.0, lt=1.0)
-    p1: float = setting(0.70, "rate at which power is reported (a planning convention)", gt=0.0, lt=1.0)
-    gamma: float = setting(0.975, "posterior probability threshold of the Bayesian rule", gt=0.0, lt=1.0)
+#: What each estimand preset sets (keys of EstimandConfig). The phase 3 primary end point as described by a
+#: secondary source (reference_values.csv, Managed Healthcare Executive 2025): insulin independent, and free of
+#: severe hypoglycaemia, one year after first becoming insulin independent.
+ESTIMAND_PRESETS: dict[str, dict[str, Any]] = {
+    "phase3_persistence": {"endpoint": "insulin_independence", "anchor": "onset", "window_start_day": 0.0,
+                           "window_end_day": 365.0, "persistence_days": 365.0, "she_free": True},
+    "insulin_independence_day365": {"endpoint": "insulin_independence", "anchor": "infusion",
+                                    "window_start_day": 365.0, "window_end_day": 365.0, "persistence_days": 0.0,
+                                    "she_free": False},
+    "composite_day365": {"endpoint": "composite_primary"},
+    "cpeptide_day365": {"endpoint": "cpeptide"},
+}
+
+
+class EstimandConfig(Block):
+    """The phase 3 estimand (ICH E9(R1)): the end point, when it is assessed, and a strategy for each intercurrent
+    event. A preset sets the end point and its timing; the timing keys (null = the preset's) adjust an
+    insulin-independence preset."""
+
+    preset: EstimandPreset = setting("phase3_persistence", "the estimand: phase3_persistence (insulin independent "
+                                     "and free of severe hypoglycaemia one year after first becoming so, as the "
+                                     "phase 3 is described), insulin_independence_day365, composite_day365 (the "
+                                     "phase 1/2 primary end point) or cpeptide_day365 (simulated)", option="--estimand")
+    anchor: Literal["onset", "infusion"] | None = setting(None, "what the assessment counts from: onset of insulin "
+                                                                "independence or the infusion (null = the preset's)")
+    window_start_day: float | None = setting(None, "first day (after infusion) on which onset counts, or on which "
+                                                   "insulin independence is assessed (null = the preset's)",
+                                             ge=0.0, le=3650.0)
+    window_end_day: float | None = setting(None, "last such day (null = the preset's)", ge=0.0, le=3650.0)
+    persistence_days: float | None = setting(None, "how long after onset insulin independence must last (0 = "
+                                                   "none; null = the preset's)", ge=0.0, le=3650.0)
+    she_free: bool | None = setting(None, "require freedom from severe hypoglycaemia (null = the preset's)",
+                                    option="--she-free/--no-she-free")
+    death: Strategy = setting("composite", "death before the assessment: composite (counts as failure) or "
+                                           "hypothetical (as if no one died)", option="--death-strategy")
+    withdrawal: Strategy = setting("composite", "withdrawal before the assessment: composite (counts as failure) "
+                                                "or hypothetical (withdrawn participants leave the denominator)",
+                                   option="--withdrawal-strategy")
+    withdrawal_probability: float = setting(0.05, "probability that a participant withdraws before the assessment "
+                                                  "(a planning convention)", ge=0.0, lt=1.0)
+    glucocorticoid: Strategy = setting("composite", "prohibited high-dose glucocorticoid exposure: composite (the "
+                                                    "participant's outcome counts as observed, failure included) or "
+                                                    "hypothetical (as if unexposed: phase 1/2's two exposed "
+                                                    "participants leave the count)",
+                                       option="--glucocorticoid-strategy")
+
+    @model_validator(mode="after")
+    def _timing_applies(self):
+        preset = ESTIMAND_PRESETS[self.preset]
+        if preset["endpoint"] != "insulin_independence":
+            given = [k for k in ("anchor", "window_start_day", "window_end_day", "persistence_days", "she_free")
+                     if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} adjust an insulin-independence estimand, not {self.preset}")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The preset with this block's adjustments: every timing key filled in."""
+        out = dict(ESTIMAND_PRESETS[self.preset])
+        for key in ("anchor", "window_start_day", "window_end_day", "persistence_days", "she_free"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if out.get("endpoint") == "insulin_independence":
+            if out["window_end_day"] < out["window_start_day"]:
+                raise ValueError("window_end_day must be >= window_start_day")
+            if out["anchor"] == "infusion" and out["persistence_days"]:
+                raise ValueError("with anchor 'infusion' the window is the persistence requirement: set "
+                                 "persistence_days to 0")
+        return out
+
+    @property
+    def endpoint(self) -> str:
+        return ESTIMAND_PRESETS[self.preset]["endpoint"]
+
+
+DesignPriorName = str
+
+
+class DesignConfig(Block):
+    """Phase 3 planning over a grid of sample sizes: exact enumeration for binary estimands, simulation for the
+    C-peptide end point."""
+
+    estimand: EstimandConfig = setting(EstimandConfig(), "the estimand")
+    rule: Literal["bayes", "binomial", "dual"] = setting(
+        "bayes", "bayes: P(rate > p0 | data) >= gamma; binomial: exact one-sided test; dual: the bayes rule and "
+                 "P(rate > p_mcid | data) >= gamma_mcid")
+    p0: float | None = setting(None, "null rate; null = the donor-islet benchmark of the estimand's end point by "
+                                     "priors.benchmark (a fixed number is labelled as chosen by the user)",
+                               gt=0.0, lt=1.0)
+    p1: float | None = setting(None, "rate at which power is reported; null = p0 + 0.20 (a planning convention: a "
+                                     "clinically meaningful 20 points above the benchmark)", gt=0.0, lt=1.0)
+    gamma: float | Literal["calibrated"] = setting(
+        "calibrated", "posterior probability threshold of the bayes rule, or 'calibrated': the smallest threshold "
+                      "(4 decimals) keeping the type I error <= alpha at every n of the grid, exactly")
     alpha: float = setting(0.025, "one-sided type I error target (and binomial test level)", gt=0.0, lt=1.0)
-    design_prior: str = setting("phase12", "what we believe the true rate is: phase12 (phase 1/2 posterior, "
-                                           "uniform prior), phase12-jeffreys, uniform, beta:A,B or mix:W,A,B;...")
-    discount_ess: float | None = setting(None, "down-weight phase 1/2 to this prior effective sample size "
-                                               "(power prior); null = none", gt=0.0, allow_inf_nan=False)
-    design_robust: float = setting(0.0, "weight of a uniform component added to the design prior", ge=0.0, lt=1.0)
+    p_mcid: float | None = setting(None, "clinically relevant rate: second criterion of the dual rule, and the "
+                                         "effect conditional assurance conditions on (null = p1)", gt=0.0, lt=1.0)
+    gamma_mcid: float = setting(0.5, "posterior probability threshold of the dual rule's relevance criterion",
+                                gt=0.0, lt=1.0)
+    design_priors: list[str] = setting(
+        lambda: ["phase12", "discounted", "robust", "map_updated", "donor_like"],
+        "design-prior panel, the first is the primary: phase12 (phase 1/2 posterior), discounted (to discount_ess), "
+        "robust (with a uniform component of weight design_robust), map_updated (donor-islet MAP prior updated by "
+        "phase 1/2), donor_like (as donor islets do), or beta:A,B / mix:W,A,B;...", option="--design-prior")
+    discount_ess: float = setting(6.0, "effective sample size of the discounted design prior (power prior)", gt=0.0,
+                                  allow_inf_nan=False)
+    design_robust: float = setting(0.5, "weight of the uniform component of the robust design prior", gt=0.0,
+                                   lt=1.0)
     analysis_prior: str = setting("uniform", "prior of the phase 3 analysis: uniform, jeffreys, beta:A,B, "
                                              "mix:W,A,B;...")
+    p0_panel: list[float] = setting(lambda: [0.20, 0.30, 0.40, 0.50], "further null rates under which the "
+                                    "calibrated rule and the sample size are shown (a p0 panel)")
+    overlap_phase12: bool = setting(False, "the phase 1/2 participants are part of the phase 3 count: success is "
+                                           "the predictive probability given the data in hand (no double counting)")
     n_min: int = setting(20, "smallest phase 3 sample size of the grid", ge=1)
     n_max: int = setting(100, "largest phase 3 sample size of the grid (>= n_min)", ge=1, le=5000)
     n_step: int = setting(1, "grid step", ge=1)
     power_target: float = setting(0.8, "smallest acceptable power at p1", gt=0.0, lt=1.0)
     assurance_target: float = setting(0.8, "smallest acceptable assurance", gt=0.0, lt=1.0)
-    interim: list[float] | None = setting(None, "futility looks as fractions of n, e.g. [0.5]; null = none")
-    futility: float = setting(0.05, "stop for futility when the predictive probability of success is below this",
-                              ge=0.0, lt=1.0)
-    simulate: int = setting(0, "simulated trials for simulation-based assurance (0 = none)", ge=0)
+    interim: list[float] | None = setting(None, "interim looks as fractions of n, e.g. [0.5]; null = none")
+    futility: float | None = setting(0.05, "stop for futility when the predictive probability of success is below "
+                                           "this (null = no futility stop)", ge=0.0, lt=1.0)
+    efficacy: Literal["none", "posterior", "predictive"] = setting(
+        "none", "interim efficacy stop: none, posterior (P(rate > p0) >= efficacy_threshold) or predictive "
+                "(predictive probability of success >= efficacy_threshold)")
+    efficacy_threshold: float = setting(0.999, "threshold of the interim efficacy stop", gt=0.0, le=1.0)
+    two_sample: bool = setting(False, "also plan a two-arm trial against a concurrent control arm with the MAP prior "
+                                      "of the donor-islet studies as its prior (as RBesT's oc2S)")
+    control_ratio: float = setting(0.5, "two-arm trial: control participants per treated participant", gt=0.0,
+                                   le=4.0)
+    delta: float = setting(0.0, "two-arm trial: success when P(rate_t - rate_c > delta) >= gamma", ge=-0.5, lt=0.5)
+    simulate: int = setting(0, "simulated trials for simulation-based assurance (0 = none; the C-peptide estimand "
+                               "needs them)", ge=0, le=1_000_000)
     simulate_n: int | None = setting(None, "n of the simulated trials (null = the smallest n meeting type I and "
-                                           "power, else n_max)", ge=1)
+                                           "power, else n_max)", ge=1, le=5000)
     cpeptide_threshold: float = setting(970.0, "C-peptide end point: stimulated C-peptide level at day 365, "
-                                               "pmol/L (Baidal et al. 2023)", gt=0.0, allow_inf_nan=False)
+                                               "pmol/L (Baidal et al. 2023)", gt=0.0, le=10000.0)
     cpeptide_fraction: float = setting(0.5, "C-peptide end point: fraction of participants above the level",
                                        ge=0.0, lt=1.0)
-    workers: int = setting(1, "local worker processes for simulations", ge=1)
+    cpeptide_gamma: float = setting(0.975, "C-peptide end point: posterior probability threshold when gamma is "
+                                           "'calibrated' (calibration is exact for binary estimands only)",
+                                    gt=0.0, lt=1.0)
+    planned_n: int = setting(50, "the phase 3 size as announced (about 50): the report's per-n table is centred "
+                                 "on it", ge=1, le=5000)
+    workers: int = setting(1, "local worker processes for simulations", ge=1, le=256)
     scheduler: str | None = setting(None, "Dask scheduler address for simulations, e.g. tcp://host:8786")
 
     @field_validator("n_max")
@@ -277,17 +396,69 @@ class DesignConfig(Block):
             raise ValueError("interim looks are fractions of n strictly between 0 and 1")
         return v
 
+    @field_validator("gamma")
+    @classmethod
+    def _gamma_in_unit(cls, v):
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError(f"must lie strictly between 0 and 1, or be 'calibrated', got {v!r}")
+        return v
+
+    @field_validator("design_priors", "p0_panel")
+    @classmethod
+    def _nonempty_unique(cls, v, info: ValidationInfo):
+        if info.field_name == "design_priors" and not v:
+            raise ValueError("name at least one design prior")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an entry twice")
+        if info.field_name == "p0_panel" and any(not 0 < p < 1 for p in v):
+            raise ValueError("null rates lie strictly between 0 and 1")
+        return v
+
     @model_validator(mode="after")
-    def _cpeptide_needs_simulations(self):
-        if self.endpoint == "cpeptide" and not self.simulate:
+    def _consistent(self):
+        try:
+            self.estimand.resolved()
+        except ValueError as err:
+            raise ValueError(f"estimand: {err}") from None
+        if self.estimand.endpoint == "cpeptide" and not self.simulate:
             raise ValueError("the C-peptide end point has no exact answer: set design.simulate (--simulate N)")
+        if self.rule == "dual" and self.p_mcid is None:
+            raise ValueError("the dual rule needs p_mcid (--p-mcid)")
+        if self.efficacy != "none" and not self.interim:
+            raise ValueError("an interim efficacy stop needs interim looks (design.interim)")
         return self
 
 
 class DurabilityConfig(Block):
-    """Durability scenarios (Monte Carlo over published attrition figures)."""
+    """Durability of insulin independence: the multi-state model (onset, loss, death) with donor-islet attrition
+    borrowed at a discount (isletbayes.models.durability_multistate)."""
 
-    n_draws: int = setting(20000, "Monte Carlo draws per scenario", option="--draws", ge=100, le=10_000_000)
+    transfer_weight: float = setting(0.5, "power-prior weight a0 of the donor-islet retention figures (0 = ignore "
+                                          "them, 1 = full weight; a convention)", ge=0.0, le=1.0)
+    overdispersion: float = setting(0.02, "intra-class correlation discounting registry figures with approximate "
+                                          "denominators (a convention)", ge=0.0, lt=1.0)
+    include_tiwari: bool = setting(False, "also use Tiwari et al.'s retention of the composite end point (a "
+                                          "different end point)")
+    onset_start_day: float = setting(90.0, "onset of insulin independence is uniform from this day (a convention: "
+                                           "time to insulin independence is not published)", ge=0.0, le=3650.0)
+    onset_end_day: float = setting(365.0, "... to this day", gt=0.0, le=3650.0)
+    deaths: int = setting(2, "deaths among the phase 1/2 participants dosed (2 of 14)", ge=0, le=10_000)
+    death_exposure_years: float = setting(14.0, "their participant-years of follow-up (14 dosed, each followed at "
+                                                "least 12 months: a lower bound)", gt=0.0, le=1e6)
+    follow_up_years: list[float] = setting(lambda: [1.0, 2.0, 3.0, 5.0], "phase 3 follow-up lengths at which the "
+                                           "precision of the 5-year retention estimate is computed")
+    follow_up_participants: int = setting(50, "phase 3 participants for the follow-up precision (about 50, as "
+                                              "planned)", ge=1, le=5000)
+    follow_up_half_width: float = setting(0.075, "target half-width of the 95% interval of 5-year retention", gt=0.0,
+                                          lt=0.5)
+    follow_up_simulations: int = setting(100, "simulated phase 3 data sets per follow-up length", ge=10,
+                                         le=100_000)
+
+    @model_validator(mode="after")
+    def _onset_window(self):
+        if self.onset_end_day <= self.onset_start_day:
+            raise ValueError("onset_end_day must exceed onset_start_day")
+        return self
 
 
 class SamplerConfig(Block):

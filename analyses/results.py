@@ -108,6 +108,7 @@ class FitCheck(BaseModel):
     min_ebfmi: float | None = None
     n_chains: int | None = None
     n_draws: int | None = None
+    treedepth_saturated: int | None = None  # transitions that hit the maximum tree depth (None: not recorded)
     failures: list[str] = Field(default_factory=list)
     also: list[str] = Field(default_factory=list)  # other fits that reuse this one
 
@@ -115,7 +116,7 @@ class FitCheck(BaseModel):
     def of(cls, name: str, diagnostics: Any) -> "FitCheck":
         d = diagnostics.as_dict() if hasattr(diagnostics, "as_dict") else dict(diagnostics)
         keep = {k: _plain(d.get(k)) for k in ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
-                                               "min_ebfmi", "n_chains", "n_draws")}
+                                               "min_ebfmi", "n_chains", "n_draws", "treedepth_saturated")}
         return cls(fit=name, ok=bool(d.get("ok", not d.get("failures"))), failures=list(d.get("failures", [])),
                    **keep)
 

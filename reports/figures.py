@@ -240,9 +240,11 @@ def design_curves(
     title: str = "",
     ylabel: str = "probability",
     marks: Mapping[str, int] | None = None,
+    ylim: tuple[float, float] | None = (0.0, 1.02),
 ):
     """Operating characteristics or assurance over sample size, drawn as steps (the sawtooth of discrete
-    designs is shown, not smoothed). ``targets``: horizontal reference lines; ``marks``: vertical lines at n."""
+    designs is shown, not smoothed). ``targets``: horizontal reference lines; ``marks``: vertical lines at n;
+    ``ylim``: None = fitted to the curves and targets (a type I error on its own scale)."""
     fig, ax = plt.subplots(figsize=(7.2, 3.0))
     for i, (label, values) in enumerate(curves.items()):
         ax.step(n, values, where="mid", color=PALETTE[i % len(PALETTE)], lw=1.3, label=label)
@@ -254,7 +256,11 @@ def design_curves(
         ax.annotate(label, (value, 0.02), xytext=(3, 0), textcoords="offset points", fontsize=7, color="0.35")
     ax.set_xlabel("phase 3 sample size n")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.02)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    else:
+        top = max([float(np.max(v)) for v in curves.values()] + list((targets or {}).values()))
+        ax.set_ylim(0, 1.15 * top)
     if title:
         ax.set_title(title, loc="left")
     ax.legend(loc="center right", fontsize=7, frameon=False)

@@ -26,7 +26,7 @@ import numpy as np
 from isletbayes.analyses.binary import BinaryResult
 from isletbayes.analyses.config import MainJobConfig
 from isletbayes.analyses.cpeptide import CpeptideResult
-from isletbayes.analyses.design import DesignResult
+from isletbayes.analyses.design import AROUND_PLANNED, DesignResult
 from isletbayes.analyses.durability import DurabilityResult
 from isletbayes.analyses.main_job import ResultsIndex, read_index
 from isletbayes.analyses.results import FitCheck
@@ -36,6 +36,7 @@ from isletbayes.models.mixtures import BetaMixture
 from isletbayes.reports import figures
 
 TEMPLATE = "report.html.j2"
+WIDE_TABLE_COLUMNS = 7
 HTML_NAME = "report.html"
 PDF_NAME = "report.pdf"
 TITLE = "Zimislecel (VX-880) phase 1/2: a Bayesian re-analysis"
@@ -73,15 +74,17 @@ def table(columns: list[str], rows: list[list[dict] | dict], caption: str = "", 
             out_rows.append(row)
         else:
             out_rows.append({"cells": row, "fail": False})
-    return {"kind": "table", "columns": columns, "rows": out_rows, "caption": caption, "note": note}
+    # a table of many columns is printed on a landscape page (see the template's print CSS)
+    return {"kind": "table", "columns": columns, "rows": out_rows, "caption": caption, "note": note,
+            "wide": len(columns) > WIDE_TABLE_COLUMNS}
 
 
 def text(t: str) -> dict:
     return {"kind": "text", "text": t}
 
 
-def heading(t: str) -> dict:
-    return {"kind": "heading", "text": t}
+def heading(t: str, anchor: str | None = None) -> dict:
+    return {"kind": "heading", "text": t, "anchor": anchor}
 
 
 def note(t: str) -> dict:
@@ -211,109 +214,203 @@ def data_section(ctx: ReportContext, inputs: dict) -> Section:
 
 
 def design_section(ctx: ReportContext, result: DesignResult) -> Section:
-    sec = Section("design", "Phase 3 planning: operating characteristics and assurance")
-    s = result.settings
-    tbl = result.table
-    if tbl.empty:
-        sec.unavailable = "The design run produced no exact table (no binary end point)."
+    sec = Section("design", "Phase 3 planning")
+    sec.blocks.append(text(result.estimand_statement))
+    rule = result.rule
+    if rule is None:
+        sec.blocks.append(note("This estimand has no exact answer: its assurance is simulated (below)."))
+        _simulation_blocks(sec, result)
         return sec
-    n = np.asarray(tbl.index, dtype=int)
-    rule = (f"the posterior probability that the rate exceeds {s['p0']:g} is at least {s['gamma']:g}"
-            if s["rule"] == "bayes" else
-            f"an exact one-sided binomial test of rate <= {s['p0']:g} rejects at level {s['alpha']:g}")
-    dp = result.design_prior
-    sec.blocks.append(text(
-        f"A single-arm phase 3 trial with end point {s['endpoint'].replace('_', ' ')} declares success when "
-        f"{rule}. The analysis prior ({result.analysis_prior.spec}) sets the decision boundary; the design prior "
-        f"({dp.spec}, mean {dp.mean:.2f}, effective sample size {dp.ess_moment:.1f}) expresses what we believe the "
-        "true rate to be, and averaging the probability of success over it gives the assurance. Every outcome is "
-        "enumerated exactly; the curves are drawn as steps because a discrete design's error rates jump as n "
-        "grows (the sawtooth)."))
-    rec = result.recommendation
-    first = rec.type1_power.first
-    marks = {f"n = {first}": first} if first is not None else {}
-    fig = figures.design_curves(
-        n, {"type I error (rate = p0)": tbl["type1"].to_numpy(),
-            f"power at rate {s['p1']:g}": tbl["power_p1"].to_numpy()},
-        targets={f"alpha {s['alpha']:g}": s["alpha"], f"power target {s['power_target']:g}": s["power_target"]},
-        title="Operating characteristics", marks=marks)
-    sec.blocks.append(figure(fig, "Type I error and power against phase 3 sample size",
-                             f"Type I error at rate {s['p0']:g} and power at rate {s['p1']:g} (a planning "
-                             f"convention) for each n from {n[0]} to {n[-1]} (exact)."))
-    fig = figures.design_curves(
-        n, {"assurance": tbl["assurance"].to_numpy()},
-        targets={f"assurance target {s['assurance_target']:g}": s["assurance_target"],
-                 **({"limit as n grows": rec.assurance_limit} if rec.assurance_limit else {})},
-        title="Assurance (probability of success under the design prior)", marks=marks)
-    sec.blocks.append(figure(fig, "Assurance against phase 3 sample size",
-                             "Probability of success averaged over the design prior (which comes from phase 1/2 "
-                             "and its assumptions), for each n (exact)."))
+    n = np.asarray(result.table.index, dtype=int)
+    recs = result.recommendations
+    # the planner's question first: how many participants, under each belief about the product
     rows = []
-    for found, label in ((rec.type1_power, "type I error and power targets"),
-                         (rec.type1_power_assurance, "type I error, power and assurance targets"),
-                         (rec.assurance_only, "assurance target")):
-        rows.append([cell(label), cell(found.first if found.first is not None else "none in grid", "num"),
-                     cell(found.stable if found.stable is not None else "-", "num")])
-    sec.blocks.append(table(["smallest n meeting", "first n", "every n from"], rows, caption="Sample size",
-                            note=f"Highest assurance in the grid: {pct(rec.max_assurance)} at n = "
-                                 f"{rec.max_assurance_n}."))
-    chosen = result.row(first) if first is not None else None
-    ctx.numbers["design"] = {"endpoint": s["endpoint"], "p0": s["p0"], "p1": s["p1"], "first_n": first,
-                             "type1_at_first_n": None if chosen is None else float(chosen["type1"]),
-                             "power_at_first_n": None if chosen is None else float(chosen["power_p1"]),
-                             "assurance_at_first_n": None if chosen is None else float(chosen["assurance"]),
-                             "max_assurance": {"n": rec.max_assurance_n, "assurance": rec.max_assurance}}
-    if chosen is not None:
-        ctx.summary.append(
-            f"Phase 3 planning: with the rule '{rule}', about {first} participants keep the type I error at "
-            f"{pct(chosen['type1'], 1)} (target {pct(s['alpha'], 1)}) with {pct(chosen['power_p1'])} power if the "
-            f"true rate is {pct(s['p1'])}. Averaged over what phase 1/2 suggests about the rate, the probability "
-            f"of success (assurance) at that size is {pct(chosen['assurance'])}.")
+    for rec in recs:
+        found = rec.n.first
+        rows.append([cell(rec.label), cell("none in grid" if found is None else found, "num"),
+                     cell(pct(rec.assurance_at_n) if rec.assurance_at_n is not None else "-", "num"),
+                     cell(f"{pct(rec.max_assurance)} at n = {rec.max_assurance_n}", "num"),
+                     cell(pct(rec.assurance_limit) if rec.assurance_limit is not None else "-", "num"),
+                     cell(rec.reason)])
+    sec.blocks.append(table(["design prior", "recommended n", "assurance there", "highest assurance in grid",
+                             "limit as n grows", "why"], rows,
+                            caption="Recommended phase 3 size under each design prior",
+                            note=f"Success: {rule.statement}. Targets: type I error <= {pct(rule.alpha, 1)}, power "
+                                 f">= {pct(ctx.config.design.power_target)} at rate {rule.p1:.2f}, assurance >= "
+                                 f"{pct(ctx.config.design.assurance_target)}. Each design prior is an assumption "
+                                 "about the product, not data."))
+    sec.blocks.append(text(
+        f"The null rate p0 = {rule.p0:.2f} is the {rule.p0_source}. The rule's threshold "
+        + (f"gamma = {rule.gamma:.4f} is calibrated: it is the smallest value (4 decimals) that keeps the exact type I "
+           f"error at or below {pct(rule.alpha, 1)} at every n from {n[0]} to {n[-1]}."
+           if rule.gamma_calibrated else f"gamma = {rule.gamma} is fixed by the configuration.")
+        + f" Phase 1/2: {result.phase12.get('statement', '')}."))
+    marks = {f"planned n = {result.planned_n}": result.planned_n} if n[0] <= result.planned_n <= n[-1] else {}
+    fig = figures.design_curves(
+        n, {"type I error (rate = p0)": result.table["type1"].to_numpy()},
+        targets={f"alpha {rule.alpha:g}": rule.alpha}, title="Type I error (exact), on its own scale",
+        ylabel="type I error", marks=marks, ylim=None)
+    sec.blocks.append(figure(fig, "Type I error against phase 3 sample size",
+                             f"Exact type I error at p0 = {rule.p0:.2f} for each n from {n[0]} to {n[-1]}: the "
+                             "sawtooth of a discrete design, against alpha."))
+    if result.assurance is not None:
+        labels = {p.name: p.label for p in result.design_priors}
+        fig = figures.design_curves(
+            n, {labels[c]: result.assurance[c].to_numpy() for c in result.assurance.columns},
+            targets={f"assurance target {ctx.config.design.assurance_target:g}": ctx.config.design.assurance_target},
+            title="Assurance under each design prior", marks=marks)
+        sec.blocks.append(figure(fig, "Assurance against phase 3 sample size, one curve per design prior",
+                                 "Probability of success averaged over each design prior (exact). The design priors "
+                                 "are assumptions about how zimislecel performs: phase 1/2 as observed, discounted, "
+                                 "robustified, borrowed from donor islets, or like donor islets."))
+    lo, hi = result.planned_n - AROUND_PLANNED, result.planned_n + AROUND_PLANNED
+    around = result.table.loc[(result.table.index >= lo) & (result.table.index <= hi)]
+    if len(around):
+        rows = [[cell(int(m), "num"), cell(int(r["boundary"]), "num"), cell(f"{r['type1']:.4f}", "num"),
+                 cell(pct(r["power_p1"]), "num"), cell(pct(r["assurance"]), "num"),
+                 cell(pct(r["conditional_assurance"]), "num")] for m, r in around.iterrows()]
+        sec.blocks.append(table(["n", "wins at", "type I error", f"power at {rule.p1:.2f}",
+                                 f"assurance ({recs[0].label})", "assurance given a meaningful effect"], rows,
+                                caption=f"Around the planned n = {result.planned_n}",
+                                note="Assurance given a meaningful effect: power averaged over the design prior "
+                                     "restricted to rates above the clinically meaningful rate (p_mcid, else p1)."))
+    if result.p0_panel is not None and len(result.p0_panel):
+        rows = [[cell(f"{p0:.2f}" + (" (benchmark)" if r["benchmark"] else ""), "num"),
+                 cell("-" if r["gamma"] is None or r["gamma"] != r["gamma"] else f"{r['gamma']:.4f}", "num"),
+                 cell("none in grid" if r["first_n"] is None or r["first_n"] != r["first_n"] else int(r["first_n"]),
+                      "num"),
+                 cell(pct(r["assurance_at_n"]) if r["assurance_at_n"] == r["assurance_at_n"]
+                      and r["assurance_at_n"] is not None else "-", "num")] for p0, r in result.p0_panel.iterrows()]
+        sec.blocks.append(table(["p0", "calibrated gamma", "recommended n", "assurance there"], rows,
+                                caption="p0 panel: the same question under other null rates",
+                                note=f"Assurance under the primary design prior ({recs[0].label})."))
+    if result.interim is not None and len(result.interim):
+        rows = [[cell(int(m), "num"), cell(r["looks"]), cell(f"{r['type1_binding']:.4f}", "num"),
+                 cell(f"{r['type1_nonbinding']:.4f}", "num"), cell(pct(r["power_p1"]), "num"),
+                 cell(f"{r['expected_n_p1']:.1f}", "num"), cell(pct(r["assurance"]), "num")]
+                for m, r in result.interim.loc[(result.interim.index >= lo) & (result.interim.index <= hi)].iterrows()]
+        sec.blocks.append(table(["n", "looks", "type I (binding)", "type I (non-binding)", "power", "E[N] at p1",
+                                 "assurance"], rows, caption="With interim looks"))
+    if result.overlap is not None and len(result.overlap):
+        rows = [[cell(int(m), "num"), cell(int(r["still_to_come"]), "num"), cell(int(r["needed"]), "num"),
+                 cell(pct(r["probability_of_success"]), "num")]
+                for m, r in result.overlap.loc[(result.overlap.index >= lo) & (result.overlap.index <= hi)].iterrows()]
+        sec.blocks.append(table(["n", "still to come", "successes still needed", "probability of success"], rows,
+                                caption="If the phase 1/2 participants count toward the phase 3 n"))
+    if result.two_sample is not None and len(result.two_sample):
+        frame = result.two_sample
+        cols = list(frame.columns)[:6]
+        rows = [[cell(str(i), "num")] + [cell(f"{v:.3f}" if isinstance(v, float) else str(v), "num")
+                                          for v in r[cols]] for i, r in frame.iterrows()]
+        sec.blocks.append(table([str(frame.index.name or "n"), *cols], rows,
+                                caption="Two-arm alternative: a concurrent control arm with the donor-islet MAP prior"))
+    _simulation_blocks(sec, result)
+    for line in result.notes:
+        sec.blocks.append(note(line))
+    first = recs[0]
+    row = result.row(first.n.first) if first.n.first is not None else None
+    ctx.numbers["design"] = {"estimand": result.estimand, "p0": rule.p0, "p1": rule.p1, "gamma": rule.gamma,
+                             "recommendations": {r.design_prior: r.n.first for r in recs},
+                             "first_n": first.n.first,
+                             "type1_at_first_n": None if row is None else float(row["type1"]),
+                             "assurance_at_first_n": None if row is None else float(row["assurance"]),
+                             "max_assurance": {"n": first.max_assurance_n, "assurance": first.max_assurance}}
+    answered = [r for r in recs if r.n.first is not None]
+    if answered:
+        spread = ", ".join(f"{r.n.first} ({r.label})" for r in answered)
+        ctx.summary.append(f"Phase 3 planning ({result.settings['estimand']['preset'].replace('_', ' ')}): the "
+                           f"smallest sample size meeting the type I error, power and assurance targets is {spread}; "
+                           f"the answer depends on what one believes about the product, shown side by side.")
     else:
-        ctx.summary.append(f"Phase 3 planning: no sample size from {n[0]} to {n[-1]} meets both the type I error "
-                           "and the power target under this configuration.")
-    ctx.assumptions.append(("phase 3 null and alternative rates", f"p0 = {s['p0']:g}, p1 = {s['p1']:g}",
-                            "configuration (design.p0, design.p1); p0 defaults to the donor-islet rate 16/36, "
-                            "p1 is a planning convention"))
-    ctx.assumptions.append(("design prior", f"{dp.spec} (robust weight {dp.description.get('robust_weight', 0):g})",
-                            "configuration (design.design_prior): how far phase 1/2 is believed to carry over"))
+        ctx.summary.append(
+            f"Phase 3 planning ({result.settings['estimand']['preset'].replace('_', ' ')}): under none of the design "
+            f"priors does any n from {n[0]} to {n[-1]} reach assurance {pct(ctx.config.design.assurance_target)} "
+            f"against p0 = {rule.p0:.2f}; the highest is {pct(first.max_assurance)} ({first.label}). "
+            "See the planning section for why.")
+    for a in result.assumptions:
+        ctx.assumptions.append((a.what, a.value, a.source))
     return sec
 
 
+def _simulation_blocks(sec: Section, result: DesignResult) -> None:
+    sm = result.simulation
+    if sm is None:
+        return
+    sec.blocks.append(text(
+        f"Simulation-based assurance at n = {sm.n}: {pct(sm.assurance)} (Monte Carlo standard error "
+        f"{100 * sm.mcse:.1f} points; {sm.n_success} of {sm.n_sims} simulated trials succeeded). The simulated "
+        "trials are drawn from the C-peptide re-analysis posterior, so the between-participant spread they carry "
+        "comes from its prior."))
+
+
 def durability_section(ctx: ReportContext, result: DurabilityResult) -> Section:
-    sec = Section("durability", "Beyond year 1: durability scenarios")
+    sec = Section("durability", "Beyond year 1: durability")
     sec.blocks.append(note(result.label))
     sec.blocks.append(text(
-        f"The year-1 rate is the phase 1/2 posterior, Beta({result.year1_prior['a']:g}, "
-        f"{result.year1_prior['b']:g}) ({result.year1_prior['from']}). After year 1 each scenario applies a loss "
-        "of insulin independence fitted to one published deceased-donor islet figure, with that figure's "
-        "sampling uncertainty carried through."))
-    first = next(iter(result.scenarios.values())).projection
-    years = np.asarray(first.index, dtype=int)
-    fig = figures.scenario_bands(years, {name.replace("_", " "): {k: sc.projection[k].to_numpy()
-                                                                  for k in ("median", "lower", "upper")}
-                                         for name, sc in result.scenarios.items()})
-    sec.blocks.append(figure(fig, "Projected share insulin independent in years 1 to 5 under each scenario",
-                             "Median and 95% interval of the share still insulin independent, per scenario "
-                             "(attrition borrowed from donor-islet studies: scenarios, not findings)."))
+        "A multi-state model (onset of insulin independence after the infusion, loss of it since onset with a "
+        "Weibull hazard, death from any state) carries the phase 1/2 year-1 state "
+        f"({result.year1}) forward. How fast insulin independence is lost is learned from donor-islet studies, "
+        "each at its own time origin and discounted; the posterior is computed on a grid."))
+    shares = result.shares
+    years = np.asarray(sorted(set(shares["year"])), dtype=int)
+    bands = {}
+    for estimand, label in (("composite", "insulin independent and alive"),
+                            ("hypothetical", "insulin independent, had no one died")):
+        part = shares[shares["estimand"] == estimand].sort_values("year")
+        bands[label] = {"median": part["median"].to_numpy(), "lower": part["lower"].to_numpy(),
+                        "upper": part["upper"].to_numpy()}
+    fig = figures.scenario_bands(years, bands)
+    sec.blocks.append(figure(fig, "Projected share insulin independent in years 1 to 5",
+                             "Posterior median and 95% interval of the share insulin independent by year after "
+                             "infusion. Beyond year 1 the loss rate is borrowed from donor-islet studies (a "
+                             "discounted prior), not observed."))
     rows = []
-    for name, sc in result.scenarios.items():
-        p = sc.projection
-        rows.append([cell(name.replace("_", " "))]
-                    + [cell(f"{pct(m)} ({pct(lo)}-{pct(hi)})", "num")
-                       for m, lo, hi in zip(p["median"], p["lower"], p["upper"], strict=True)]
-                    + [cell(sc.assumptions)])
-    sec.blocks.append(table(["scenario", *[f"year {y}" for y in years], "assumption"], rows,
+    for estimand, label in (("composite", "insulin independent and alive"),
+                            ("hypothetical", "insulin independent, had no one died")):
+        part = shares[shares["estimand"] == estimand].sort_values("year")
+        rows.append([cell(label)] + [cell(f"{pct(m)} ({pct(lo)}-{pct(hi)})", "num")
+                                     for m, lo, hi in zip(part["median"], part["lower"], part["upper"])])
+    sec.blocks.append(table(["share", *[f"year {y}" for y in years]], rows,
                             caption="Share insulin independent, median (95% interval)"))
-    year5 = {name: float(sc.projection["median"].iloc[-1]) for name, sc in result.scenarios.items()}
-    ctx.numbers["durability"] = {"year5_median": year5}
-    lo_name, hi_name = min(year5, key=year5.get), max(year5, key=year5.get)
+    rows = [[cell(f"{r.years_since_onset:g}", "num"), cell(f"{pct(r.median)} ({pct(r.lower)}-{pct(r.upper)})", "num")]
+            for r in result.retention.itertuples()]
+    sec.blocks.append(table(["years since onset", "still insulin independent, median (95% interval)"], rows,
+                            caption="Retention of insulin independence since its onset"))
+    check = result.figure_check
+    rows = [[cell(r.source_id), cell(str(r.time_origin).replace("_", " ")), cell(f"{r.years_after_origin:g}", "num"),
+             cell(pct(r.published_retained), "num"),
+             cell(f"{r.effective_denominator:.0f}" + ("" if r.denominator_exact else " (approximate)"), "num"),
+             cell(f"{pct(r.fitted_mean)} ({pct(r.fitted_lower)}-{pct(r.fitted_upper)})", "num")]
+            for r in check.itertuples(index=False)]
+    sec.blocks.append(table(["source", "time origin", "years after it", "published share retained",
+                             "effective n", "fitted, mean (95% interval)"], rows,
+                            caption="Donor-islet figures against the fitted retention",
+                            note="Where a published figure lies outside its fitted interval the donor sources "
+                                 "disagree with one another; the fit is a compromise between them."))
+    follow = result.follow_up
+    rows = [[cell(f"{t:g}", "num"), cell(f"+/- {h:.3f}", "num"), cell(f"{m:.3f}", "num")]
+            for t, h, m in zip(follow.index, follow["expected_half_width"], follow["mcse"])]
+    target = ctx.config.durability.follow_up_half_width
+    answer = result.follow_up_answer
+    sec.blocks.append(table(["follow-up (years)", "expected half-width of the 95% interval", "MCSE"], rows,
+                            caption=f"How long must {ctx.config.durability.follow_up_participants} participants be "
+                                    "followed to estimate 5-year retention?",
+                            note=(f"A half-width of +/- {target:g} needs {answer:g} years of follow-up."
+                                  if answer is not None else
+                                  f"No follow-up length shown reaches +/- {target:g}.")
+                                 + " Preposterior Monte Carlo over the durability posterior (design prior)."))
+    for line in result.conventions:
+        sec.blocks.append(note(line))
+    composite = shares[shares["estimand"] == "composite"].set_index("year")["median"]
+    ctx.numbers["durability"] = {"share_median_composite": {int(k): float(v) for k, v in composite.items()},
+                                 "follow_up_years_for_target": answer}
     ctx.summary.append(
-        "Durability is not observed: zimislecel has one year of published follow-up. Borrowing attrition from "
-        f"donor-islet studies, the share still insulin independent at year 5 ranges from {pct(year5[lo_name])} "
-        f"({lo_name.replace('_', ' ')}) to {pct(year5[hi_name])} ({hi_name.replace('_', ' ')}) across scenarios.")
-    ctx.assumptions.append(("graft attrition after year 1", "donor-islet scenarios",
-                            "data/published/durability.csv; no zimislecel data beyond one year"))
+        "Durability is not observed: zimislecel has one year of published follow-up. Borrowing the loss of insulin "
+        f"independence from donor-islet studies (discounted), the share still insulin independent and alive is "
+        f"{pct(composite.get(2.0))} at year 2 and {pct(composite.get(5.0))} at year 5 (posterior medians; the "
+        "intervals are wide).")
+    for line in result.conventions:
+        ctx.assumptions.append(("durability model", line, "configuration (durability)"))
     return sec
 
 

@@ -1,130 +1,199 @@
-"""Design priors, run_design/DesignResult, the `isletbayes design` CLI and the durability scenarios."""
+"""Phase 3 planning (run_design): the estimand, the calibrated rule, the design-prior panel and the p0 panel, all
+exact and checked against the exact layer and scipy; the durability analysis behind the persistence estimand."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from isletbayes.analyses import design as ad
-from isletbayes.analyses.cli import main
-from isletbayes.analyses.config import DataConfig, DesignConfig, DurabilityConfig
-from isletbayes.analyses.durability import run_durability
+from isletbayes.analyses.config import DataConfig, DesignConfig, DurabilityConfig, MainJobConfig, config_from_dict
+from isletbayes.analyses.durability import DurabilityResult, run_durability
 from isletbayes.analyses.inputs import load_inputs
 from isletbayes.data.errors import InputError
 from isletbayes.models import operating_characteristics as exact
 from isletbayes.models.mixtures import BetaMixture
 
+# the day-365 estimand with nothing multiplying the phase 1/2 rate: its design prior is Beta(11, 3) exactly
+DAY365 = {"preset": "insulin_independence_day365", "death": "hypothetical", "withdrawal": "hypothetical",
+          "withdrawal_probability": 0.0}
+EXACT_PANEL = ["phase12", "discounted", "robust"]  # no MAP fit: these tests stay exact and fast
 
-def test_design_prior_is_the_phase12_posterior_optionally_discounted_and_robustified():
-    assert ad.make_design_prior(10, 12).mixture.allclose(BetaMixture.single(11, 3))
-    prior = ad.make_design_prior(10, 12, discount_ess=8.0)
-    d = 6.0 / 12  # power-prior weight giving ESS 8 = 2 (uniform) + 12 d
-    assert prior.mixture.allclose(BetaMixture.single(1 + d * 10, 1 + d * 2))
-    assert prior.description["power_prior_weight"] == d
-    assert prior.ess_moment == pytest.approx(8.0)  # the moment ESS of Beta(a, b) is a + b
-    robust = ad.make_design_prior(10, 12, robust_weight=0.2).mixture
-    assert robust.n_components == 2 and robust.weights[1] == pytest.approx(0.2)
-    assert ad.make_design_prior(10, 12, "phase12-jeffreys").mixture.allclose(BetaMixture.single(10.5, 2.5))
-    with pytest.raises(InputError, match="must lie in") as err:
-        ad.make_design_prior(10, 12, discount_ess=20)
-    assert err.value.key == "design.discount_ess"
+
+@pytest.fixture(scope="module")
+def inputs():
+    config = MainJobConfig()
+    return ad.DesignInputs(load_inputs(config.data), config.priors, config.sampler, config.durability)
+
+
+def design(**kw) -> DesignConfig:
+    doc = {"estimand": DAY365, "design_priors": EXACT_PANEL, "n_min": 20, "n_max": 100, **kw}
+    return DesignConfig.model_validate(doc)
+
+
+@pytest.fixture(scope="module")
+def day365(inputs):
+    return ad.run_design(design(p0=0.44), seed=1, design=inputs)
+
+
+def test_design_priors_of_the_day365_estimand_are_the_phase12_beliefs(day365):
+    phase12, discounted, robust = day365.design_priors
+    assert phase12.mixture.allclose(BetaMixture.single(11, 3))
+    d = 4.0 / 12  # power-prior weight giving ESS 6 = 2 (uniform) + 12 d
+    assert discounted.mixture.allclose(BetaMixture.single(1 + 10 * d, 1 + 2 * d))
+    assert discounted.ess_moment == pytest.approx(6.0)
+    assert robust.mixture.n_components == 2 and robust.mixture.weights[1] == pytest.approx(0.5)
+    assert day365.phase12["r"] == 10 and day365.phase12["n"] == 12
+
+
+def test_the_calibrated_rule_keeps_type1_at_alpha_at_every_n_exactly(day365):
+    rule = day365.rule
+    assert rule.gamma_calibrated and rule.p0 == 0.44
+    n = np.asarray(day365.table.index)
+    # exact type I error of the boundaries, straight from scipy's binomial: never above alpha
+    type1 = stats.binom.sf(day365.table["boundary"].to_numpy() - 1, n, 0.44)
+    assert np.allclose(type1, day365.table["type1"], rtol=1e-12) and (type1 <= 0.025).all()
+    # gamma = 0.975 is not calibrated: at n = 50 its type I error is 0.0325
+    fixed = exact.single_arm_oc([50], rule="bayes", p0=0.44, gamma=0.975, analysis_prior=BetaMixture.single(1, 1))
+    assert fixed.type1[0] == pytest.approx(0.0325, abs=5e-5) and fixed.type1[0] > 0.025
+    assert rule.gamma > 0.975
+    # assurance under the primary design prior is the exact layer's
+    oc = exact.single_arm_oc(n, rule="bayes", p0=0.44, gamma=rule.gamma, analysis_prior=BetaMixture.single(1, 1),
+                             design_prior=BetaMixture.single(11, 3))
+    assert np.allclose(day365.table["assurance"], oc.assurance, rtol=1e-12)
+    assert list(day365.assurance.columns) == EXACT_PANEL
+
+
+def test_every_design_prior_gets_a_recommendation_with_its_reason(day365):
+    assert [r.design_prior for r in day365.recommendations] == EXACT_PANEL
+    for rec in day365.recommendations:
+        if rec.n.first is not None:
+            row = day365.table.loc[rec.n.first]
+            assert row["type1"] <= 0.025 and row["power_p1"] >= 0.8
+            assert day365.assurance.loc[rec.n.first, rec.design_prior] >= 0.8
+            assert f"n = {rec.n.first}" in rec.reason
+        else:
+            assert "no n from 20 to 100" in rec.reason
+        # assurance can never exceed P(rate > p0) under the design prior
+        assert rec.max_assurance <= rec.assurance_limit + 1e-12
+
+
+def test_p0_panel_and_conditional_assurance(day365):
+    panel = day365.p0_panel
+    assert list(panel.index) == [0.44, 0.2, 0.3, 0.4, 0.5]
+    assert panel.loc[0.44, "benchmark"] and not panel.loc[0.5, "benchmark"]
+    # a higher null rate cannot need fewer participants
+    firsts = panel.sort_index()["first_n"].dropna().to_numpy()
+    assert (np.diff(firsts) >= 0).all()
+    # conditional assurance: power averaged over the design prior above p1, by quadrature
+    p1 = day365.rule.p1
+    n, c = 50, int(day365.table.loc[50, "boundary"])
+    theta = np.linspace(p1, 1, 20001)
+    dens = stats.beta.pdf(theta, 11, 3)
+    power = stats.binom.sf(c - 1, n, theta)
+    assert day365.table.loc[50, "conditional_assurance"] == pytest.approx(
+        np.trapezoid(power * dens, theta) / np.trapezoid(dens, theta), abs=1e-6)
+
+
+def test_glucocorticoid_hypothetical_sets_the_exposed_participants_aside(inputs):
+    res = ad.run_design(design(p0=0.44, estimand={**DAY365, "glucocorticoid": "hypothetical"}), seed=1,
+                        design=inputs)
+    assert (res.phase12["r"], res.phase12["n"]) == (10, 10)
+    assert res.design_priors[0].mixture.allclose(BetaMixture.single(11, 1))
+
+
+def test_composite_strategies_lower_the_rate(inputs):
+    composite = ad.run_design(design(p0=0.44, estimand={**DAY365, "death": "composite", "withdrawal": "composite",
+                                                         "withdrawal_probability": 0.1}), seed=1, design=inputs)
+    plain = composite.design_priors[0]
+    # survival to day 365 (2 deaths in 14 participant-years) and 10% withdrawal, both counted as failures
+    assert plain.mean < 11 / 14 * 0.9 < 11 / 14
+    assert any("withdrawal" in n and "survival" in n for n in composite.notes)
+
+
+def test_benchmark_rules(inputs):
+    from isletbayes.analyses.config import PriorsConfig
+    from isletbayes.analyses.donor_benchmark import benchmark
+
+    data = inputs.inputs
+    pooled = benchmark("insulin_independence", data, PriorsConfig(), inputs.sampler, 1)
+    assert pooled.value == pytest.approx(36 / 66) and "36/66" in pooled.description
+    named = benchmark("insulin_independence", data,
+                      PriorsConfig(benchmark="study:Shapiro 2006 (international Edmonton-protocol trial)"),
+                      inputs.sampler, 1)
+    assert named.value == pytest.approx(16 / 36)
+    with pytest.raises(InputError, match="benchmark_any_endpoint") as err:
+        benchmark("insulin_independence", data, PriorsConfig(benchmark="study:CIT-07 (Hering 2016)"),
+                  inputs.sampler, 1)
+    assert err.value.key == "priors.benchmark"
+    allowed = benchmark("insulin_independence", data,
+                        PriorsConfig(benchmark="study:CIT-07 (Hering 2016)", benchmark_any_endpoint=True),
+                        inputs.sampler, 1)
+    assert allowed.value == pytest.approx(42 / 48) and "applied to insulin_independence by request" in \
+        allowed.description
+    # the design's p0 follows the same rule for its estimand's end point
+    res = ad.run_design(design(), seed=1, design=inputs)
+    assert res.rule.p0 == pytest.approx(36 / 66) and "donor-islet benchmark" in res.rule.p0_source
+
+
+def test_interims_report_binding_and_nonbinding_type1(inputs):
+    res = ad.run_design(design(p0=0.44, n_min=40, n_max=60, interim=[0.5], efficacy="posterior",
+                               efficacy_threshold=0.999), seed=1, design=inputs)
+    table = res.interim
+    assert len(table) == 21
+    # ignoring futility stops can only add successes: non-binding type I >= binding
+    assert (table["type1_nonbinding"] >= table["type1_binding"] - 1e-15).all()
+    assert (table["expected_n_p1"] <= table.index.to_numpy()).all()
+
+
+def test_overlapping_cohort_counts_phase12_once(inputs):
+    res = ad.run_design(design(p0=0.44, overlap_phase12=True), seed=1, design=inputs)
+    over = res.overlap
+    n, row = 50, res.overlap.loc[50]
+    needed = int(res.table.loc[n, "boundary"]) - 10
+    # the predictive of the 38 to come under the uniform prior updated once by 10/12: Beta(11, 3)
+    assert row["probability_of_success"] == pytest.approx(stats.betabinom.sf(needed - 1, n - 12, 11, 3), rel=1e-10)
+    assert over.index.min() >= 12
+
+
+def test_estimand_presets_and_their_errors():
+    config = MainJobConfig()
+    resolved = config.design.estimand.resolved()
+    assert resolved == {"endpoint": "insulin_independence", "anchor": "onset", "window_start_day": 0.0,
+                        "window_end_day": 365.0, "persistence_days": 365.0, "she_free": True}
     with pytest.raises(InputError) as err:
-        ad.make_design_prior(10, 12, "beta:1")
-    assert err.value.key == "design.design_prior"
+        config_from_dict({"design": {"estimand": {"preset": "composite_day365", "persistence_days": 180}}})
+    assert err.value.key == "design.estimand" and "adjust an insulin-independence estimand" in err.value.message
+    with pytest.raises(InputError, match="needs p_mcid"):
+        config_from_dict({"design": {"rule": "dual"}})
 
 
-def test_parse_prior_specs():
-    assert ad.parse_prior("beta:2,8", "design.analysis_prior").allclose(BetaMixture.single(2, 8))
-    assert ad.parse_prior("mix:0.7,11,3;0.3,1,1", "design.analysis_prior").n_components == 2
-    with pytest.raises(InputError, match="unknown prior"):
-        ad.parse_prior("cauchy", "design.analysis_prior")
-
-
-def test_run_design_matches_exact_layer_and_round_trips(tmp_path, seed):
-    res = ad.run_design(DesignConfig(n_min=20, n_max=60, interim=[0.5]), seed=1, phase12=(10, 12))
-    oc = exact.single_arm_oc(np.arange(20, 61), rule="bayes", p0=0.44, gamma=0.975,
-                             analysis_prior=BetaMixture.single(1, 1), design_prior=BetaMixture.single(11, 3))
-    assert res.table["boundary"].tolist() == oc.boundary.tolist()
-    assert np.allclose(res.table["assurance"], oc.assurance)
-    first = res.recommendation.type1_power.first
-    row = res.row(first)
-    assert row["type1"] <= 0.025 and row["power_p1"] >= 0.8
-    before = res.table.loc[:first - 1]
-    assert not (before["meets_type1"] & before["meets_power"]).any()
-    # assurance with interims: quadrature over the design prior agrees with Monte Carlo over it
-    row = res.interim.iloc[10]
-    n = int(res.interim.index[10])
-    thetas = np.random.default_rng(seed(1)).beta(11, 3, size=4000)
-    looks = [int(x) for x in row["looks"].split(",")]
-    futility = [int(x) for x in row["futility_boundaries"].split(",")]
-    mc = exact.interim_oc(looks, n, int(res.table.loc[n, "boundary"]), futility, thetas)["success"]
-    assert row["assurance"] == pytest.approx(mc.mean(), abs=4 * mc.std() / np.sqrt(mc.size) + 1e-3)
-    files = res.save(tmp_path)
+def test_result_round_trips(day365, tmp_path):
+    files = day365.save(tmp_path)
     assert files == ["design.json", "design_table.csv"]
     back = ad.DesignResult.load(tmp_path)
-    assert back.summary() == res.summary()
-    assert int(back.table.index[0]) == 20 and "numpy" in back.provenance.package_versions
+    assert back.summary() == day365.summary()
     assert (tmp_path / "design_table.csv").read_text().splitlines()[0].startswith("n,boundary,type1")
 
 
-def test_binomial_rule_controls_type1_everywhere():
-    res = ad.run_design(DesignConfig(rule="binomial", n_min=20, n_max=100), seed=1, phase12=(10, 12))
-    assert (res.table["type1"] <= 0.025).all()
-    for n, r in res.table.iloc[::20].iterrows():
-        assert stats.binomtest(int(r["boundary"]), n, 0.44, alternative="greater").pvalue <= 0.025
+@pytest.fixture(scope="module")
+def durability():
+    config = DurabilityConfig(follow_up_years=[1.0, 3.0], follow_up_simulations=10)
+    return run_durability(config, seed=3, phase12=(10, 12), durability=load_inputs(DataConfig()).durability)
 
 
-def test_cli_prints_table_and_json(capsys):
-    assert main(["design", "--n-min", "20", "--n-max", "30", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["design_prior"]["mixture"]["a"] == [11.0] and len(out["table"]["index"]) == 11
-    assert main(["design", "--n-min", "20", "--n-max", "25", "--rule", "binomial"]) == 0
-    text = capsys.readouterr().out
-    assert "smallest n meeting" in text and "   25 " in text
-
-
-@pytest.mark.parametrize("args, option", [
-    (["--p0", "1.5"], "--p0"), (["--endpoint", "hba1c"], "--endpoint"), (["--rule", "frequentist"], "--rule"),
-    (["--n-min", "50", "--n-max", "40"], "--n-max"), (["--interim", "0.5,x"], "--interim"),
-    (["--endpoint", "cpeptide"], "--simulate"), (["--discount-ess", "30"], "--discount-ess"),
-    (["--endpoint", "cpeptide", "--simulate", "2"], "--out"),
-    (["--analysis-prior", "beta:0,1"], "--analysis-prior"),
-    (["--endpoint", "cpeptide", "--simulate", "2", "--cpeptide-fraction", "1.5"], "--cpeptide-fraction"),
-    (["--endpoint", "cpeptide", "--simulate", "2", "--cpeptide-threshold", "-3"], "--cpeptide-threshold"),
-])
-def test_cli_bad_options_exit_2_naming_the_option(capsys, args, option):
-    assert main(["design", *args]) == 2
-    err = capsys.readouterr().err
-    assert option in err and "Traceback" not in err
-
-
-def test_durability_scenarios_reproduce_their_anchor_figures():
-    durability = load_inputs(DataConfig()).durability
-    res = run_durability(DurabilityConfig(n_draws=20000), seed=3, phase12=(10, 12), durability=durability)
-    assert "NOT FINDINGS" in res.label
-    retained = {name: sc.projection["retained_median"].to_numpy() for name, sc in res.scenarios.items()}
-    assert retained["citr2008_weibull"][1] == pytest.approx(0.71, abs=0.01)
-    assert retained["citr2008_weibull"][2] == pytest.approx(0.52, abs=0.01)
-    assert np.allclose(retained["tiwari_weibull"][1:4], [0.69, 0.54, 0.44], atol=0.03)  # Weibull through 3 points
-    assert retained["shapiro2006_exponential"][1] == pytest.approx(stats.beta(6, 12).median(), abs=0.01)
-    assert retained["ryan2005_exponential"][1] == pytest.approx(0.5 ** (12 / 15), abs=0.02)
-    year1 = {float(sc.projection["median"].iloc[0]) for sc in res.scenarios.values()}
-    assert max(year1) - min(year1) < 0.01  # every scenario starts from the same year-1 posterior
-    assert res.scenarios["no_attrition"].projection["median"].iloc[4] == pytest.approx(stats.beta(11, 3).median(),
-                                                                                       abs=0.01)
-    for sc in res.scenarios.values():
-        p = sc.projection
-        assert ((p["lower"] <= p["median"]) & (p["median"] <= p["upper"])).all()
-        assert (np.diff(p["median"]) <= 1e-12).all()
-    again = run_durability(DurabilityConfig(n_draws=1000), seed=3, phase12=(10, 12), durability=durability)
-    assert again.summary() == run_durability(DurabilityConfig(n_draws=1000), seed=3, phase12=(10, 12),
-                                             durability=durability).summary()
-
-
-def test_durability_cli(capsys):
-    assert main(["durability", "--draws", "2000"]) == 0
-    assert "SCENARIOS, NOT FINDINGS" in capsys.readouterr().out
-    assert main(["durability", "--draws", "5"]) == 2
+def test_durability_shares_and_retention(durability, tmp_path):
+    shares = durability.shares
+    for year in range(1, 6):
+        composite = shares[(shares["year"] == year) & (shares["estimand"] == "composite")].iloc[0]
+        hypothetical = shares[(shares["year"] == year) & (shares["estimand"] == "hypothetical")].iloc[0]
+        # dying can only lower the share: alive and insulin independent <= insulin independent had no one died
+        assert composite["median"] <= hypothetical["median"] + 1e-12
+        assert 0 <= composite["lower"] <= composite["median"] <= composite["upper"] <= 1
+    retention = durability.retention.set_index("years_since_onset")["median"]
+    assert (np.diff(retention.to_numpy()) < 0).all()
+    assert "BORROWED" in durability.label and len(durability.conventions) >= 5
+    assert list(durability.follow_up.index) == [1.0, 3.0]
+    durability.save(tmp_path)
+    assert DurabilityResult.load(tmp_path).summary() == durability.summary()
