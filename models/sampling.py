@@ -155,6 +155,13 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
     """
     groups = _check_groups(groups)
     _check_posterior_kept(model, groups, var_names)
+    if settings.nuts_sampler == "nutpie" and not progressbar:
+        # the same draws as pm.sample(nuts_sampler="nutpie"), the model compiled once per install
+        # (isletbayes.models.compiled_models): refits and other processes load the compiled code from disk
+        from isletbayes.models.compiled_models import sample_nutpie
+
+        idata = sample_nutpie(model, settings, var_names)
+        return add_groups(idata, model, groups, settings) if groups else idata
     with warnings.catch_warnings():
         # PyMC's own convergence warnings are replaced by check_diagnostics(), which callers report.
         warnings.filterwarnings("ignore", message=".*(r_hat|R-hat|effective sample size|divergen).*")
