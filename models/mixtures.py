@@ -43,23 +43,35 @@ Predictive Priors with the R Bayesian Evidence Synthesis Tools"), whose source w
     ``Beta(mode/s, (1-mode)/s)`` (normal: variance ``s * max(s_k^2)``) with ``s = 100``, and the ESS is
     ``(i_p(mode) - i_flat(mode)) / E[i_F(mode)]`` without rounding to an integer.
 
+  ELIR is the default everywhere (as in RBesT); :func:`ess_all` / :func:`ess_table` give all three. For one
+  conjugate component they agree; for a mixture they differ because moment matching sees only the (tail-inflated)
+  variance, Morita only the curvature at the mode, and ELIR the local information averaged over the prior.
+
 * Quantiles invert the cdf by bracketing root finding (the mixture's q-quantile lies between the smallest and the
   largest component q-quantile). Highest-density intervals: see :meth:`BetaMixture.hdi` and
   :meth:`BetaMixture.hdr`.
-* Prior-data conflict: Box (1980, J R Stat Soc A 143:383) prior-predictive p-value, see
-  :func:`prior_data_conflict`.
+* Prior-data conflict: Box (1980, J R Stat Soc A 143:383) prior-predictive p-values, the headline one-sided in the
+  direction of the data, and "not applicable" (None) under a reference prior; see :func:`prior_data_conflict`.
+* Comparisons carrying the comparator's uncertainty: P(theta_t - theta_c > delta) for independent mixtures (RBesT's
+  ``pmixdiff``), vectorised over delta: closed form for normal mixtures, tanh-sinh quadrature for beta mixtures;
+  see :func:`prob_difference_greater`.
+* Tipping point: the borrowed ESS of a beta prior centred at the comparator mean at which
+  P(theta > p0 | data) falls below the decision threshold, by root finding; see :func:`tipping_point`.
 * ``fit_beta_mixture``: the EM algorithm of RBesT's ``mixfit`` for beta mixtures (weighted maximum-likelihood
   M-step; ``a_k, b_k > 1`` by default so the ELIR ESS is defined), with the number of components chosen by an
-  information criterion (RBesT's ``automixfit`` uses AIC with penalty 6 per parameter: ``criterion="aic6"``).
+  information criterion (RBesT's ``automixfit`` uses AIC with penalty 6 per parameter: ``criterion="aic6"``);
+  ``fit_normal_mixture``: the same for normal mixtures (closed-form M-step).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import integrate, optimize, special, stats
 from scipy.optimize import elementwise
+
+from isletbayes.models.validation import ModelInputError
 
 __all__ = [
     "BetaMixture",
@@ -67,11 +79,22 @@ __all__ = [
     "NormalMixture",
     "ConflictCheck",
     "MixtureFit",
+    "TippingPoint",
+    "ESS_METHODS",
+    "DEFAULT_ESS_METHOD",
     "posterior_prob_above",
     "posterior_prob_below",
     "prob_difference_greater",
     "prior_data_conflict",
+    "reference_prior_name",
+    "ess_all",
+    "ess_table",
+    "tipping_point",
+    "borrowed_prior",
+    "prob_above_with_borrowing",
     "fit_beta_mixture",
+    "fit_normal_mixture",
+    "shortest_interval",
 ]
 
 MORITA_S = 100.0
@@ -97,7 +120,9 @@ def _check_weights(weights: np.ndarray) -> np.ndarray:
     total = weights.sum()
     if not abs(total - 1.0) < 1e-6:
         raise ValueError(f"mixture weights must sum to 1, got sum {total!r}")
-    w = weights / total  # remove rounding in the last digits
+    # remove rounding in the last digits, but leave weights that already sum to 1 up to rounding as they are, so
+    # that rebuilding a mixture from its own weights (e.g. after a JSON round trip) gives the same numbers
+    w = weights.copy() if abs(total - 1.0) <= 4 * _EPS * len(weights) else weights / total
     w.setflags(write=False)
     return w
 
@@ -460,37 +485,39 @@ class BetaMixture:
             return float((info_prior - info_flat) / expected_fisher)
         raise ValueError(f"unknown ESS method {method!r}; use 'elir', 'moment' or 'morita'")
 
-    def _elir_integrand(self, logit_x: float) -> float:
-        """p(x) * lir(x) * dx/dl on the logit scale l = logit(x), computed without overflow in either tail.
+    def _elir_integrand(self, logit_x) -> np.ndarray:
+        """p(x) * lir(x) * dx/dl on the logit scale l = logit(x), computed without overflow in either tail
+        (vectorised over ``logit_x``).
 
         With G_k = x(1-x) g_k and H_k = x^2(1-x)^2 h_k (bounded, g_k and h_k the component's first and second
         log-density derivatives), x^2 (1-x)^2 i_p(x) = (sum omega_k G_k)^2 - sum omega_k (H_k + G_k^2); since
         lir = x(1-x) i_p and dx = x(1-x) dl, the integrand is p(x) times that bounded expression.
         """
-        log_x, log_1mx = special.log_expit(logit_x), special.log_expit(-logit_x)
+        l = np.asarray(logit_x, dtype=float)[..., None]
+        log_x, log_1mx = special.log_expit(l), special.log_expit(-l)
         x, one_minus_x = np.exp(log_x), np.exp(log_1mx)
         a, b = self.a, self.b
         log_f = (a - 1) * log_x + (b - 1) * log_1mx - special.betaln(a, b)
         lw = np.log(self.weights) + log_f
-        log_p = special.logsumexp(lw)
+        log_p = special.logsumexp(lw, axis=-1, keepdims=True)
         omega = np.exp(lw - log_p)
         big_g = (a - 1) * one_minus_x - (b - 1) * x
         big_h = -(a - 1) * one_minus_x**2 - (b - 1) * x**2
-        q = np.sum(omega * big_g) ** 2 - np.sum(omega * (big_h + big_g**2))
-        return float(np.exp(log_p) * q)
+        q = np.sum(omega * big_g, axis=-1) ** 2 - np.sum(omega * (big_h + big_g**2), axis=-1)
+        return np.exp(log_p[..., 0]) * q
 
     def _elir(self) -> float:
         # ELIR = integral of p(x) lir(x) dx, on the logit scale where the integrand is bounded and decays
-        # exponentially in both tails (it behaves like x^(a_min - 1) near 0 when a_min > 1), so adaptive
-        # quadrature over the real line converges to ~1e-10; the line is split at the components' logit means
-        # so that no narrow peak is missed.
+        # exponentially in both tails (it behaves like x^(a_min - 1) near 0 when a_min > 1); the line is split at
+        # the components' logit means so that no narrow peak is missed, and every piece is integrated at once by
+        # tanh-sinh quadrature (to ~1e-11 relative)
         cuts = np.unique(special.logit(self.a / (self.a + self.b)))
-        edges = [-np.inf, *cuts.tolist(), np.inf]
-        total = 0.0
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            val, _ = integrate.quad(self._elir_integrand, lo, hi, epsabs=1e-12, epsrel=1e-11, limit=500)
-            total += val
-        return float(total)
+        lo = np.array([-np.inf, *cuts.tolist()])
+        hi = np.array([*cuts.tolist(), np.inf])
+        res = integrate.tanhsinh(self._elir_integrand, lo, hi, atol=1e-13, rtol=1e-11, maxlevel=14)
+        if not np.all(res.success):
+            raise RuntimeError(f"ELIR quadrature did not converge (error {res.error})")
+        return float(np.sum(res.integral))
 
 
 def _check_counts(r, n) -> tuple[int, int]:
@@ -656,12 +683,13 @@ class NormalMixture:
         if method == "elir":
             if self.n_components == 1:
                 return float(sigma**2 / self.sds[0] ** 2)
-            total = 0.0
-            for w, m, sd in zip(self.weights, self.means, self.sds):
-                val, _ = integrate.quad(lambda u: float(self._information(stats.norm.ppf(u, m, sd))), 0.0, 1.0,
-                                        epsabs=0.0, epsrel=1e-11, limit=500)
-                total += w * val
-            return float(total * sigma**2)
+            # sum_k w_k E_k[i_p(X)]: on each component's quantile scale the integrand is bounded (in the tails
+            # the widest component dominates), so tanh-sinh quadrature runs over every component at once
+            res = integrate.tanhsinh(lambda u, m, sd: self._information(stats.norm.ppf(u, m, sd)), 0.0, 1.0,
+                                     args=(self.means, self.sds), atol=0.0, rtol=1e-11, maxlevel=14)
+            if not np.all(res.success):
+                raise RuntimeError(f"ELIR quadrature did not converge (error {res.error})")
+            return float(np.sum(self.weights * res.integral) * sigma**2)
         if method == "morita":
             mode = self.mode()
             info_prior = float(self._information(mode))
@@ -700,82 +728,301 @@ def posterior_prob_below(prior: BetaMixture, r, n, p0) -> np.ndarray:
     return np.clip(np.sum(w * stats.beta.cdf(p0, a_post, b_post), axis=-1), 0.0, 1.0)
 
 
-def prob_difference_greater(treatment: BetaMixture, control: BetaMixture, delta: float = 0.0) -> float:
-    """P(theta_t - theta_c > delta) for independent beta mixtures (RBesT's pmixdiff, upper tail), exactly.
+def prob_difference_greater(treatment: BetaMixture | NormalMixture, control: BetaMixture | NormalMixture,
+                            delta=0.0):
+    r"""P(theta_t - theta_c > delta) for independent mixtures, exactly, for a scalar or an array of ``delta``.
 
-    = sum_k w_ck * integral_0^1 S_t(F_ck^{-1}(u) + delta) du, with S_t the treatment survival function (1 below 0,
-    0 above 1): a 1-d integral on each control component's quantile scale, where the integrand is bounded and
-    monotone, evaluated by adaptive quadrature to ~1e-10.
+    RBesT's ``pmixdiff`` (upper tail). The control's uncertainty is carried: with theta_c from a (robust) MAP
+    predictive this is the comparison "against the comparator", not against a fixed benchmark.
+
+    * Two normal mixtures: the difference of components j, k is N(m_j - m_k, s_j^2 + s_k^2), so
+      P = sum_jk w_j v_k Phi((m_j - m_k - delta) / sqrt(s_j^2 + s_k^2)) in closed form.
+    * Two beta mixtures: P = sum_k w_k [F_k(-delta) 1{delta < 0} + int_{F_k(L)}^{F_k(U)} S_t(F_k^{-1}(u) + delta)
+      du] with L = max(0, -delta), U = min(1, 1 - delta), F_k the control component's cdf and S_t the
+      treatment's survival function (1 below 0, 0 above 1). On each component's quantile scale u the integrand
+      is bounded and monotone (the control density's singularities at 0 and 1, for a parameter < 1, are gone).
+      No closed form exists for general parameters; the integral is evaluated by tanh-sinh quadrature
+      (scipy.integrate.tanhsinh, vectorised over every delta and component at once); absolute error below
+      1e-12.
+
+    Returns a float for a scalar ``delta``, else an array of the shape of ``delta``.
     """
-    if not -1 < delta < 1:
-        raise ValueError(f"delta must lie in (-1, 1), got {delta}")
+    d = np.asarray(delta, dtype=float)
+    if not np.all(np.isfinite(d)):
+        raise ModelInputError("delta must be finite", parameter="delta")
+    if isinstance(treatment, NormalMixture) and isinstance(control, NormalMixture):
+        m = treatment.means[:, None] - control.means[None, :]
+        s = np.sqrt(treatment.sds[:, None] ** 2 + control.sds[None, :] ** 2)
+        w = treatment.weights[:, None] * control.weights[None, :]
+        p = np.sum(w * stats.norm.sf(d[..., None, None], m, s), axis=(-2, -1))
+    elif isinstance(treatment, BetaMixture) and isinstance(control, BetaMixture):
+        if np.any((d <= -1) | (d >= 1)):
+            raise ModelInputError(f"delta must lie in (-1, 1) for rates, got {delta}", parameter="delta")
+        p = _prob_difference_beta(treatment, control, d)
+    else:
+        raise ModelInputError("treatment and control must both be beta mixtures or both normal mixtures, got "
+                              f"{type(treatment).__name__} and {type(control).__name__}", parameter="control")
+    p = np.clip(p, 0.0, 1.0)
+    return float(p) if p.ndim == 0 else p
 
-    def surv_t(y: float) -> float:
-        if y <= 0:
-            return 1.0
-        if y >= 1:
-            return 0.0
-        return float(treatment.sf(y))
 
-    total = 0.0
-    for w, a, b in zip(control.weights, control.a, control.b):
-        # split where x + delta crosses 0 or 1 so quad never integrates across the kinks
-        cuts = sorted(u for u in (stats.beta.cdf(-delta, a, b), stats.beta.cdf(1 - delta, a, b)) if 0 < u < 1)
-        edges = [0.0, *cuts, 1.0]
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            if hi > lo:
-                val, _ = integrate.quad(lambda u: surv_t(float(stats.beta.ppf(u, a, b)) + delta), lo, hi,
-                                        epsabs=1e-13, epsrel=1e-10, limit=500)
-                total += w * val
-    return float(min(max(total, 0.0), 1.0))
+def _prob_difference_beta(treatment: BetaMixture, control: BetaMixture, d: np.ndarray) -> np.ndarray:
+    dd = d[..., None]  # (..., K_control)
+    a, b = control.a, control.b
+    lower = stats.beta.cdf(np.maximum(0.0, -dd), a, b)  # the integral runs on each component's quantile scale
+    upper = stats.beta.cdf(np.minimum(1.0, 1.0 - dd), a, b)
+    below = np.where(dd < 0, lower, 0.0)  # x + delta <= 0: the treatment surely exceeds
+
+    def integrand(u, delta_, a_, b_):
+        # tanh-sinh's nodes come within 1e-300 of the ends, where boost's beta quantile may not converge; the
+        # integrand is bounded by 1, so evaluating it at 1e-15 from the ends changes the integral by < 2e-15
+        u = np.clip(u, 1e-15, 1 - 1e-15)
+        y = np.clip(stats.beta.ppf(u, a_, b_) + delta_, 0.0, 1.0)
+        return np.sum(treatment.weights * stats.beta.sf(y[..., None], treatment.a, treatment.b), axis=-1)
+
+    shape = np.broadcast_shapes(dd.shape, a.shape)
+    res = integrate.tanhsinh(integrand, np.broadcast_to(lower, shape), np.broadcast_to(upper, shape),
+                             args=(np.broadcast_to(dd, shape), np.broadcast_to(a, shape), np.broadcast_to(b, shape)),
+                             atol=1e-13, rtol=1e-12, maxlevel=14)
+    if not np.all(res.success):
+        raise RuntimeError(f"tanh-sinh quadrature did not converge for P(difference > delta): error {res.error}")
+    return np.sum(control.weights * (below + res.integral), axis=-1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# effective sample size, all methods
+# --------------------------------------------------------------------------------------------------------------
+ESS_METHODS = ("elir", "moment", "morita")
+DEFAULT_ESS_METHOD = "elir"
+
+
+def ess_all(prior: BetaMixture | NormalMixture) -> dict[str, float]:
+    r"""The prior's ESS by every method (ELIR first, the default; NaN where a method is undefined).
+
+    For a single conjugate component the three agree. For a mixture they differ because they summarise different
+    things: moment matching sees only the mixture's variance, which heavy tails (e.g. a robust component) inflate,
+    so it is the smallest; Morita measures the information at the mode, where the dominant component is
+    sharpest, so it is the largest; ELIR averages the local information ratio over the whole prior, lies in
+    between, and is the only one that is predictively consistent (the posterior's expected ESS is the prior's plus
+    the sample size; Neuenschwander, Weber, Schmidli, O'Hagan 2020, Biometrics 76:578). ELIR is the default
+    everywhere, as in RBesT.
+    """
+    out = {}
+    for method in ESS_METHODS:
+        try:
+            out[method] = float(prior.ess(method))
+        except ValueError:
+            out[method] = float("nan")  # ELIR of a beta mixture with a parameter < 1 diverges
+    return out
+
+
+def ess_table(priors) -> "pd.DataFrame":
+    """ESS by every method for named priors (a mapping name -> mixture): one row per prior, columns ESS_METHODS.
+
+    ``table.attrs["default_method"]`` is "elir"; see :func:`ess_all` for why the methods differ for mixtures.
+    """
+    import pandas as pd
+
+    table = pd.DataFrame({name: ess_all(mix) for name, mix in priors.items()}).T
+    table = table.reindex(columns=list(ESS_METHODS)).astype(float)
+    table.index.name = "prior"
+    table.attrs["default_method"] = DEFAULT_ESS_METHOD
+    return table
 
 
 # --------------------------------------------------------------------------------------------------------------
 # prior-data conflict
 # --------------------------------------------------------------------------------------------------------------
+REFERENCE_BETAS = {(1.0, 1.0): "uniform Beta(1, 1)", (0.5, 0.5): "Jeffreys Beta(1/2, 1/2)"}
+
+
+def reference_prior_name(prior) -> str | None:
+    """The name of a reference (non-informative) prior, or None: a single uniform or Jeffreys beta."""
+    if isinstance(prior, BetaMixture) and prior.n_components == 1:
+        return REFERENCE_BETAS.get((float(prior.a[0]), float(prior.b[0])))
+    return None
+
+
 @dataclass(frozen=True)
 class ConflictCheck:
-    """Box's prior-predictive check of an observed count r of n.
+    """Box's (1980, J R Stat Soc A 143:383) prior-predictive check of an observation against a prior.
 
-    p_box: P(p(K) <= p(r)), the prior-predictive probability of an outcome no more likely than the one observed
-    (Box 1980; two-sided by construction). p_lower = P(K <= r), p_upper = P(K >= r): one-sided tail probabilities
-    (a small p_upper says the data are surprisingly good under the prior). p_two_sided = min(1, 2 min(p_lower,
-    p_upper)), the doubled smaller tail. Small values (e.g. < 0.05) flag a conflict between prior and data.
+    ``observed``: r (responders of ``n``) for a beta prior, the mean of ``n`` observations for a normal prior.
+    ``p_value`` is the headline: one-sided, in the direction of the data (``direction``: "upper" when the
+    observation lies at or above the prior-predictive mean, so p_value = P(Y >= observed); "lower" otherwise,
+    P(Y <= observed)). Small values (e.g. < 0.05) flag a conflict between prior and data.
+    Also given: p_box = P(p(Y) <= p(observed)), the probability of an outcome no more likely than the one observed
+    (two-sided by construction; for a discrete outcome only); p_lower = P(Y <= observed), p_upper = P(Y >=
+    observed), and p_two_sided = min(1, 2 min(p_lower, p_upper)).
+    Under a reference prior (uniform, Jeffreys) the prior predicts nothing, so the check is not applicable:
+    ``applicable`` is False and every p-value is None.
     """
 
-    r: int
+    observed: float
     n: int
     predictive_mean: float
-    p_box: float
-    p_lower: float
-    p_upper: float
-    p_two_sided: float
+    applicable: bool
+    direction: str | None
+    p_value: float | None
+    p_box: float | None
+    p_lower: float | None
+    p_upper: float | None
+    p_two_sided: float | None
+    note: str = ""
+
+    @property
+    def r(self) -> int:
+        """The observed count (binary endpoints)."""
+        return int(self.observed)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def prior_data_conflict(prior: BetaMixture, r: int, n: int) -> ConflictCheck:
-    """Box's prior-predictive p-values of r responders of n under ``prior`` (see :class:`ConflictCheck`)."""
-    r, n = _check_counts(r, n)
-    pred = prior.predictive(n)
-    pmf = pred.pmf(pred.support())
-    # tolerance: outcomes whose probability equals p(r) up to rounding count as "no more likely"
-    p_box = float(np.sum(pmf[pmf <= pmf[r] * (1 + 1e-9)]))
-    p_lower = float(np.sum(pmf[: r + 1]))
-    p_upper = float(np.sum(pmf[r:]))
-    return ConflictCheck(r, n, pred.mean(), min(p_box, 1.0), min(p_lower, 1.0), min(p_upper, 1.0),
-                         min(1.0, 2 * min(p_lower, p_upper)))
+def prior_data_conflict(prior: BetaMixture | NormalMixture, r, n: int, *, reference: bool | None = None
+                        ) -> ConflictCheck:
+    """Box's prior-predictive p-values of ``r`` responders of ``n`` (beta prior) or of the mean ``r`` of ``n``
+    observations (normal prior, sampling sd ``prior.sigma``); see :class:`ConflictCheck`.
+
+    ``reference``: whether ``prior`` is a reference prior, for which the check is not applicable; by default a
+    single uniform or Jeffreys beta is recognised as one.
+    """
+    is_reference = reference_prior_name(prior) is not None if reference is None else bool(reference)
+    if isinstance(prior, BetaMixture):
+        r, n = _check_counts(r, n)
+        pred = prior.predictive(n)
+        mean = pred.mean()
+        if is_reference:
+            return ConflictCheck(r, n, mean, False, None, None, None, None, None, None,
+                                 f"not applicable: {reference_prior_name(prior) or 'reference prior'} predicts "
+                                 "nothing, so Box's p-value means nothing")
+        pmf = pred.pmf(pred.support())
+        # tolerance: outcomes whose probability equals p(r) up to rounding count as "no more likely"
+        p_box = min(float(np.sum(pmf[pmf <= pmf[r] * (1 + 1e-9)])), 1.0)
+        p_lower = min(float(np.sum(pmf[: r + 1])), 1.0)
+        p_upper = min(float(np.sum(pmf[r:])), 1.0)
+    elif isinstance(prior, NormalMixture):
+        if not (int(n) == n and n >= 1):
+            raise ModelInputError(f"n must be a positive integer, got {n}", parameter="n")
+        n = int(n)
+        pred = prior.predictive(n)
+        mean = pred.mean()
+        r = float(r)
+        if is_reference:
+            return ConflictCheck(r, n, mean, False, None, None, None, None, None, None,
+                                 "not applicable: a reference prior predicts nothing")
+        p_lower, p_upper = float(pred.cdf(r)), float(pred.sf(r))
+        p_box = None  # a density is not an outcome probability: Box's ordinate p-value is for counts here
+    else:
+        raise ModelInputError(f"prior must be a BetaMixture or NormalMixture, got {type(prior).__name__}",
+                              parameter="prior")
+    direction = "upper" if r >= mean else "lower"
+    p_value = p_upper if direction == "upper" else p_lower
+    return ConflictCheck(r, n, mean, True, direction, p_value, p_box, p_lower, p_upper,
+                         min(1.0, 2 * min(p_lower, p_upper)),
+                         f"one-sided ({direction} tail, the direction of the data)")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# EM fit of a beta mixture to draws
+# tipping point: how much borrowing overturns the conclusion
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TippingPoint:
+    r"""Where borrowing overturns "P(theta > p0 | r of n) >= gamma" (see :func:`tipping_point`).
+
+    ``ess``: the prior effective sample size of Beta(m ESS, (1 - m) ESS), centred at the comparator mean m, at
+    which the posterior probability first falls below ``gamma`` (exact root; ``None`` when the conclusion holds
+    at every ESS up to ``ess_max``; 0.0 when it fails without any borrowing). ``table``: the conclusion as a
+    function of the borrowed ESS, one row per ESS (prior a, b; posterior mean; P(theta > p0); success).
+    """
+
+    r: int
+    n: int
+    prior_mean: float
+    p0: float
+    gamma: float
+    ess: float | None
+    ess_max: float
+    table: "pd.DataFrame"
+
+    def as_dict(self) -> dict:
+        return {"r": self.r, "n": self.n, "prior_mean": self.prior_mean, "p0": self.p0, "gamma": self.gamma,
+                "ess": self.ess, "ess_max": self.ess_max, "table": self.table.to_dict(orient="list")}
+
+
+def borrowed_prior(prior_mean: float, ess) -> tuple[np.ndarray, np.ndarray]:
+    """Beta(m ESS, (1 - m) ESS): the beta prior with mean ``prior_mean`` worth ``ess`` observations."""
+    ess = np.asarray(ess, dtype=float)
+    return prior_mean * ess, (1 - prior_mean) * ess
+
+
+def prob_above_with_borrowing(r: int, n: int, prior_mean: float, p0: float, ess) -> np.ndarray:
+    """P(theta > p0 | r of n) under Beta(m ESS, (1 - m) ESS), vectorised over ``ess`` (> 0)."""
+    a, b = borrowed_prior(prior_mean, ess)
+    return stats.beta.sf(p0, a + r, b + n - r)
+
+
+def tipping_point(r: int, n: int, prior_mean: float, p0: float, gamma: float = 0.95, *,
+                  ess_max: float = 1000.0, ess_grid=None) -> TippingPoint:
+    r"""The borrowed ESS at which the conclusion P(theta > p0 | r of n) >= gamma tips, exactly.
+
+    The prior is Beta(m ESS, (1 - m) ESS) centred at the comparator mean m = ``prior_mean`` (ESS = a + b, exact
+    for a beta), so the posterior is Beta(m ESS + r, (1 - m) ESS + n - r) and P(ESS) = P(theta > p0) is a smooth
+    function of the ESS. A scan over a log-spaced grid (1e-3 to ``ess_max``) finds the first ESS where P < gamma;
+    Brent's method then locates the crossing to ~1e-10 relative. Returned with a table of the conclusion at
+    ``ess_grid`` (default: 0 = no borrowing, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000 up to ``ess_max``; ESS 0
+    is evaluated at 1e-9, the limit of vanishing borrowing).
+    """
+    import pandas as pd
+
+    r, n = _check_counts(r, n)
+    if not 0 < prior_mean < 1:
+        raise ModelInputError(f"prior_mean must lie in (0, 1), got {prior_mean}", parameter="prior_mean")
+    if not 0 < p0 < 1:
+        raise ModelInputError(f"p0 must lie in (0, 1), got {p0}", parameter="p0")
+    if not 0 < gamma < 1:
+        raise ModelInputError(f"gamma must lie in (0, 1), got {gamma}", parameter="gamma")
+    if not ess_max > 1e-3:
+        raise ModelInputError(f"ess_max must exceed 1e-3, got {ess_max}", parameter="ess_max")
+    tiny = 1e-9
+
+    def excess(ess: float) -> float:
+        return float(prob_above_with_borrowing(r, n, prior_mean, p0, ess)) - gamma
+
+    scan = np.concatenate([[tiny], np.geomspace(1e-3, ess_max, 2000)])
+    vals = prob_above_with_borrowing(r, n, prior_mean, p0, scan) - gamma
+    below = np.flatnonzero(vals < 0)
+    if below.size == 0:
+        tip = None
+    elif below[0] == 0:
+        tip = 0.0
+    else:
+        i = below[0]
+        tip = float(optimize.brentq(excess, scan[i - 1], scan[i], xtol=1e-12, rtol=1e-12))
+    if ess_grid is None:
+        grid = [e for e in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if e <= ess_max]
+    else:
+        grid = sorted(float(e) for e in ess_grid)
+    grid = np.asarray(grid, dtype=float)
+    if np.any(grid < 0):
+        raise ModelInputError("ess_grid must be >= 0", parameter="ess_grid")
+    eff = np.maximum(grid, tiny)
+    a, b = borrowed_prior(prior_mean, eff)
+    prob = prob_above_with_borrowing(r, n, prior_mean, p0, eff)
+    table = pd.DataFrame({"ess": grid, "prior_a": a, "prior_b": b,
+                          "posterior_mean": (a + r) / (a + b + n), "prob_above_p0": prob,
+                          "success": prob >= gamma})
+    return TippingPoint(r, n, float(prior_mean), float(p0), float(gamma), tip, float(ess_max), table)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EM fits of mixtures to draws
 # --------------------------------------------------------------------------------------------------------------
 @dataclass
 class MixtureFit:
-    """A beta mixture fitted to draws, with how well it fits."""
+    """A beta or normal mixture fitted to draws, with how well it fits."""
 
-    mixture: BetaMixture
+    mixture: BetaMixture | NormalMixture
     n_components: int
     criterion: str
     criterion_values: dict[int, float]
@@ -787,6 +1034,7 @@ class MixtureFit:
     draw_quantiles: list[float]
     mixture_quantiles: list[float]
     max_abs_quantile_error: float
+    excluded: dict[int, str] = field(default_factory=dict)  # numbers of components left out, and why
 
     def as_dict(self) -> dict:
         return {
@@ -802,10 +1050,15 @@ class MixtureFit:
             "draw_quantiles": self.draw_quantiles,
             "mixture_quantiles": self.mixture_quantiles,
             "max_abs_quantile_error": self.max_abs_quantile_error,
+            "excluded": {str(k): v for k, v in self.excluded.items()},
         }
 
 
 QUANTILE_PROBS = (0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975)
+N_RESTARTS = 3
+DEAD_COMPONENT = 1e-8  # total responsibility (in draws) below which a component is not updated
+MIN_COMPONENT_DRAWS = 5.0  # a fit with a component holding fewer draws' responsibility is a degenerate spike
+PENALTIES = ("bic", "aic", "aic6")
 
 
 def _beta_weighted_mle(c1: np.ndarray, c2: np.ndarray, a: np.ndarray, b: np.ndarray, lower: float):
@@ -815,7 +1068,7 @@ def _beta_weighted_mle(c1: np.ndarray, c2: np.ndarray, a: np.ndarray, b: np.ndar
     exact trigamma Hessian converges in a few steps from the previous EM estimate. The bound a, b >= lower is
     handled by an active set: a coordinate sitting on its bound whose gradient points outwards is held fixed and
     the other coordinate takes its one-dimensional Newton step (projecting a full step onto the bound instead would
-    stall the line search). Step halving keeps every step an ascent step.
+    stall the line search). Step halving keeps every step an ascent step. Arrays of any (common) shape.
     """
     a, b = a.copy(), b.copy()
 
@@ -825,13 +1078,16 @@ def _beta_weighted_mle(c1: np.ndarray, c2: np.ndarray, a: np.ndarray, b: np.ndar
     for _ in range(100):
         dab = special.digamma(a + b)
         ga, gb = c1 - special.digamma(a) + dab, c2 - special.digamma(b) + dab
-        t = special.polygamma(1, a + b)
-        haa, hbb, hab = t - special.polygamma(1, a), t - special.polygamma(1, b), t
+        t = special.zeta(2, a + b)  # trigamma(x) = zeta(2, x), without polygamma's wrapper overhead
+        haa, hbb, hab = t - special.zeta(2, a), t - special.zeta(2, b), t
         det = haa * hbb - hab**2
         fixed_a = (a <= lower) & (ga <= 0)
         fixed_b = (b <= lower) & (gb <= 0)
-        step_a = np.where(fixed_a, 0.0, np.where(fixed_b, -ga / haa, -(hbb * ga - hab * gb) / det))
-        step_b = np.where(fixed_b, 0.0, np.where(fixed_a, -gb / hbb, -(haa * gb - hab * ga) / det))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a flat direction (det = 0) takes no step
+            step_a = np.where(fixed_a, 0.0, np.where(fixed_b, -ga / haa, -(hbb * ga - hab * gb) / det))
+            step_b = np.where(fixed_b, 0.0, np.where(fixed_a, -gb / hbb, -(haa * gb - hab * ga) / det))
+        step_a = np.where(np.isfinite(step_a), step_a, 0.0)
+        step_b = np.where(np.isfinite(step_b), step_b, 0.0)
         f0 = objective(a, b)
         scale = np.ones_like(a)
         for _ in range(40):
@@ -855,52 +1111,151 @@ def _moment_beta(m: float, v: float, lower: float) -> tuple[float, float]:
     return max(m * n, lower + 1e-3), max((1 - m) * n, lower + 1e-3)
 
 
+def _restart_slices(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Initial partitions of the sorted draws: k equal-mass slices, then N_RESTARTS - 1 seeded random cuts."""
+    cuts = [np.linspace(0, n, k + 1).astype(int)]
+    for _ in range(N_RESTARTS - 1):
+        cuts.append(np.sort(np.concatenate([[0, n], rng.choice(np.arange(1, n), size=k - 1, replace=False)])))
+    return cuts
+
+
+def _em(x: np.ndarray, w: np.ndarray, p1: np.ndarray, p2: np.ndarray, log_comp, m_step, max_iter: int, tol: float):
+    """EM for all restarts at once: w, p1, p2 have shape (R, K); returns the best restart's fit.
+
+    Each restart follows its own EM trajectory and stops (is frozen) when its log-likelihood changes by less than
+    ``tol`` per draw; the batch runs until every restart has stopped or ``max_iter`` iterations. The restart
+    with the highest log-likelihood wins (the first among equals), among those whose every component holds at
+    least MIN_COMPONENT_DRAWS draws' worth of responsibility: the likelihood of a mixture is unbounded as a
+    component collapses onto a single draw, and such a spike is not an approximation of the distribution.
+    Arrays are laid out (restart, component, draw) so that every reduction over components runs over contiguous
+    rows of draws. Returns (ll, w, p1, p2, iterations, converged, smallest component's draws).
+    """
+    n = x.size
+    n_restarts = w.shape[0]
+    ll_old = np.full(n_restarts, -np.inf)
+    ll_final = np.full(n_restarts, -np.inf)
+    smallest = np.zeros(n_restarts)
+    iters = np.zeros(n_restarts, dtype=int)
+    active = np.ones(n_restarts, dtype=bool)
+    for it in range(1, max_iter + 1):
+        idx = np.flatnonzero(active)
+        logp = log_comp(p1[idx], p2[idx])  # (r, K, N)
+        logp += np.log(w[idx])[:, :, None]
+        top = logp.max(axis=1)  # (r, N)
+        resp = np.exp(logp - top[:, None, :])
+        total = resp.sum(axis=1)
+        ll = np.sum(np.log(total) + top, axis=1)
+        resp /= total[:, None, :]
+        nk = resp.sum(axis=2)  # (r, K)
+        done = np.abs(ll - ll_old[idx]) < tol * n
+        ll_final[idx] = ll
+        smallest[idx] = nk.min(axis=1)
+        iters[idx] = it
+        ll_old[idx] = ll
+        active[idx[done]] = False
+        if np.all(done):
+            break
+        move = ~done
+        idx, resp, nk = idx[move], resp[move], nk[move]
+        w_new = np.maximum(nk / n, 1e-12)
+        w[idx] = w_new / w_new.sum(axis=1, keepdims=True)
+        # a component that has lost (almost) every draw keeps its parameters: its weighted statistics would be
+        # 0/0, and its weight stays at the floor
+        alive = nk > DEAD_COMPONENT
+        p1[idx], p2[idx] = m_step(resp, np.where(alive, nk, 1.0), alive, p1[idx], p2[idx])
+    converged = ~active
+    valid = smallest >= MIN_COMPONENT_DRAWS
+    candidates = np.where(valid, ll_final, -np.inf) if valid.any() else ll_final
+    best = int(np.argmax(candidates))  # argmax returns the first maximum
+    return (ll_final[best], w[best], p1[best], p2[best], int(iters[best]), bool(converged[best]),
+            float(smallest[best]))
+
+
 def _em_beta(x: np.ndarray, k: int, rng: np.random.Generator, constrain_gt1: bool, max_iter: int, tol: float):
     lx, l1x = np.log(x), np.log1p(-x)
     n = len(x)
     lower = 1.0 if constrain_gt1 else 1e-6
-    # initialise from k equal-mass slices of the sorted draws (deterministic), moment-matched;
-    # a random perturbation of the slice boundaries (seeded) gives the restarts.
     order = np.sort(x)
-    best = None
-    for restart in range(3):
-        if restart == 0:
-            cuts = np.linspace(0, n, k + 1).astype(int)
-        else:
-            cuts = np.sort(np.concatenate([[0, n], rng.choice(np.arange(1, n), size=k - 1, replace=False)]))
-        w = np.diff(cuts) / n
-        a = np.empty(k)
-        b = np.empty(k)
+    cuts = _restart_slices(n, k, rng)
+    w = np.empty((len(cuts), k))
+    a = np.empty((len(cuts), k))
+    b = np.empty((len(cuts), k))
+    for i, c in enumerate(cuts):
+        w[i] = np.maximum(np.diff(c) / n, 1e-3)
+        w[i] /= w[i].sum()
         for j in range(k):
-            seg = order[cuts[j]:cuts[j + 1]]
+            seg = order[c[j]:c[j + 1]]
             if len(seg) < 2:
                 seg = order
-            a[j], b[j] = _moment_beta(float(seg.mean()), float(seg.var()) * 1.5, lower)
-        w = np.maximum(w, 1e-3)
-        w /= w.sum()
-        ll_old = -np.inf
-        converged = False
-        for it in range(1, max_iter + 1):
-            logp = np.log(w) + (a - 1) * lx[:, None] + (b - 1) * l1x[:, None] - special.betaln(a, b)
-            top = logp.max(axis=1, keepdims=True)
-            resp = np.exp(logp - top)
-            total = resp.sum(axis=1, keepdims=True)
-            ll = float(np.sum(np.log(total) + top))
-            resp /= total
-            nk = resp.sum(axis=0)
-            if abs(ll - ll_old) < tol * n:
-                converged = True
-                break
-            ll_old = ll
-            w = np.maximum(nk / n, 1e-12)
-            w /= w.sum()
-            nk_safe = np.maximum(nk, 1e-300)
-            c1 = (lx @ resp) / nk_safe
-            c2 = (l1x @ resp) / nk_safe
-            a, b = _beta_weighted_mle(c1, c2, a, b, lower)
-        if best is None or ll > best[0] + 1e-9:
-            best = (ll, w.copy(), a.copy(), b.copy(), it, converged)
-    return best
+            a[i, j], b[i, j] = _moment_beta(float(seg.mean()), float(seg.var()) * 1.5, lower)
+
+    def log_comp(a_, b_):
+        return (a_ - 1)[:, :, None] * lx + (b_ - 1)[:, :, None] * l1x - special.betaln(a_, b_)[:, :, None]
+
+    def m_step(resp, nk, alive, a_, b_):
+        # a dead component gets its own expected statistics, of which its parameters are the fixed point
+        dab = special.digamma(a_ + b_)
+        c1 = np.where(alive, (resp @ lx) / nk, special.digamma(a_) - dab)
+        c2 = np.where(alive, (resp @ l1x) / nk, special.digamma(b_) - dab)
+        return _beta_weighted_mle(c1, c2, a_, b_, lower)
+
+    return _em(x, w, a, b, log_comp, m_step, max_iter, tol)
+
+
+def _em_normal(x: np.ndarray, k: int, rng: np.random.Generator, max_iter: int, tol: float, sd_floor: float):
+    n = len(x)
+    order = np.sort(x)
+    cuts = _restart_slices(n, k, rng)
+    w = np.empty((len(cuts), k))
+    m = np.empty((len(cuts), k))
+    s = np.empty((len(cuts), k))
+    for i, c in enumerate(cuts):
+        w[i] = np.maximum(np.diff(c) / n, 1e-3)
+        w[i] /= w[i].sum()
+        for j in range(k):
+            seg = order[c[j]:c[j + 1]]
+            if len(seg) < 2:
+                seg = order
+            m[i, j] = seg.mean()
+            s[i, j] = max(seg.std() * 1.5, sd_floor)
+
+    def log_comp(m_, s_):
+        z = (x - m_[:, :, None]) / s_[:, :, None]
+        return -0.5 * z**2 - (np.log(s_) + 0.5 * np.log(2 * np.pi))[:, :, None]
+
+    def m_step(resp, nk, alive, m_, s_):
+        mean = np.where(alive, (resp @ x) / nk, m_)
+        var = np.sum(resp * (x - mean[:, :, None]) ** 2, axis=2) / nk
+        return mean, np.where(alive, np.maximum(np.sqrt(var), sd_floor), s_)
+
+    return _em(x, w, m, s, log_comp, m_step, max_iter, tol)
+
+
+def _check_fit_args(max_components: int, criterion: str) -> None:
+    if criterion not in PENALTIES:
+        raise ValueError(f"criterion must be 'bic', 'aic' or 'aic6', got {criterion!r}")
+    if max_components < 1:
+        raise ValueError("max_components must be >= 1")
+
+
+def _mixture_fit(x: np.ndarray, fits: dict, criterion: str) -> MixtureFit:
+    """The fit with the best criterion among those without a degenerate (spike) component; one component is
+    never degenerate."""
+    excluded = {k: f"a component holds only {v[5]:.2g} draws' worth of responsibility (a spike)"
+                for k, v in fits.items() if k > 1 and v[5] < MIN_COMPONENT_DRAWS}
+    best_k = min((k for k in fits if k not in excluded), key=lambda k: fits[k][4])
+    ll, mix, it, conv, _, _ = fits[best_k]
+    ks = float(stats.kstest(x, mix.cdf).statistic)
+    probs = list(QUANTILE_PROBS)
+    dq = np.quantile(x, probs)
+    mq = mix.ppf(np.asarray(probs))
+    return MixtureFit(
+        mixture=mix, n_components=best_k, criterion=criterion,
+        criterion_values={k: float(v[4]) for k, v in fits.items() if k not in excluded}, loglik=float(ll),
+        n_iter=int(it), converged=bool(conv), ks_distance=ks, quantile_probs=probs,
+        draw_quantiles=[float(v) for v in dq], mixture_quantiles=[float(v) for v in mq],
+        max_abs_quantile_error=float(np.max(np.abs(dq - mq))), excluded=excluded,
+    )
 
 
 def fit_beta_mixture(draws, max_components: int = 4, criterion: str = "bic", seed: int | None = 0,
@@ -910,37 +1265,59 @@ def fit_beta_mixture(draws, max_components: int = 4, criterion: str = "bic", see
     EM as in RBesT's ``mixfit`` for beta mixtures: E-step responsibilities, M-step weights = mean responsibility
     and (a_k, b_k) = the responsibility-weighted beta maximum-likelihood estimate (the digamma equations, solved
     as a concave maximisation), with a_k, b_k >= 1 when ``constrain_gt1`` (RBesT's default, so that the ELIR ESS is
-    defined). Each K is started from equal-mass slices of the sorted draws plus two seeded random restarts; the
-    highest likelihood wins; EM stops when the log-likelihood changes by less than ``tol`` per draw (or after
-    ``max_iter`` iterations: ``converged`` says which). ``criterion``: "bic" (-2 ll + p log N), "aic"
-    (-2 ll + 2p) or "aic6" (-2 ll + 6p, RBesT automixfit's default), p = 3K - 1. Draws exactly 0 or 1 are moved
-    to eps / 1 - eps (as RBesT does).
+    defined). Each K is started from equal-mass slices of the sorted draws plus two seeded random restarts (the
+    three run as one vectorised batch); the highest likelihood wins; EM stops when the log-likelihood changes by
+    less than ``tol`` per draw (or after ``max_iter`` iterations: ``converged`` says which). ``criterion``: "bic"
+    (-2 ll + p log N), "aic" (-2 ll + 2p) or "aic6" (-2 ll + 6p, RBesT automixfit's default), p = 3K - 1. Draws
+    exactly 0 or 1 are moved to eps / 1 - eps (as RBesT does).
     """
     x = np.asarray(draws, dtype=float).ravel()
     if x.size < 10 or np.any(~np.isfinite(x)) or np.any((x < 0) | (x > 1)):
         raise ValueError("draws must be at least 10 finite values in [0, 1]")
-    if criterion not in ("bic", "aic", "aic6"):
-        raise ValueError(f"criterion must be 'bic', 'aic' or 'aic6', got {criterion!r}")
-    if max_components < 1:
-        raise ValueError("max_components must be >= 1")
+    _check_fit_args(max_components, criterion)
     x = np.clip(x, _EPS, 1 - _EPS)
     rng = np.random.default_rng(seed)
     n = x.size
     penalty = {"bic": np.log(n), "aic": 2.0, "aic6": 6.0}[criterion]
     fits = {}
     for k in range(1, max_components + 1):
-        ll, w, a, b, it, conv = _em_beta(x, k, rng, constrain_gt1, max_iter, tol)
+        ll, w, a, b, it, conv, smallest = _em_beta(x, k, rng, constrain_gt1, max_iter, tol)
         order = np.argsort(-w, kind="stable")
-        fits[k] = (ll, BetaMixture(w[order], a[order], b[order]), it, conv, -2 * ll + penalty * (3 * k - 1))
-    best_k = min(fits, key=lambda k: fits[k][4])
-    ll, mix, it, conv, _ = fits[best_k]
-    ks = float(stats.kstest(x, mix.cdf).statistic)
-    probs = list(QUANTILE_PROBS)
-    dq = np.quantile(x, probs)
-    mq = mix.ppf(np.asarray(probs))
-    return MixtureFit(
-        mixture=mix, n_components=best_k, criterion=criterion,
-        criterion_values={k: float(v[4]) for k, v in fits.items()}, loglik=float(ll), n_iter=int(it),
-        converged=bool(conv), ks_distance=ks, quantile_probs=probs, draw_quantiles=[float(v) for v in dq],
-        mixture_quantiles=[float(v) for v in mq], max_abs_quantile_error=float(np.max(np.abs(dq - mq))),
-    )
+        fits[k] = (ll, BetaMixture(w[order], a[order], b[order]), it, conv, -2 * ll + penalty * (3 * k - 1),
+                   smallest)
+    return _mixture_fit(x, fits, criterion)
+
+
+def fit_normal_mixture(draws, max_components: int = 4, criterion: str = "bic", seed: int | None = 0,
+                       sigma: float | None = None, max_iter: int = 500, tol: float = 1e-7) -> MixtureFit:
+    """Fit normal mixtures with 1..max_components components by EM and keep the best by ``criterion``.
+
+    The EM of RBesT's ``mixfit`` for normal mixtures (Dempster, Laird, Rubin 1977): E-step responsibilities
+    omega_ik, M-step in closed form, w_k = mean_i omega_ik, m_k = sum_i omega_ik x_i / sum_i omega_ik,
+    s_k^2 = sum_i omega_ik (x_i - m_k)^2 / sum_i omega_ik (floored at 1e-6 times the draws' sd, so that no
+    component collapses onto a single draw). Starts, restarts, stopping rule and ``criterion`` as in
+    :func:`fit_beta_mixture` (p = 3K - 1). ``sigma`` (the sampling sd of one observation) is attached to the
+    fitted mixture, as RBesT's reference scale.
+    """
+    x = np.asarray(draws, dtype=float).ravel()
+    if x.size < 10 or np.any(~np.isfinite(x)):
+        raise ValueError("draws must be at least 10 finite values")
+    _check_fit_args(max_components, criterion)
+    spread = float(np.std(x))
+    if not spread > 0:
+        raise ValueError("draws must not all be equal")
+    rng = np.random.default_rng(seed)
+    n = x.size
+    penalty = {"bic": np.log(n), "aic": 2.0, "aic6": 6.0}[criterion]
+    fits = {}
+    for k in range(1, max_components + 1):
+        ll, w, m, s, it, conv, smallest = _em_normal(x, k, rng, max_iter, tol, 1e-6 * spread)
+        order = np.argsort(-w, kind="stable")
+        fits[k] = (ll, NormalMixture(w[order], m[order], s[order], sigma), it, conv,
+                   -2 * ll + penalty * (3 * k - 1), smallest)
+    return _mixture_fit(x, fits, criterion)
+
+
+def shortest_interval(dist, prob: float = 0.95) -> tuple[float, float]:
+    """Shortest interval holding ``prob`` of a distribution with a vectorised ``ppf`` (the HDI when unimodal)."""
+    return _shortest_interval(dist, prob)

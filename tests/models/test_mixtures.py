@@ -7,14 +7,23 @@ import pytest
 from scipy import integrate, special, stats
 
 from isletbayes.models.mixtures import (
+    DEFAULT_ESS_METHOD,
+    ESS_METHODS,
     BetaMixture,
     NormalMixture,
+    ess_all,
+    ess_table,
     fit_beta_mixture,
+    fit_normal_mixture,
     posterior_prob_above,
     posterior_prob_below,
     prior_data_conflict,
+    prob_above_with_borrowing,
     prob_difference_greater,
+    reference_prior_name,
+    tipping_point,
 )
+from isletbayes.models.validation import ModelInputError
 
 # RBesT's MAP prior for the ankylosing-spondylitis placebo data (introduction vignette, automixfit output)
 AS_MAP = BetaMixture([0.6167463, 0.3832537], [19.1916387, 3.5278745], [57.7779318, 9.3735980])
@@ -80,8 +89,8 @@ def test_normal_mixture_quantiles_invert_the_cdf():
     assert np.max(np.abs(nm.cdf(nm.ppf(q)) - q)) < 1e-10
 
 
-def test_moments_against_monte_carlo():
-    draws = BIMODAL.rvs(200_000, rng=np.random.default_rng(11))
+def test_moments_against_monte_carlo(seed):
+    draws = BIMODAL.rvs(200_000, rng=np.random.default_rng(seed(11)))
     se_mean = draws.std() / np.sqrt(draws.size)
     assert abs(draws.mean() - BIMODAL.mean()) < 5 * se_mean
     # sd of the sample variance ~ sqrt((m4 - var^2) / N)
@@ -89,7 +98,7 @@ def test_moments_against_monte_carlo():
     se_var = np.sqrt((m4 - draws.var() ** 2) / draws.size)
     assert abs(draws.var() - BIMODAL.var()) < 5 * se_var
     nm = NormalMixture([0.3, 0.7], [-2.0, 1.0], [0.5, 1.5])
-    nd = nm.rvs(200_000, rng=np.random.default_rng(12))
+    nd = nm.rvs(200_000, rng=np.random.default_rng(seed(12)))
     assert abs(nd.mean() - nm.mean()) < 5 * nd.std() / np.sqrt(nd.size)
     # closed form of a normal mixture's variance
     assert nm.var() == pytest.approx(0.3 * (0.25 + 4) + 0.7 * (2.25 + 1) - nm.mean() ** 2, rel=1e-12)
@@ -277,7 +286,7 @@ def test_posterior_prob_above_is_vectorised_and_exact():
     assert np.allclose(uni, stats.beta.sf(p0, 1 + r, 1 + n - r), rtol=1e-12)
 
 
-def test_prob_difference_closed_form_and_monte_carlo():
+def test_prob_difference_closed_form_and_monte_carlo(seed):
     u = BetaMixture.single(1, 1)
     for delta in (0.0, 0.2, -0.3):
         exact = (1 - delta) ** 2 / 2 if delta >= 0 else 1 - (1 + delta) ** 2 / 2
@@ -285,7 +294,7 @@ def test_prob_difference_closed_form_and_monte_carlo():
     t = BetaMixture.single(15.5, 10)
     c = AS_MAP.robustify(0.2, 0.5).posterior(1, 6)
     p = prob_difference_greater(t, c, 0.1)
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed(3))
     diff = t.rvs(400_000, rng) - c.rvs(400_000, rng)
     mc = np.mean(diff > 0.1)
     assert abs(p - mc) < 5 * np.sqrt(mc * (1 - mc) / diff.size)
@@ -301,25 +310,55 @@ def test_prior_data_conflict():
     assert check.p_box < 0.01 and check.p_two_sided == pytest.approx(2 * check.p_upper)
     assert check.p_lower + check.p_upper - pmf[10] == pytest.approx(1.0, abs=1e-12)
     assert prior_data_conflict(prior, 2, 12).p_box > 0.5  # data at the prior's centre: no conflict
+    # the headline p-value is one-sided in the direction of the data: 10/12 against a prior centred at 0.2
+    assert check.applicable and check.direction == "upper" and check.p_value == check.p_upper
+    low = prior_data_conflict(BetaMixture.single(8, 2), 3, 12)
+    assert low.direction == "lower" and low.p_value == pytest.approx(
+        stats.betabinom.cdf(3, 12, 8, 2), rel=1e-10)
+    assert check.r == 10 and check.as_dict()["observed"] == 10
+
+
+@pytest.mark.parametrize("prior", [BetaMixture.single(1, 1), BetaMixture.single(0.5, 0.5)])
+def test_conflict_is_not_applicable_under_a_reference_prior(prior):
+    check = prior_data_conflict(prior, 10, 12)
+    assert not check.applicable and reference_prior_name(prior) is not None
+    assert check.p_value is None and check.p_box is None and check.direction is None
+    assert "not applicable" in check.note
+    # explicitly declared: any prior can be marked as a reference prior, and a reference prior can be tested
+    assert prior_data_conflict(BetaMixture.single(2, 8), 10, 12, reference=True).p_value is None
+    assert prior_data_conflict(prior, 10, 12, reference=False).p_value is not None
+    assert reference_prior_name(BetaMixture.single(2, 8)) is None
+
+
+def test_conflict_for_a_normal_prior_is_the_predictive_tail():
+    prior = NormalMixture([0.7, 0.3], [-50.0, -40.0], [10.0, 30.0], sigma=88.0)
+    check = prior_data_conflict(prior, -10.0, 40)
+    pred_sds = np.sqrt(prior.sds**2 + 88.0**2 / 40)
+    upper = float(np.sum(prior.weights * stats.norm.sf(-10.0, prior.means, pred_sds)))
+    assert check.direction == "upper" and check.p_value == pytest.approx(upper, rel=1e-12)
+    assert check.p_box is None and check.p_two_sided == pytest.approx(2 * upper)
+    assert prior_data_conflict(prior, -80.0, 40).direction == "lower"
+    with pytest.raises(ModelInputError):
+        prior_data_conflict(prior, 0.0, 0)
 
 
 # --- EM fit --------------------------------------------------------------------------------------------------
-def test_fit_beta_mixture_recovers_a_known_mixture():
+def test_fit_beta_mixture_recovers_a_known_mixture(seed):
     truth = BetaMixture([0.6, 0.4], [30.0, 3.0], [70.0, 9.0])
-    draws = truth.rvs(4000, rng=np.random.default_rng(5))
-    res = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=1)
+    draws = truth.rvs(4000, rng=np.random.default_rng(seed(5)))
+    res = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=seed(1))
     assert res.n_components == 2 and res.converged
     assert res.ks_distance < 0.02 and res.max_abs_quantile_error < 0.01
     assert np.allclose(res.mixture.weights, truth.weights, atol=0.06)
     # the fitted mixture's moments match the sample's within its Monte Carlo error
     assert abs(res.mixture.mean() - draws.mean()) < 3 * draws.std() / np.sqrt(draws.size)
-    again = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=1)
+    again = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=seed(1))
     assert again.mixture.allclose(res.mixture, rtol=0)  # reproducible
 
 
-def test_fit_beta_mixture_single_beta_sample():
-    draws = BetaMixture.single(12, 30).rvs(3000, rng=np.random.default_rng(6))
-    res = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=2)
+def test_fit_beta_mixture_single_beta_sample(seed):
+    draws = BetaMixture.single(12, 30).rvs(3000, rng=np.random.default_rng(seed(6)))
+    res = fit_beta_mixture(draws, max_components=3, criterion="bic", seed=seed(2))
     assert res.n_components == 1
     a_hat, b_hat = res.mixture.a[0], res.mixture.b[0]
     # MLE recovers (12, 30) within a few standard errors (sd of the MLE of a, b here ~ 0.3 and 0.8)
@@ -340,14 +379,14 @@ def test_elir_at_parameter_one_follows_the_integral_for_mixtures():
     assert near.ess("elir") == pytest.approx(4.001, rel=1e-6)
 
 
-def test_weighted_beta_mle_stops_on_the_bound_at_the_constrained_optimum():
+def test_weighted_beta_mle_stops_on_the_bound_at_the_constrained_optimum(seed):
     # Draws from Beta(0.5, 3): with a, b >= 1 the optimum has a on its bound and b interior (KKT conditions:
     # d/da <= 0 at a = 1, d/db = 0), reached in few Newton steps rather than by stalling on the projection.
     from scipy import special
 
     from isletbayes.models.mixtures import _beta_weighted_mle
 
-    x = stats.beta(0.5, 3).rvs(20000, random_state=3)
+    x = stats.beta(0.5, 3).rvs(20000, random_state=seed(3))
     x = np.clip(x, 1e-12, 1 - 1e-12)
     c1, c2 = np.array([np.log(x).mean()]), np.array([np.log1p(-x).mean()])
     a, b = _beta_weighted_mle(c1, c2, np.array([2.0]), np.array([2.0]), 1.0)
@@ -357,3 +396,150 @@ def test_weighted_beta_mle_stops_on_the_bound_at_the_constrained_optimum():
     assert abs(gb[0]) < 1e-8
     # the 1-d optimum in b with a fixed at 1 solves digamma(1 + b) - digamma(b) = -c2, i.e. 1/b = -c2
     assert b[0] == pytest.approx(-1 / c2[0], rel=1e-8)
+
+
+# --- comparisons carrying the comparator's uncertainty -------------------------------------------------------
+def test_prob_difference_is_vectorised_over_delta(seed):
+    t = BetaMixture.single(11, 3)  # 10/12 under a uniform prior
+    c = AS_MAP.robustify(0.2, 0.5)
+    deltas = np.array([-0.3, -0.1, 0.0, 0.1, 0.25, 0.5])
+    vec = prob_difference_greater(t, c, deltas)
+    assert vec.shape == deltas.shape and np.all(np.diff(vec) < 0)
+    assert np.allclose(vec, [prob_difference_greater(t, c, float(d)) for d in deltas], rtol=0, atol=1e-13)
+    assert isinstance(prob_difference_greater(t, c, 0.1), float)
+    grid = prob_difference_greater(t, c, deltas.reshape(2, 3))
+    assert grid.shape == (2, 3) and np.allclose(grid.ravel(), vec, atol=1e-13)
+    # against Monte Carlo: every delta within 4 binomial standard errors
+    rng = np.random.default_rng(seed(41))
+    diff = t.rvs(400_000, rng) - c.rvs(400_000, rng)
+    mc = np.mean(diff[:, None] > deltas, axis=0)
+    assert np.all(np.abs(vec - mc) < 4 * np.sqrt(mc * (1 - mc) / diff.size) + 1e-12)
+    # a mixture with an integrable singularity at 0 (Beta(1/2, 1/2)) still integrates exactly: against the
+    # independent route of adaptive quadrature on the control's density
+    j = BetaMixture.single(0.5, 0.5)
+    for d in (-0.2, 0.3):
+        ref, _ = integrate.quad(lambda x: float(j.pdf(x)) * float(t.sf(min(max(x + d, 0.0), 1.0))), 0, 1,
+                                epsabs=1e-13, limit=500, points=[max(-d, 0.0), min(1 - d, 1.0)])
+        assert prob_difference_greater(t, j, d) == pytest.approx(ref, abs=1e-9)
+
+
+def test_prob_difference_of_normals_is_closed_form(seed):
+    a, b = NormalMixture.single(1.0, 0.5), NormalMixture.single(0.2, 1.2)
+    deltas = np.array([-1.0, 0.0, 0.5, 2.0])
+    exact = stats.norm.sf((deltas - 0.8) / np.sqrt(0.25 + 1.44))
+    assert np.allclose(prob_difference_greater(a, b, deltas), exact, rtol=1e-13)
+    mix_t = NormalMixture([0.3, 0.7], [0.0, 2.0], [1.0, 0.5])
+    mix_c = NormalMixture([0.6, 0.4], [-1.0, 1.5], [0.8, 2.0])
+    rng = np.random.default_rng(seed(43))
+    diff = mix_t.rvs(400_000, rng) - mix_c.rvs(400_000, rng)
+    mc = np.mean(diff[:, None] > deltas, axis=0)
+    vec = prob_difference_greater(mix_t, mix_c, deltas)
+    assert np.all(np.abs(vec - mc) < 4 * np.sqrt(mc * (1 - mc) / diff.size) + 1e-12)
+    with pytest.raises(ModelInputError):
+        prob_difference_greater(mix_t, AS_MAP, 0.0)
+    with pytest.raises(ModelInputError):
+        prob_difference_greater(AS_MAP, AS_MAP, 1.5)
+
+
+# --- ESS by every method -------------------------------------------------------------------------------------
+def test_ess_all_and_table_name_the_default():
+    robust = AS_MAP.robustify(0.2, 0.5)
+    values = ess_all(robust)
+    assert list(values) == list(ESS_METHODS) and DEFAULT_ESS_METHOD == ESS_METHODS[0] == "elir"
+    assert values["moment"] < values["elir"] < values["morita"]  # the order the docstring explains
+    table = ess_table({"map": AS_MAP, "robust": robust, "below_one": BetaMixture([0.5, 0.5], [0.5, 3], [0.5, 3])})
+    assert table.attrs["default_method"] == "elir" and list(table.columns) == list(ESS_METHODS)
+    assert table.loc["robust", "elir"] == pytest.approx(robust.ess("elir"))
+    assert np.isnan(table.loc["below_one", "elir"])  # undefined, reported as missing rather than raised
+
+
+def test_normal_elir_against_independent_quadrature():
+    nm = NormalMixture([0.65, 0.29, 0.06], [-47.4, -51.3, -68.8], [9.4, 30.5, 6.1], sigma=88.0)
+
+    def integrand(x):
+        f = stats.norm.pdf(x, nm.means, nm.sds)
+        g = -(x - nm.means) / nm.sds**2
+        p = np.sum(nm.weights * f)
+        dp = np.sum(nm.weights * f * g)
+        d2p = np.sum(nm.weights * f * (g**2 - 1 / nm.sds**2))
+        return (dp / p) ** 2 - d2p / p if p > 0 else 0.0
+
+    val = sum(integrate.quad(lambda x: float(nm.pdf(x)) * integrand(x), a, b, epsabs=1e-14, epsrel=1e-12,
+                             limit=500)[0] for a, b in ((-400, -60), (-60, -40), (-40, 300)))
+    assert nm.ess("elir") == pytest.approx(val * 88.0**2, rel=1e-8)
+
+
+# --- tipping point -------------------------------------------------------------------------------------------
+def test_tipping_point_is_the_exact_crossing():
+    # 10/12, a comparator mean of 0.545 borrowed with growing weight, tested against p0 = 0.545 at 95%
+    tp = tipping_point(10, 12, prior_mean=0.545, p0=0.545, gamma=0.95)
+    assert tp.ess is not None and 0 < tp.ess < 1000
+    assert float(prob_above_with_borrowing(10, 12, 0.545, 0.545, tp.ess)) == pytest.approx(0.95, abs=1e-10)
+    a, b = 0.545 * tp.ess, 0.455 * tp.ess
+    assert stats.beta.sf(0.545, a + 10, b + 2) == pytest.approx(0.95, abs=1e-10)  # independently
+    table = tp.table
+    assert table["ess"].iloc[0] == 0 and bool(table["success"].iloc[0])
+    assert np.all(table.loc[table["ess"] < tp.ess, "success"]) and not np.any(table.loc[table["ess"] > tp.ess,
+                                                                                      "success"])
+    assert np.all(np.diff(table["prob_above_p0"]) < 0)  # more borrowing from a lower mean, less certainty
+    assert np.allclose(table["prior_a"] + table["prior_b"], np.maximum(table["ess"], 1e-9))
+    assert tp.as_dict()["ess"] == tp.ess
+
+
+def test_tipping_point_edge_cases():
+    # a comparator mean above p0 only adds certainty: the conclusion never tips
+    assert tipping_point(10, 12, prior_mean=0.7, p0=0.5, gamma=0.9).ess is None
+    # data alone fail: it has tipped without any borrowing
+    assert tipping_point(4, 12, prior_mean=0.3, p0=0.5, gamma=0.9).ess == 0.0
+    # 12 of 12 (b = 0 without borrowing) is handled as the limit of vanishing borrowing
+    tp = tipping_point(12, 12, prior_mean=0.545, p0=0.545, gamma=0.975, ess_grid=[0, 5, 50])
+    assert tp.ess is not None and list(tp.table["ess"]) == [0, 5, 50]
+    with pytest.raises(ModelInputError) as err:
+        tipping_point(10, 12, prior_mean=1.2, p0=0.5)
+    assert err.value.parameter == "prior_mean"
+
+
+# --- EM fit of normal mixtures ------------------------------------------------------------------------------
+def test_fit_normal_mixture_recovers_a_known_mixture(seed):
+    truth = NormalMixture([0.7, 0.3], [-50.0, -45.0], [10.0, 30.0], sigma=88.0)
+    draws = truth.rvs(4000, rng=np.random.default_rng(seed(7)))
+    res = fit_normal_mixture(draws, max_components=3, seed=seed(8), sigma=88.0)
+    assert res.n_components == 2 and res.converged and res.mixture.sigma == 88.0
+    # the fit is a maximum-likelihood estimate: its mean matches the draws' within their Monte Carlo error
+    assert abs(res.mixture.mean() - draws.mean()) < 4 * draws.std() / np.sqrt(draws.size)
+    assert res.ks_distance < 1.95 / np.sqrt(draws.size)
+    again = fit_normal_mixture(draws, max_components=3, seed=seed(8), sigma=88.0)
+    assert np.array_equal(again.mixture.means, res.mixture.means)
+    single = fit_normal_mixture(np.random.default_rng(seed(9)).normal(3.0, 2.0, 3000), max_components=3)
+    assert single.n_components == 1
+    assert single.mixture.means[0] == pytest.approx(3.0, abs=4 * 2.0 / np.sqrt(3000))
+    with pytest.raises(ValueError, match="criterion"):
+        fit_normal_mixture(draws, criterion="dic")
+    with pytest.raises(ValueError):
+        fit_normal_mixture(np.ones(50))
+
+
+def test_em_never_settles_on_a_spike_over_one_draw(seed):
+    # the likelihood of a mixture is unbounded as a component collapses onto a single draw: with one outlying
+    # draw among 500, such a spike must not be the fit that is kept
+    rng = np.random.default_rng(seed(21))
+    draws = np.append(rng.normal(0.0, 1.0, 500), 40.0)
+    res = fit_normal_mixture(draws, max_components=3, seed=seed(22))
+    assert np.all(res.mixture.weights * draws.size >= 5 - 1e-6)
+    assert np.all(res.mixture.sds > 0.05)
+    beta_draws = np.append(BetaMixture.single(20, 60).rvs(500, rng=rng), 0.97)
+    beta_fit = fit_beta_mixture(beta_draws, max_components=3, seed=seed(23))
+    assert np.all(beta_fit.mixture.weights * beta_draws.size >= 5 - 1e-6)
+    assert beta_fit.as_dict()["excluded"] == {str(k): v for k, v in beta_fit.excluded.items()}
+
+
+def test_rebuilding_a_mixture_from_its_weights_is_exact():
+    # a posterior's weights come out of a normalisation; rebuilding the mixture from them (as a saved result is
+    # loaded) must give the very same numbers
+    post = AS_MAP.robustify(0.2, 0.5).posterior(10, 12)
+    again = BetaMixture.from_dict(post.to_dict())
+    assert np.array_equal(again.weights, post.weights)
+    with pytest.raises(ValueError, match="sum to 1"):
+        BetaMixture([0.5, 0.4], [1, 2], [1, 2])
+    scaled = BetaMixture([0.5 + 1e-8, 0.5], [1, 2], [1, 2])  # close enough to 1: normalised
+    assert scaled.weights.sum() == pytest.approx(1.0, abs=1e-15)
