@@ -31,17 +31,21 @@ from pydantic import Field
 from scipy import stats
 
 from isletbayes.analyses.config import BinaryConfig, PriorsConfig, SamplerConfig
-from isletbayes.analyses.donor_benchmark import benchmark, comparator_rows, endpoint_map
+from isletbayes.analyses.donor_benchmark import benchmark, comparator_rows, definition_table, endpoint_map
 from isletbayes.analyses.inputs import AnalysisInputs
 from isletbayes.analyses.provenance import provenance, sha256_of
 from isletbayes.analyses.results import AnalysisResult, BetaMix, DataTreeField, FitCheck, Frame, ResultModel
 from isletbayes.data.endpoints import default_row
-from isletbayes.models.mixtures import BetaMixture, prior_data_conflict
+from isletbayes.models.mixtures import (BetaMixture, ess_all, prior_data_conflict, prob_difference_greater,
+                                        tipping_point)
 from isletbayes.models.prior_panel import NEEDS_COMPARATOR, PRIOR_LABELS, prior_panel
 
 SAFETY_ENDPOINTS = ("serious_neutropenia", "death", "acute_kidney_injury")
 SAFETY_THRESHOLDS = (0.05, 0.10, 0.20)
-ESS_METHODS = ("elir", "moment", "morita")
+ESS_METHODS = ("elir", "moment", "morita")  # ELIR, RBesT's default, first: the one every table shows
+ESS_NOTE = ("ESS: prior effective sample size by ELIR (expected local information ratio, RBesT's default); the "
+            "moment and Morita ESS are in the JSON. For a mixture they differ: moment matching reads only the mean "
+            "and variance, Morita the information at the mode, ELIR the information averaged over the prior.")
 
 
 class ComparatorSet(ResultModel):
@@ -60,12 +64,43 @@ class MapSummary(ResultModel):
 
     mixture: BetaMix
     robust_mixture: BetaMix | None = None
-    ess: Frame  # index: mixture, robust_mixture; columns: elir, moment, morita
+    ess: Frame  # index: mixture, robust_mixture; columns: elir (the default), moment, morita
     tau: dict[str, float]
     theta_pred: dict[str, float]
     mixture_fit: dict[str, Any]
     inputs: dict[str, Any]
     diagnostics: FitCheck
+    summary: Frame | None = None  # mu, tau (, tau_group, shifts) posterior summaries
+    exchangeability: Frame | None = None  # EXNEX: each study's prior and posterior probability of exchangeability
+    definition_shifts: Frame | None = None
+
+
+class TauPriorRow(ResultModel):
+    """The MAP prior and the comparison under one tau prior: with two or three studies, the amount of borrowing."""
+
+    tau_prior: str
+    map_ess_elir: float
+    robust_map_ess_elir: float | None = None
+    tau_median: float
+    tau_q975: float
+    map_mean: float
+    map_interval95: tuple[float, float]
+    posterior_mean: float  # zimislecel's rate under the robust MAP prior
+    posterior_interval95: tuple[float, float]
+    p_better: float  # P(rate_Z - rate_C > 0), rate_Z under a uniform prior, rate_C from this robust MAP prior
+    p_better_by_delta: float
+    conclusive: bool  # p_better >= binary.conclusion_probability
+    diagnostics: FitCheck
+
+
+class TippingPointSummary(ResultModel):
+    """The borrowed ESS (a beta prior at the benchmark) at which "P(rate > benchmark) >= probability" fails."""
+
+    benchmark: float
+    probability: float
+    ess: float | None  # None: holds at every ESS up to ess_max; 0: fails without borrowing
+    ess_max: float
+    table: Frame  # ess, posterior mean, P(rate > benchmark), conclusive
 
 
 class EndpointPanel(ResultModel):
@@ -82,7 +117,11 @@ class EndpointPanel(ResultModel):
     clopper_pearson95: tuple[float, float]
     thresholds: dict[str, float]  # label ('0.5', 'comparator') -> value
     comparators: ComparatorSet
+    definitions: Frame | None = None  # each comparator's definition difference and whom it favours
     map: MapSummary | None = None
+    comparison: Frame | None = None  # per panel prior: P(rate_Z - rate_C > 0), > delta; rate_C ~ robust MAP
+    tau_panel: list[TauPriorRow] = Field(default_factory=list)
+    tipping_point: TippingPointSummary | None = None
     priors: dict[str, BetaMix]
     posteriors: dict[str, BetaMix]
     table: Frame  # one row per panel member (see summarise_posterior)
@@ -116,7 +155,12 @@ class BinaryResult(AnalysisResult):
     map_draws: DataTreeField = Field(default_factory=dict)
 
     def fit_checks(self) -> list[FitCheck]:
-        return [ep.map.diagnostics for ep in self.endpoints.values() if ep.map is not None]
+        checks = []
+        for ep in self.endpoints.values():
+            if ep.map is not None:
+                checks.append(ep.map.diagnostics)
+            checks += [row.diagnostics for row in ep.tau_panel]
+        return checks
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -127,32 +171,22 @@ def clopper_pearson(r: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def prior_ess(mix: BetaMixture) -> dict[str, float]:
-    out = {}
-    for method in ESS_METHODS:
-        try:
-            out[method] = float(mix.ess(method))
-        except ValueError:
-            out[method] = float("nan")  # ELIR undefined for a mixture with a parameter < 1
-    return out
-
-
 def summarise_posterior(prior: BetaMixture, r: int, n: int, thresholds: dict[str, float],
                         predictive_m: int) -> tuple[dict[str, Any], BetaMixture, np.ndarray]:
     """One table row for an (end point, prior) pair, the posterior, and the predictive pmf of the next m."""
     post = prior.posterior(r, n)
     pred = post.predictive(predictive_m)
     pmf = np.asarray(pred.pmf(pred.support()), dtype=float)
-    ess = prior_ess(prior)
+    ess = ess_all(prior)
     conflict = prior_data_conflict(prior, r, n)
     eti, hdi = post.eti(0.95), post.hdi(0.95)
-    row = {"prior_mean": prior.mean(), **{f"ess_{m}": v for m, v in ess.items()},
+    row = {"prior_mean": prior.mean(), **{f"ess_{m}": ess.get(m, float("nan")) for m in ESS_METHODS},
            "mean": post.mean(), "median": float(post.ppf(0.5)), "sd": post.sd(),
            "eti_low": float(eti[0]), "eti_high": float(eti[1]), "hdi_low": float(hdi[0]),
            "hdi_high": float(hdi[1]),
            **{f"p_above_{label}": float(post.sf(value)) for label, value in thresholds.items()},
-           "conflict_p_box": conflict.p_box, "conflict_p_lower": conflict.p_lower,
-           "conflict_p_upper": conflict.p_upper,
+           "conflict_p": conflict.p_value, "conflict_direction": conflict.direction,
+           "conflict_p_box": conflict.p_box,
            "predictive_mean": pred.mean(), "predictive_low": int(pred.ppf(0.025)),
            "predictive_high": int(pred.ppf(0.975)), "predictive_p_all": float(pmf[-1])}
     return row, post, pmf
@@ -190,7 +224,50 @@ def _map_summary(name: str, fit) -> MapSummary:
     return MapSummary(mixture=fit.mixture, robust_mixture=fit.robust_mixture, ess=ess,
                       tau=dict(fit.tau_summary), theta_pred=dict(fit.theta_pred_summary),
                       mixture_fit=fit.fit.as_dict(), inputs=fit.inputs,
-                      diagnostics=FitCheck.of(name, fit.diagnostics))
+                      diagnostics=FitCheck.of(name, fit.diagnostics), summary=fit.summary(),
+                      exchangeability=fit.exchangeability, definition_shifts=fit.definition_shifts)
+
+
+def _comparator(fit) -> BetaMixture:
+    """The donor-islet rate a new study would show: the robust MAP prior (the plain one if not robustified)."""
+    return fit.robust_mixture if fit.robust_mixture is not None else fit.mixture
+
+
+def comparison_table(posteriors: dict[str, BetaMixture], fit, delta: float) -> pd.DataFrame:
+    """P(rate_Z - rate_C > 0) and > delta for each panel prior's posterior, rate_C from the robust MAP prior
+    (RBesT's pmixdiff): the comparator is a distribution, not a constant."""
+    control = _comparator(fit)
+    rows = []
+    for name, post in posteriors.items():
+        p0, pd_ = prob_difference_greater(post, control, np.array([0.0, delta]))
+        rows.append({"prior": name, "p_better": float(p0), "p_better_by_delta": float(pd_)})
+    frame = pd.DataFrame(rows).set_index("prior")
+    frame.attrs["delta"] = delta
+    return frame
+
+
+def tau_row(spec: str, endpoint: str, r: int, n: int, rows, priors: PriorsConfig, sampler: SamplerConfig, seed: int,
+            inputs: AnalysisInputs, config: BinaryConfig) -> TauPriorRow:
+    """The MAP prior and the comparison under the tau prior ``spec`` ('family:scale')."""
+    family, _, scale = spec.partition(":")
+    variant = priors.model_copy(update={"map": priors.map.model_copy(update={"tau_prior": family,
+                                                                            "tau_scale": float(scale)})})
+    fit = endpoint_map(rows, variant, sampler, seed, inputs.comparators)
+    control = _comparator(fit)
+    post = control.posterior(r, n)
+    lo, hi = post.eti(0.95)
+    mlo, mhi = fit.mixture.eti(0.95)
+    uniform = BetaMixture.single(1.0 + r, 1.0 + n - r)
+    p_better, p_delta = prob_difference_greater(uniform, control, np.array([0.0, config.delta]))
+    robust_ess = ess_all(fit.robust_mixture).get("elir") if fit.robust_mixture is not None else None
+    return TauPriorRow(tau_prior=spec, map_ess_elir=ess_all(fit.mixture).get("elir", float("nan")),
+                       robust_map_ess_elir=robust_ess, tau_median=fit.tau_summary["median"],
+                       tau_q975=fit.tau_summary["q97.5"], map_mean=fit.mixture.mean(),
+                       map_interval95=(float(mlo), float(mhi)), posterior_mean=post.mean(),
+                       posterior_interval95=(float(lo), float(hi)), p_better=float(p_better),
+                       p_better_by_delta=float(p_delta),
+                       conclusive=bool(p_better >= config.conclusion_probability),
+                       diagnostics=FitCheck.of(f"MAP prior ({endpoint}), tau ~ {spec}", fit.diagnostics))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -230,29 +307,39 @@ def run_binary(config: BinaryConfig, *, priors: PriorsConfig, sampler: SamplerCo
             else:
                 thresholds[f"{t:g}"] = float(t)
         map_fit = None
-        if pooled is not None and {"map", "robust_map"} & set(priors.panel):
-            map_fit = endpoint_map(rows, priors, sampler, seed)
+        if pooled is not None:
+            map_fit = endpoint_map(rows, priors, sampler, seed, inputs.comparators)
             map_draws[endpoint] = map_fit.idata
             if len(rows.studies) < 3:
                 notes.append(f"only {len(rows.studies)} comparator studies: the between-study sd tau is informed "
-                             "mostly by its prior, so the MAP prior's width reflects the tau prior")
+                             "mostly by its prior, so the MAP prior's width reflects the tau prior (see the "
+                             "tau-prior table)")
         panel = prior_panel(priors.panel, comparator_rate=pooled,
                             map_mixture=None if map_fit is None else map_fit.mixture,
                             robust_map_mixture=None if map_fit is None else map_fit.robust_mixture)
-        rows, posts, pmfs = [], {}, {}
+        table_rows, posts, pmfs = [], {}, {}
         for name, mix in panel.items():
             summary, posts[name], pmfs[name] = summarise_posterior(mix, r, n, thresholds, config.predictive_m)
-            rows.append({"prior": name, "label": PRIOR_LABELS[name], **summary})
-        table = pd.DataFrame(rows).set_index("prior")
+            table_rows.append({"prior": name, "label": PRIOR_LABELS[name], **summary})
+        table = pd.DataFrame(table_rows).set_index("prior")
         pmf = pd.DataFrame(pmfs)
         pmf.index.name = "responders"
-        map_summary = None if map_fit is None else _map_summary(f"MAP prior ({endpoint})", map_fit)
-        endpoints[endpoint] = EndpointPanel(
+        panel_ep = EndpointPanel(
             endpoint=endpoint, r=r, n=n, definition=row["definition"], source_id=row["source_id"],
             locator=row["locator"], caveat=None if pd.isna(row["caveat"]) else row["caveat"],
             evidence_type=row["evidence_type"], clopper_pearson95=clopper_pearson(r, n), thresholds=thresholds,
-            comparators=comp, map=map_summary, priors=panel, posteriors=posts, table=table, predictive_pmf=pmf,
-            notes=notes)
+            comparators=comp, priors=panel, posteriors=posts, table=table, predictive_pmf=pmf, notes=notes)
+        if map_fit is not None:
+            panel_ep.map = _map_summary(f"MAP prior ({endpoint})", map_fit)
+            panel_ep.definitions = definition_table(rows, inputs.comparators)
+            panel_ep.comparison = comparison_table(posts, map_fit, config.delta)
+            panel_ep.tau_panel = [tau_row(spec, endpoint, r, n, rows, priors, sampler, seed, inputs, config)
+                                  for spec in priors.tau_panel]
+            tp = tipping_point(r, n, mark.value, mark.value, config.conclusion_probability)
+            panel_ep.tipping_point = TippingPointSummary(
+                benchmark=mark.value, probability=config.conclusion_probability, ess=tp.ess, ess_max=tp.ess_max,
+                table=tp.table)
+        endpoints[endpoint] = panel_ep
 
     safety_events = {e: safety_event(default_row(inputs.counts, e)) for e in SAFETY_ENDPOINTS} if safety else {}
     run_settings = {"config": config.model_dump(mode="json"), "priors": priors.model_dump(mode="json"),

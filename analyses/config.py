@@ -34,6 +34,8 @@ SEED_MAX = 2**32  # numpy's SeedSequence and every sampler accept seeds in [0, 2
 PanelMember = Literal["uniform", "jeffreys", "sceptical", "enthusiastic", "map", "robust_map"]
 BinaryEndpoint = Literal["insulin_independence", "composite_primary", "she_free", "hba1c_below_7"]
 TauPrior = Literal["halfnormal", "halfcauchy", "halft", "lognormal", "exponential"]
+#: Classes of comparator end-point definitions that differ from zimislecel's (isletbayes.analyses.donor_benchmark)
+DEFINITION_CLASSES = ("counted_from_last_infusion", "stricter_composite")
 NutsSampler = Literal["nutpie", "pymc"]
 
 
@@ -80,6 +82,14 @@ class DataConfig(Block):
                                           "refusing them: for a deliberate outlier; each is listed in a warning")
 
 
+class DefinitionShiftConfig(Block):
+    """Elicited prior of a definition class's shift: logit(rate under the class's definition) - logit(rate under
+    zimislecel's) ~ Normal(mean, sd^2)."""
+
+    mean: float = setting(0.0, "prior mean of the shift on the logit scale", allow_inf_nan=False)
+    sd: float = setting(0.5, "prior sd of the shift", gt=0.0, allow_inf_nan=False)
+
+
 class MapPriorConfig(Block):
     """Meta-analytic-predictive prior from the comparator studies: logit(rate_h) ~ Normal(mu, tau^2)."""
 
@@ -93,6 +103,34 @@ class MapPriorConfig(Block):
                                  allow_inf_nan=False)
     robust_weight: float = setting(0.2, "weight of the Beta(1, 1) component of the robust MAP prior", ge=0.0,
                                    le=1.0)
+    draws: int = setting(4000, "draws per chain of the MAP fits (as RBesT's gMAP: 4000 iterations after warm-up; a "
+                               "heavy-tailed tau prior mixes slowly, and with 1000 R-hat failed 1.01 at some seeds)",
+                         option="--map-draws", ge=100, le=1_000_000)
+    thin: int = setting(4, "the beta mixture is fitted to every thin-th draw (RBesT keeps 1 in 4)", option="--map-thin",
+                        ge=1, le=1000)
+    target_accept: float = setting(0.99, "NUTS target acceptance for the MAP fits (RBesT's gMAP uses adapt_delta "
+                                         "0.99: with two or three studies the heavy-tailed tau priors leave a funnel)",
+                                   option="--map-target-accept", gt=0.5, lt=1.0)
+    group_studies: list[str] | None = setting(None, "differential discounting: these studies get their own, larger "
+                                                    "between-study sd (null = none)")
+    group_tau_scale: float | None = setting(None, "scale of the group's tau prior (null = twice tau_scale)", gt=0.0,
+                                            allow_inf_nan=False)
+    exnex: bool = setting(False, "EXNEX: each comparator study exchangeable with probability exnex_probability, "
+                                 "else non-exchangeable with its own weakly-informative prior")
+    exnex_probability: float = setting(0.5, "prior probability that a comparator study is exchangeable", gt=0.0,
+                                       le=1.0)
+    definition_shifts: dict[str, DefinitionShiftConfig] = setting(
+        lambda: {}, "elicited shift per definition class (counted_from_last_infusion, stricter_composite), e.g. "
+              "{stricter_composite: {mean: -0.5, sd: 0.5}}; empty = none (the report states each study's difference "
+              "and its direction either way)", option="--definition-shift")
+
+    @field_validator("definition_shifts")
+    @classmethod
+    def _known_classes(cls, v):
+        unknown = sorted(set(v) - set(DEFINITION_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown definition class(es) {unknown}; known: {', '.join(DEFINITION_CLASSES)}")
+        return v
 
     @field_validator("studies")
     @classmethod
@@ -108,10 +146,29 @@ class MapPriorConfig(Block):
 class PriorsConfig(Block):
     """The prior panel under which the binary end points are analysed side by side."""
 
+    @field_validator("tau_panel", check_fields=False)
+    @classmethod
+    def _tau_panel(cls, v):
+        for entry in v:
+            family, _, scale = str(entry).partition(":")
+            if family not in get_args(TauPrior):
+                raise ValueError(f"{entry!r}: the family must be one of {', '.join(get_args(TauPrior))}")
+            try:
+                ok = float(scale) > 0 and math.isfinite(float(scale))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{entry!r}: write family:scale with a scale > 0, e.g. halfnormal:0.5")
+        return v
+
     panel: list[PanelMember] = setting(
         lambda: ["uniform", "jeffreys", "sceptical", "enthusiastic", "map", "robust_map"],
         "members of the prior panel, in the order shown", option="--prior")
     map: MapPriorConfig = setting(MapPriorConfig(), "the MAP prior")
+    tau_panel: list[str] = setting(
+        lambda: ["halfnormal:0.25", "halfnormal:0.5", "halfnormal:1", "halfcauchy:1"],
+        "tau priors (family:scale) under which the MAP prior and its decision are shown side by side: with two or "
+        "three comparator studies the tau prior is the amount of borrowing")
     benchmark: str = setting("pooled", "the donor-islet benchmark rate of an end point, one rule for every analysis: "
                                        "pooled (sum r / sum n of the MAP studies), map_median (median of the MAP "
                                        "prior) or study:NAME (one named study of the same end point)")
@@ -142,6 +199,11 @@ class BinaryConfig(Block):
         "report P(rate > t) for each t in (0, 1); 'comparator' = the pooled comparator rate", option="--threshold")
     predictive_m: int = setting(50, "predictive distribution of responders among the next m participants",
                                 option="--predict-m", ge=1, le=10000)
+    delta: float = setting(0.10, "clinically relevant difference: P(rate - donor-islet rate > delta) is reported "
+                                 "beside P(... > 0) (a convention)", ge=0.0, lt=1.0)
+    conclusion_probability: float = setting(0.95, "posterior probability at which a comparison is called "
+                                                  "conclusive (tau-prior block, tipping point; a convention)",
+                                            gt=0.5, lt=1.0)
 
     @field_validator("endpoints")
     @classmethod

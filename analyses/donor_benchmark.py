@@ -88,25 +88,68 @@ def comparator_rows(inputs: AnalysisInputs, endpoint: str, priors: PriorsConfig)
     return ComparatorRows(endpoint, basis, table.astype({"r": int, "n": int}))
 
 
+def definition_difference(endpoint: str, time_anchor: str) -> tuple[str | None, str, str]:
+    """(definition class, how the comparator's end point differs from zimislecel's, whom the naive comparison
+    favours) for a comparator row. Zimislecel: one infusion; insulin independence at day 365; the composite is free
+    of severe hypoglycaemia on days 90-365 with HbA1c < 7% or a 1-point fall at a visit of days 180-365."""
+    if endpoint == "insulin_independence" and time_anchor == "last_infusion":
+        return ("counted_from_last_infusion", "counted 1 year after the last of up to three infusions, not after a "
+                "single one", "the comparator")
+    if endpoint == "composite_primary":
+        return ("stricter_composite", "a stricter composite (HbA1c <= 6.5% or below 7% at a fixed day, and a longer "
+                "window free of severe hypoglycaemia) than zimislecel's", "zimislecel")
+    return (None, "no difference recorded", "neither")
+
+
+def definition_table(rows: ComparatorRows, comparators: pd.DataFrame) -> pd.DataFrame:
+    """Each comparator study's definition difference and its direction."""
+    anchors = comparators.set_index(["study", "endpoint"])["time_anchor"]
+    out = []
+    for study in rows.studies["study"]:
+        cls, difference, favours = definition_difference(rows.endpoint, anchors.get((study, rows.endpoint), ""))
+        out.append({"study": study, "definition_class": cls, "difference": difference, "favours": favours})
+    return pd.DataFrame(out).set_index("study")
+
+
 _MAP_CACHE: dict[str, Any] = {}
 
 
-def endpoint_map(rows: ComparatorRows, priors: PriorsConfig, sampler: SamplerConfig, seed: int):
+def endpoint_map(rows: ComparatorRows, priors: PriorsConfig, sampler: SamplerConfig, seed: int,
+                 comparators: pd.DataFrame):
     """The MAP prior (:class:`~isletbayes.models.map_prior.MAPPrior`) of an end point's comparator studies, fitted
-    once per process for the same studies, settings and seed; None when there are no studies."""
+    once per process for the same studies, settings and seed; None when there are no studies. ``priors.map``
+    sets the tau prior, differential discounting (``group_studies``), EXNEX and definition shifts (these need
+    ``comparators``, the table the rows came from, for each study's time anchor)."""
     if rows.studies.empty:
         return None
     from isletbayes.analyses.provenance import sha256_of
-    from isletbayes.models.map_prior import map_prior
+    from isletbayes.models.map_prior import DefinitionShift, ExNex, map_prior
 
     mp = priors.map
     key = sha256_of([rows.studies[["study", "r", "n"]].to_dict("list"), mp.model_dump(mode="json"),
                      sampler.model_dump(mode="json"), seed])
     if key not in _MAP_CACHE:
+        studies = list(rows.studies["study"])
+        group = None
+        if mp.group_studies:
+            chosen = check_studies(mp.group_studies, studies)
+            group = [s in chosen for s in studies]
+        classes = shifts = None
+        if mp.definition_shifts:
+            table = definition_table(rows, comparators)
+            classes = [c if c in mp.definition_shifts else None for c in table["definition_class"]]
+            used = sorted({c for c in classes if c is not None})
+            shifts = [DefinitionShift(c, mp.definition_shifts[c].mean, mp.definition_shifts[c].sd) for c in used]
+            if not shifts:
+                classes = None
         _MAP_CACHE[key] = map_prior(
-            rows.studies["r"].to_numpy(), rows.studies["n"].to_numpy(), study_names=list(rows.studies["study"]),
+            rows.studies["r"].to_numpy(), rows.studies["n"].to_numpy(), group, study_names=studies,
             mu_prior_sd=mp.mu_prior_sd, tau_prior=mp.tau_prior, tau_scale=mp.tau_scale,
-            settings=sampler.settings(seed), robust_weight=mp.robust_weight, robust_mean=ROBUST_MEAN)
+            tau_scale_group=mp.group_tau_scale,
+            settings=sampler.model_copy(update={"draws": mp.draws}).settings(seed, mp.target_accept),
+            thin=mp.thin, robust_weight=mp.robust_weight,
+            robust_mean=ROBUST_MEAN, exnex=ExNex(mp.exnex_probability) if mp.exnex else None,
+            definition_class=classes, definition_shifts=shifts)
     return _MAP_CACHE[key]
 
 
@@ -133,7 +176,7 @@ def benchmark(endpoint: str, inputs: AnalysisInputs, priors: PriorsConfig, sampl
         return Benchmark(endpoint, rows.pooled_rate, rule,
                          f"pooled donor-islet rate {rows.studies['r'].sum()}/{rows.studies['n'].sum()} ({listed})")
     if rule == "map_median":
-        fit = endpoint_map(rows, priors, sampler, seed)
+        fit = endpoint_map(rows, priors, sampler, seed, inputs.comparators)
         if fit is None:
             return None
         value = float(fit.mixture.ppf(0.5))

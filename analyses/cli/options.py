@@ -94,6 +94,10 @@ def _option(key: str, name: str, field) -> ConfigOption:
         flags = (flag,) if "/" in flag else (f"{flag}/--no-{flag[2:]}",)
         return ConfigOption(key, param, flags, "flag", bool, default, help_text)
     origin = get_origin(annotation)
+    if origin is dict:  # name -> block of numbers: "NAME=v1,v2" per value, in the block's field order
+        fields = list(get_args(annotation)[1].model_fields)
+        return ConfigOption(key, param, (flag,), "mapping", list[str], [], help_text +
+                            f" (repeatable: NAME={','.join(f.upper() for f in fields)})")
     is_list = origin is list or (get_origin(annotation) in (Union, types.UnionType)
                                  and any(get_origin(a) is list for a in get_args(annotation)))
     if is_list:
@@ -135,11 +139,24 @@ def _set(doc: dict[str, Any], key: str, value: Any) -> None:
 def _list_value(option: ConfigOption, values: list[str] | None) -> Any:
     if values is None:
         return None
-    if option.key == "priors.map.studies":  # study names may hold commas: one name per value
+    if option.key in ("priors.map.studies", "priors.map.group_studies"):  # study names hold commas: one per value
         names = [v.strip() for v in values if v.strip()]
         return "default" if names == ["default"] else names
     items = [piece.strip() for v in values for piece in str(v).split(",") if piece.strip()]
     return items
+
+
+def _mapping_value(option: ConfigOption, values: list[str]) -> dict[str, Any]:
+    _, field, _ = _field_at(option.key)
+    names = list(get_args(field.annotation)[1].model_fields)
+    out: dict[str, Any] = {}
+    for text in values or []:
+        name, sep, rest = str(text).partition("=")
+        parts = [p.strip() for p in rest.split(",")]
+        if not sep or not name.strip() or len(parts) != len(names):
+            raise InputError(f"expected NAME={','.join(n.upper() for n in names)}, got {text!r}", key=option.key)
+        out[name.strip()] = dict(zip(names, parts))
+    return out
 
 
 def config_from_options(options: Sequence[ConfigOption], values: dict[str, Any]) -> MainJobConfig:
@@ -149,6 +166,8 @@ def config_from_options(options: Sequence[ConfigOption], values: dict[str, Any])
         value = values[option.param]
         if option.kind == "list":
             value = _list_value(option, value)
+        elif option.kind == "mapping":
+            value = _mapping_value(option, value)
         if isinstance(value, Path):
             value = str(value)
         _set(doc, option.key, value)
