@@ -17,11 +17,18 @@ truncated netCDF) is reported, removed and refitted.
 Where the cache lives: ``--cache-dir`` on the command line, else the environment variable
 ``ISLETBAYES_CACHE_DIR``, else ``.isletbayes-cache/`` beside the output folder (for the default output
 ``reports/out/`` that is ``reports/.isletbayes-cache/``, ignored by git). Deleting the folder is always safe.
+
+The cache is an optimisation, never a reason to fail: a cache folder that cannot be created or written
+(permissions, a read-only or full disk) is reported once (``on_warning``, by default a :class:`CacheWarning`) and
+skipped (entries are still read where they can be, nothing more is stored); an entry that cannot be read is
+treated like a damaged one. Two processes storing the same entry at once both succeed: the second keeps the
+first one's (whole) entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -33,6 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+from isletbayes.analyses import interrupts
 from isletbayes.analyses.provenance import package_versions
 from isletbayes.data.io import write_json_atomic
 
@@ -42,6 +50,16 @@ ENV_CACHE_DIR = "ISLETBAYES_CACHE_DIR"
 CACHE_DIRNAME = ".isletbayes-cache"
 
 T = TypeVar("T")
+
+
+class CacheWarning(UserWarning):
+    """The fit cache cannot be written (or read): it is skipped and the run goes on without it."""
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(CacheWarning(message), stacklevel=3)
 
 
 def default_cache_dir(out: str | Path) -> Path:
@@ -188,7 +206,8 @@ def _file_sha256(path: Path) -> str:
 
 @dataclass
 class CacheEvent:
-    """What happened to one analysis in this run: 'hit', 'miss', 'refit' (entry was corrupt) or 'disabled'."""
+    """What happened to one analysis in this run: 'hit', 'miss', 'refit' (entry was corrupt), 'disabled', or
+    'not stored' (computed, but the cache could not be written: ``reason`` says why)."""
 
     analysis: str
     key: str
@@ -201,11 +220,17 @@ class CacheEvent:
 
 @dataclass
 class FitCache:
-    """The cache folder ``root``; ``enabled=False`` (``--no-cache``) computes everything and stores nothing."""
+    """The cache folder ``root``; ``enabled=False`` (``--no-cache``) computes everything and stores nothing.
+
+    ``on_warning(message)`` is told, once, when the cache cannot be written (default: a :class:`CacheWarning`);
+    from then on nothing more is stored (``writable`` is False) and the run goes on."""
 
     root: Path
     enabled: bool = True
     events: list[CacheEvent] = field(default_factory=list)
+    on_warning: Callable[[str], None] | None = None
+    writable: bool = True
+    unwritable_reason: str = ""
     _last_corruption: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -214,34 +239,68 @@ class FitCache:
     def entry_dir(self, analysis: str, key: str) -> Path:
         return self.root / analysis / key
 
+    def _unwritable(self, err: OSError | str) -> None:
+        """Stop storing; say so once."""
+        if isinstance(err, OSError):
+            words = os.strerror(err.errno) if err.errno else str(err)
+            where = err.filename if err.filename is not None else self.root
+            reason = f"{where}: {words}"
+        else:
+            reason = err
+        if self.writable:
+            self.writable = False
+            self.unwritable_reason = reason
+            (self.on_warning or _warn)(f"the fit cache cannot be written ({reason}); going on without storing "
+                                       "results in it (nothing is lost but the reuse of this run's fits)")
+
+    def prepare(self) -> bool:
+        """Create the cache folder and check that it can be written (a probe folder); False (with one warning)
+        where it cannot. Reading entries goes on where the folder can be read."""
+        if not self.enabled:
+            return False
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{uuid.uuid4().hex[:8]}"
+            probe.mkdir()
+            probe.rmdir()
+        except OSError as err:
+            self._unwritable(err)
+        return self.writable
+
     def validate(self, entry: Path, key: str) -> str | None:
         """Why ``entry`` cannot be trusted, or None if it is whole."""
         manifest_path = entry / MANIFEST
-        if not manifest_path.is_file():
-            return "no manifest (half-written entry)"
         try:
+            if not manifest_path.is_file():
+                return "no manifest (half-written entry)"
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             files = manifest["files"]
             if manifest.get("key") != key:
                 return "manifest names a different key"
         except (OSError, ValueError, KeyError, TypeError) as err:
             return f"unreadable manifest ({err})"
-        for rel, meta in files.items():
-            path = entry / rel
-            if not path.is_file():
-                return f"missing file {rel}"
-            if path.stat().st_size != meta.get("bytes") or _file_sha256(path) != meta.get("sha256"):
-                return f"checksum mismatch in {rel}"
-            if path.suffix == ".nc":
-                reason = _netcdf_unreadable(path)
-                if reason:
-                    return f"unreadable netCDF {rel} ({reason})"
+        try:
+            for rel, meta in files.items():
+                path = entry / rel
+                if not path.is_file():
+                    return f"missing file {rel}"
+                if path.stat().st_size != meta.get("bytes") or _file_sha256(path) != meta.get("sha256"):
+                    return f"checksum mismatch in {rel}"
+                if path.suffix == ".nc":
+                    reason = _netcdf_unreadable(path)
+                    if reason:
+                        return f"unreadable netCDF {rel} ({reason})"
+        except (OSError, AttributeError) as err:
+            return f"unreadable entry ({err})"
         return None
 
     def lookup(self, analysis: str, key: str) -> Path | None:
         """The entry's folder if it exists and is whole; a broken entry is removed and None returned."""
         entry = self.entry_dir(analysis, key)
-        if not entry.exists():
+        try:
+            if not entry.is_dir():
+                return None
+        except OSError:
             return None
         reason = self.validate(entry, key)
         if reason is None:
@@ -250,14 +309,31 @@ class FitCache:
         self._last_corruption = reason
         return None
 
-    def store(self, analysis: str, key: str, material: Mapping[str, Any], write: Callable[[Path], Any]) -> Path:
-        """Run ``write(tmpdir)``, checksum what it wrote, add the manifest, rename the folder into place."""
+    def store(self, analysis: str, key: str, material: Mapping[str, Any], write: Callable[[Path], Any]
+              ) -> Path | None:
+        """Run ``write(tmpdir)``, checksum what it wrote, add the manifest, rename the folder into place.
+
+        Returns the entry's folder, or None where the cache cannot be written (said once through
+        ``on_warning``; nothing half-written is left). An error of ``write`` itself is not the cache's: it
+        propagates."""
+        if not (self.enabled and self.writable):
+            return None
         final = self.entry_dir(analysis, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
         try:
-            write(tmp)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+        except OSError as err:
+            self._unwritable(err)
+            return None
+        try:
+            try:
+                write(tmp)
+            except OSError as err:
+                if not _about_cache(err, self.root):
+                    raise
+                self._unwritable(err)
+                return None
             files = {}
             for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 rel = path.relative_to(tmp).as_posix()
@@ -266,10 +342,21 @@ class FitCache:
                 raise RuntimeError(f"the {analysis} analysis saved no files to cache")
             manifest = {"format": CACHE_FORMAT, "analysis": analysis, "key": key, "files": files,
                         "key_material": material}
-            write_json_atomic(tmp / MANIFEST, manifest)
-            if final.exists():  # a stale or concurrent entry: move it aside, then take its place
-                self._discard(final)
-            os.replace(tmp, final)
+            try:
+                write_json_atomic(tmp / MANIFEST, manifest)
+                interrupts.checkpoint()  # a fit cut short by Ctrl-C must not become a cache entry
+                if final.exists():  # a stale or concurrent entry: move it aside, then take its place
+                    self._discard(final)
+                try:
+                    os.replace(tmp, final)
+                except OSError as err:
+                    # another process stored the same entry between the two lines above: keep theirs if whole
+                    if err.errno in (errno.ENOTEMPTY, errno.EEXIST) and self.validate(final, key) is None:
+                        return final
+                    raise
+            except OSError as err:
+                self._unwritable(err)
+                return None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -295,8 +382,10 @@ class FitCache:
             self.events.append(event)
             return result, event
         result = compute()
-        self.store(analysis, key, material, lambda d: save(result, d))
-        event = CacheEvent(analysis, key, "refit" if corruption else "miss", corruption)
+        if self.store(analysis, key, material, lambda d: save(result, d)) is None:
+            event = CacheEvent(analysis, key, "not stored", self.unwritable_reason)
+        else:
+            event = CacheEvent(analysis, key, "refit" if corruption else "miss", corruption)
         self.events.append(event)
         return result, event
 
@@ -320,6 +409,20 @@ class FitCache:
         except OSError:
             trash = entry
         shutil.rmtree(trash, ignore_errors=True)
+
+
+#: What a full, read-only or forbidden disk raises (some writers, h5py among them, do not name the file).
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO)
+
+
+def _about_cache(err: OSError, root: Path) -> bool:
+    """Whether an error raised while writing into the cache is the cache's disk failing (not a bug)."""
+    if err.filename is None:
+        return err.errno in _DISK_ERRNOS
+    try:
+        return Path(err.filename).absolute().is_relative_to(Path(root).absolute())
+    except (TypeError, ValueError):
+        return False
 
 
 def _netcdf_unreadable(path: Path) -> str | None:

@@ -556,6 +556,8 @@ class MainJobConfig(Block):
     design: DesignConfig = setting(DesignConfig(), "phase 3 planning")
     durability: DurabilityConfig = setting(DurabilityConfig(), "durability scenarios")
     sampler: SamplerConfig = setting(SamplerConfig(), "NUTS settings for every MCMC fit")
+    allow_large_jobs: bool = setting(False, "run work whose up-front estimate exceeds this machine's memory or one "
+                                            "day (analyses/budget.py); for users who mean it", option="--allow-large")
 
 
 # --- loading ----------------------------------------------------------------------------------------------

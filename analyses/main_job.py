@@ -14,11 +14,21 @@ it depends on, computed only on a miss (the MCMC sections in separate processes,
 not depend on how many run at once), and saved under ``<out>/<section>/`` by the result's own ``save``.
 :func:`write_index` writes ``<out>/results.json``: the configuration and its hash, data-file hashes, per-section
 status, cache outcome, time, summary and diagnostics. Building the report is not done here: the command line
-composes this job with :mod:`isletbayes.reports` (analyses never import reports).
+composes this job with :mod:`isletbayes.reports` (analyses never import reports) through the ``finish`` hook of
+:func:`run_main_job`.
+
+Faults lose nothing (:mod:`isletbayes.analyses.outputs`): before any work the output folder, the cache folder,
+the Dask scheduler (when the design simulates on one) and the size of the work (:mod:`isletbayes.analyses.budget`)
+are checked; then, holding the output folder's lock, the whole folder (sections, results.json, the report) is
+written into a hidden sibling and swapped in for the old one only when complete. An error, a full disk, Ctrl-C or
+``kill -9`` on the way leaves the previous results as they were; finished sections are kept in the fit cache,
+finished simulations in its ``design-simulations/`` folder, so a rerun resumes. The cache itself is optional: a
+cache that cannot be written is reported once and skipped.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -30,9 +40,12 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
+from isletbayes.analyses import interrupts
 from isletbayes.analyses.cache import MANIFEST, CacheEvent, FitCache, fit_key, key_material
 from isletbayes.analyses.config import MainJobConfig, config_to_dict
 from isletbayes.analyses.inputs import AnalysisInputs, load_inputs
+from isletbayes.analyses.outputs import (OutputLock, check_folder_path, check_output_folder, is_filesystem_fault,
+                                        staging_folder, swap_into_place)
 from isletbayes.analyses.provenance import provenance, sha256_of
 from isletbayes.analyses.results import AnalysisResult, FitCheck, Provenance
 from isletbayes.data.errors import InputError
@@ -56,7 +69,9 @@ HEAVY_SECTIONS = ("binary", "cpeptide")
 @dataclass(frozen=True)
 class JobEvent:
     """Something the job did: ``kind`` is one of 'loading', 'skipped', 'computing', 'computed', 'cached',
-    'damaged' (a cache entry was damaged and is refitted), 'failed' (a fit failed its convergence checks)."""
+    'damaged' (a cache entry was damaged and is refitted), 'failed' (a fit failed its convergence checks),
+    'warning' (e.g. the cache cannot be written and is skipped), 'waiting' (another run holds the output
+    folder's lock)."""
 
     kind: str
     section: str = ""
@@ -242,13 +257,17 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
         return SectionPlan(name, material, lambda: run_cpeptide(config.cpeptide, sampler=config.sampler, seed=seed,
                                                                 inputs=inputs), CpeptideResult)
     if name == "design":
-        from isletbayes.analyses.design import DesignResult, run_design
+        from isletbayes.analyses.design import DesignInputs, DesignResult, run_design
 
         cfg = config.design
-        phase12 = inputs.count(cfg.endpoint) if cfg.endpoint != "cpeptide" else None
-        material = key_material("design", module="isletbayes.analyses.design", data={"phase12": phase12},
-                                priors={"design_prior": cfg.design_prior, "analysis_prior": cfg.analysis_prior},
-                                settings={"design": cfg, "seed": seed,
+        design_inputs = DesignInputs(inputs, config.priors, config.sampler, config.durability)
+        material = key_material("design", module="isletbayes.analyses.design",
+                                data={"counts": inputs.counts, "comparators": inputs.comparators,
+                                      "durability": inputs.durability, "participant": inputs.participant},
+                                priors={"map": config.priors.map, "benchmark": config.priors.benchmark,
+                                        "benchmark_any_endpoint": config.priors.benchmark_any_endpoint},
+                                settings={"design": cfg, "durability": config.durability, "sampler": config.sampler,
+                                          "seed": seed,
                                           "simulation_source": cpeptide_key if cfg.simulate else None})
 
         def compute() -> DesignResult:
@@ -258,7 +277,8 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
 
                 posterior = CpeptideResult.load(Path(cpeptide_folder))
                 draws, source = posterior.parameter_draws(4000, seed), posterior.diagnostics
-            return run_design(cfg, seed=seed, phase12=phase12, simulation_draws=draws, simulation_source=source,
+            return run_design(cfg, seed=seed, design=design_inputs, simulation_draws=draws,
+                              simulation_source=source,
                               simulation_dir=None if work_dir is None else Path(work_dir) / fit_key(material))
 
         return SectionPlan(name, material, compute, DesignResult)
@@ -284,42 +304,55 @@ def _quiet_pymc() -> None:
 
 
 def compute_section(name: str, config_doc: dict, participant_data: str | None, cache_root: str | None,
-                    scratch: str, cpeptide: tuple[str, str] | None = None) -> tuple[str, float]:
+                    scratch: str, cpeptide: tuple[str, str] | None = None) -> tuple[str, float, str]:
     """Compute one section from scratch (in a worker process or in-line) and save it: into the cache when
-    ``cache_root`` is given, else into ``scratch``. ``cpeptide``: (key, folder) of the cpeptide section, which
-    the design's simulations draw from. Returns the folder and the seconds it took."""
+    ``cache_root`` is given and can be written, else into ``scratch``. ``cpeptide``: (key, folder) of the
+    cpeptide section, which the design's simulations draw from. Returns the folder, the seconds it took, and a
+    warning ('' if none) to pass on: the cache could not be written."""
     _quiet_pymc()
     config = MainJobConfig.model_validate(config_doc)
     inputs = load_inputs(config.data, participant_data)
-    work = Path(cache_root if cache_root is not None else scratch) / "design-simulations"
-    plan = plan_section(name, config, inputs, cpeptide_key=cpeptide[0] if cpeptide else None,
-                        cpeptide_folder=cpeptide[1] if cpeptide else None, work_dir=str(work))
+    warnings: list[str] = []
+    cache = FitCache(Path(cache_root), on_warning=warnings.append) if cache_root is not None else None
+
+    def plan_with(work_root: str) -> SectionPlan:
+        return plan_section(name, config, inputs, cpeptide_key=cpeptide[0] if cpeptide else None,
+                            cpeptide_folder=cpeptide[1] if cpeptide else None,
+                            work_dir=str(Path(work_root) / "design-simulations"))
+
+    plan = plan_with(cache_root if cache_root is not None else scratch)
     started = time.perf_counter()
-    result = plan.compute()
+    try:
+        result = plan.compute()
+    except OSError as err:
+        # the design's finished simulations are kept in the cache; a cache disk that fails (full, read-only)
+        # must not sink the run: say so, and simulate again in the scratch folder
+        if cache_root is None or err.filename is None or not is_filesystem_fault(err) or \
+                not Path(err.filename).absolute().is_relative_to(Path(cache_root).absolute()):
+            raise
+        warnings.append(f"the fit cache cannot be written ({err.filename}: {err.strerror}); the {name} section "
+                        "is computed without keeping its finished simulations there")
+        plan = plan_with(scratch)
+        result = plan.compute()
     seconds = time.perf_counter() - started
-    if cache_root is not None:
-        folder = FitCache(Path(cache_root)).store(name, fit_key(plan.material), plan.material, result.save)
-    else:
+    folder = cache.store(name, fit_key(plan.material), plan.material, result.save) if cache is not None else None
+    if folder is None:
         folder = Path(scratch) / name
+        interrupts.checkpoint()
         result.save(folder)
-    return str(folder), seconds
+    return str(folder), seconds, "; ".join(warnings)
 
 
 def replace_dir(final: Path, write: Callable[[Path], Any]) -> list[str]:
-    """Write a folder's files into a temporary sibling, then swap it in for the old one (never half-written)."""
+    """Write a folder's files into a temporary sibling, then swap it in for the old one (never half-written);
+    returns the files written, relative to the folder."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         write(tmp)
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        if final.exists():
-            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        swap_into_place(tmp, final)
         return files
     finally:
         if tmp.exists():
@@ -328,6 +361,9 @@ def replace_dir(final: Path, write: Callable[[Path], Any]) -> list[str]:
 
 def _copy_entry(src: Path, dest: Path) -> list[str]:
     """Copy a saved section (a cache entry or a scratch folder) to the output folder, manifest left out."""
+    if not src.is_dir():  # removed since it was found (someone cleaned the cache during the run)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(src))
+
     def write(tmp: Path) -> None:
         for path in sorted(p for p in src.rglob("*") if p.is_file()):
             rel = path.relative_to(src)
@@ -340,18 +376,23 @@ def _copy_entry(src: Path, dest: Path) -> list[str]:
 
 
 def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participant_data: Path | None = None,
-                 jobs: int | None = None, listener: Listener = _silent) -> tuple[dict[str, SectionRun],
-                                                                                  AnalysisInputs]:
+                 jobs: int | None = None, listener: Listener = _silent, inputs: AnalysisInputs | None = None
+                 ) -> tuple[dict[str, SectionRun], AnalysisInputs]:
     """Run every section switched on, through the cache; save each under ``out/<section>/``.
 
-    Cached sections are loaded; the others are computed, the MCMC ones in up to ``jobs`` worker processes at
-    once (default: as many as there are CPU cores, at most the number of such sections)."""
+    Cached sections are loaded; the others are computed, the exact ones first (a mistake in their settings
+    stops the run in seconds), then the MCMC ones in up to ``jobs`` worker processes at once (default: as many
+    as there are CPU cores, at most the number of such sections), then the design's simulations, which draw
+    from the C-peptide section. ``inputs``: the data, if already loaded. Worker processes ignore Ctrl-C; on an
+    interrupt they are stopped at once (what they were fitting is lost, every section already stored in the
+    cache is kept)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     _quiet_pymc()
-    listener(JobEvent("loading", message="loading and validating the data"))
-    inputs = load_inputs(config.data, participant_data)
+    if inputs is None:
+        listener(JobEvent("loading", message="loading and validating the data"))
+        inputs = load_inputs(config.data, participant_data)
     runs: dict[str, SectionRun] = {}
     plans: dict[str, SectionPlan] = {}
     events: dict[str, CacheEvent] = {}
@@ -385,9 +426,8 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
     heavy = [n for n in to_compute if n in HEAVY_SECTIONS]
     n_jobs = max(1, min(jobs or (os.cpu_count() or 1), len(heavy)))
     config_doc = config.model_dump(mode="json")
-    cache_root = str(cache.root) if cache.enabled else None
     with tempfile.TemporaryDirectory(prefix="isletbayes-scratch-") as scratch:
-        folders: dict[str, tuple[str, float]] = {}
+        folders: dict[str, tuple[str, float, str]] = {}
 
         def args(n: str) -> tuple:
             cpeptide = None
@@ -395,27 +435,54 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
                 key = fit_key(plans["cpeptide"].material)
                 cpeptide = (key, folders["cpeptide"][0] if "cpeptide" in folders
                             else str(cache.entry_dir("cpeptide", key)))
+            cache_root = str(cache.root) if cache.enabled and cache.writable else None
             return n, config_doc, str(participant_data) if participant_data else None, cache_root, scratch, cpeptide
 
-        if n_jobs > 1:
-            listener(JobEvent("computing", ", ".join(heavy), f"{n_jobs} processes"))
-            with ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(compute_section, *args(n)): n for n in heavy}
-                for future in as_completed(futures):
-                    folders[futures[future]] = future.result()
-                    listener(JobEvent("computed", futures[future], seconds=folders[futures[future]][1]))
-        for name in to_compute:
-            if name not in folders:
-                listener(JobEvent("computing", name, SECTION_TITLES[name].lower()))
-                folders[name] = compute_section(*args(name))
-                listener(JobEvent("computed", name, seconds=folders[name][1]))
-        # Only now, with every section computed, is the output folder touched: a mistake found on the way
-        # (exit 2) leaves the previous results as they were.
-        for name in to_compute:
-            folder, seconds = folders[name]
-            result = plans[name].result_type.load(Path(folder))
-            runs[name] = SectionRun(name, "ok", result=result, cache=events[name], seconds=seconds)
-            runs[name].files = _copy_entry(Path(folder), out / name)
+        def finished(n: str, outcome: tuple[str, float, str]) -> None:
+            folders[n] = outcome
+            if outcome[2]:
+                cache._unwritable(outcome[2])  # the worker could not store: say so once, store nothing more
+            if cache.enabled and not cache.writable:
+                events[n] = CacheEvent(n, events[n].key, "not stored", outcome[2] or cache.unwritable_reason)
+            listener(JobEvent("computed", n, seconds=outcome[1]))
+
+        def compute_here(name: str) -> None:
+            listener(JobEvent("computing", name, SECTION_TITLES[name].lower()))
+            finished(name, compute_section(*args(name)))
+
+        try:
+            # the exact sections first (seconds): a mistake in their settings is found before minutes of MCMC
+            for name in to_compute:
+                if name not in HEAVY_SECTIONS and not (name == "design" and simulate):
+                    compute_here(name)
+            if n_jobs > 1:
+                listener(JobEvent("computing", ", ".join(heavy), f"{n_jobs} processes"))
+                pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"),
+                                           initializer=interrupts.worker_init, initargs=(os.getpid(),))
+                try:
+                    with interrupts.children_ignore_interrupts():  # the workers start here
+                        futures = {pool.submit(compute_section, *args(n)): n for n in heavy}
+                    for future in as_completed(futures):
+                        finished(futures[future], future.result())
+                except BaseException:
+                    interrupts.acknowledge()
+                    interrupts.terminate_pool(pool)
+                    raise
+                pool.shutdown(wait=True)
+            for name in to_compute:
+                if name not in folders:
+                    compute_here(name)
+            # Only now, with every section computed, is the output folder written: a mistake found on the way
+            # (exit 2) leaves the previous results as they were.
+            interrupts.checkpoint()
+            for name in to_compute:
+                folder, seconds, _ = folders[name]
+                result = plans[name].result_type.load(Path(folder))
+                runs[name] = SectionRun(name, "ok", result=result, cache=events[name], seconds=seconds)
+                runs[name].files = _copy_entry(Path(folder), out / name)
+        except BaseException:
+            interrupts.acknowledge()
+            raise
     for name, run in runs.items():
         if run.status != "ok":
             continue
@@ -450,24 +517,62 @@ def write_index(job: MainJobResult, report: dict[str, Any] | None = None) -> Pat
     return write_json_atomic(job.out / RESULTS_INDEX, index)
 
 
+def data_size(inputs: AnalysisInputs) -> tuple[int, int]:
+    """(participants, C-peptide observations) the C-peptide fit will see: the published cohort's 12 and its
+    four visits' means, or the participant-level file's."""
+    frame = inputs.participant
+    if frame is None or frame.empty:
+        return 12, 48
+    participants = int(frame["participant"].nunique())
+    observations = int((frame["measure"] == "cpeptide").sum()) if "measure" in frame.columns else len(frame)
+    return participants, observations
+
+
 def run_main_job(config: MainJobConfig, out: str | Path, *, cache_dir: str | Path | None = None,
                  use_cache: bool = True, config_path: str | Path | None = None,
                  participant_data: str | Path | None = None, jobs: int | None = None,
-                 listener: Listener = _silent) -> MainJobResult:
-    """Run the analyses (through the cache) and write results.json; the report is the caller's to build."""
-    from isletbayes.analyses.cache import default_cache_dir
+                 listener: Listener = _silent,
+                 finish: Callable[[MainJobResult], dict[str, Any] | None] | None = None) -> MainJobResult:
+    """Run the analyses (through the cache) and write the output folder ``out`` whole (see the module docstring).
+
+    ``finish(job)``, if given, is called when the sections and results.json are written, with ``job.out`` the
+    folder being prepared: the command line builds the report there; what it returns is recorded in
+    results.json as ``report``. The folder then replaces ``out``; the returned job points at ``out``."""
+    from isletbayes.analyses import budget
+    from isletbayes.analyses.cache import ENV_CACHE_DIR, default_cache_dir
 
     started = time.perf_counter()
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", option="--out", file=out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = FitCache(Path(cache_dir) if cache_dir else default_cache_dir(out), enabled=use_cache)
-    sections, inputs = run_sections(config, out, cache=cache,
-                                    participant_data=Path(participant_data) if participant_data else None,
-                                    jobs=jobs, listener=listener)
-    job = MainJobResult(out, out / RESULTS_INDEX, config, sections, inputs, cache,
-                        Path(config_path) if config_path else None,
-                        timings={"analyses": time.perf_counter() - started})
-    write_index(job)
+    out = check_output_folder(out, option="--out", marker=RESULTS_INDEX)
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir(out)
+    if use_cache:
+        door = "--cache-dir" if cache_dir else None
+        note = "" if cache_dir else (f" (from ${ENV_CACHE_DIR})" if os.environ.get(ENV_CACHE_DIR) else
+                                     " (the default cache folder beside the output folder; choose another with "
+                                     "--cache-dir)")
+        cache_root = check_folder_path(cache_root, option=door, what="fit cache folder", note=note)
+    listener(JobEvent("loading", message="loading and validating the data"))
+    inputs = load_inputs(config.data, Path(participant_data) if participant_data else None)
+    participants, observations = data_size(inputs)
+    budget.check(budget.estimate_main_job(config, n_participants=participants, n_observations=observations),
+                 allow=budget.allow_large(config))
+    if config.sections.design and config.design.simulate and config.design.scheduler:
+        from isletbayes.analyses.simulation import check_scheduler
+
+        check_scheduler(config.design.scheduler)
+
+    cache = FitCache(cache_root, enabled=use_cache, on_warning=lambda m: listener(JobEvent("warning", message=m)))
+    with OutputLock(out, on_wait=lambda m: listener(JobEvent("waiting", message=m)), option="--out"):
+        cache.prepare()
+        with staging_folder(out) as stage:
+            sections, inputs = run_sections(config, stage, cache=cache,
+                                            participant_data=Path(participant_data) if participant_data else None,
+                                            jobs=jobs, listener=listener, inputs=inputs)
+            job = MainJobResult(stage, stage / RESULTS_INDEX, config, sections, inputs, cache,
+                                Path(config_path) if config_path else None,
+                                timings={"analyses": time.perf_counter() - started})
+            write_index(job)
+            if finish is not None:
+                report = finish(job)
+                write_index(job, report=report)
+        job.out, job.index_path = out, out / RESULTS_INDEX
     return job

@@ -37,12 +37,18 @@ Engineering (this is the expensive part of the toolkit):
   (same estimators from :mod:`arviz_stats`, same thresholds) run on those arrays (:func:`array_diagnostics`),
   so no ArviZ DataTree is built per trial. Every trial's diagnostics are checked and kept in its record, and
   failures are counted in the summary;
-* simulations run in parallel on local worker processes (``concurrent.futures``), or on a Dask cluster given its
-  scheduler address (``dask.distributed.Client``);
+* simulations run in parallel on local worker processes (``concurrent.futures``), or on an existing Dask cluster
+  given its scheduler address (``dask.distributed.Client``). The scheduler is checked before any work
+  (:func:`check_scheduler`: reachable within seconds, at least one worker, every worker running the same
+  isletbayes code and numerical packages), so an unusable cluster is refused, not waited for;
 * each finished simulation is written at once as its own small JSON file (written to a temporary name, fsynced,
-  renamed), so an interrupted run keeps everything it finished and a rerun resumes where it stopped;
-* simulation i draws all its randomness from ``numpy.random.SeedSequence(seed, spawn_key=(i,))``, so results are
-  identical whatever the number of workers and the order in which simulations complete.
+  renamed), so an interrupted run keeps everything it finished and a rerun resumes where it stopped. A record
+  carries the SHA-256 of the settings it was computed under and a checksum of its contents: a truncated,
+  edited or foreign record is reported (:class:`DamagedRecordWarning`), removed and recomputed, never used;
+* simulation i draws all its randomness from ``numpy.random.SeedSequence(seed, spawn_key=(i, ...))``, so results
+  are identical whatever the number of workers (or the cluster) and the order in which simulations complete;
+* Ctrl-C (under the command line's :class:`~isletbayes.analyses.interrupts.InterruptGuard`): local workers ignore
+  it and are killed by the runner, Dask tasks are cancelled, and a refit that nutpie cut short is never written.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from isletbayes.analyses import interrupts
 from isletbayes.analyses.provenance import sha256_of
 from isletbayes.data.errors import InputError
 from isletbayes.data.io import atomic_path, to_json, write_json_atomic
@@ -76,6 +83,8 @@ from isletbayes.models.sampling import Diagnostics, SamplerSettings, judge
 
 MANIFEST = "simulation_manifest.json"
 SIM_DIR = "simulations"
+RECORD_FORMAT = "isletbayes-simulation/2"
+PARAMETER_PICK_KEY = 1_000_000  # spawn key (i, PARAMETER_PICK_KEY): which posterior draw simulation i uses
 CPEPTIDE_DAYS = (90.0, 180.0, 270.0, 365.0)  # the phase 1/2 visit schedule (days after infusion)
 
 
@@ -150,11 +159,12 @@ class InsulinIndependenceAnalysis:
 # --------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RawFit:
-    """Post-warm-up draws of one fit as numpy arrays, (chain, draw) each, with the two NUTS statistics checked."""
+    """Post-warm-up draws of one fit as numpy arrays, (chain, draw) each, with the NUTS statistics checked."""
 
     draws: dict[str, np.ndarray]
     energy: np.ndarray
     diverging: np.ndarray
+    maxdepth_reached: np.ndarray | None = None  # nutpie's flag of a transition at the maximum tree depth
 
 
 def sample_raw(compiled, settings: SamplerSettings, var_names: Sequence[str]) -> RawFit:
@@ -168,6 +178,9 @@ def sample_raw(compiled, settings: SamplerSettings, var_names: Sequence[str]) ->
     raw = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                         cores=settings.cores, seed=settings.seed, progress_bar=False, save_warmup=False,
                         return_raw_trace=True, target_accept=settings.target_accept)
+    # nutpie catches Ctrl-C and returns the draws made so far: under the command line's interrupt guard this
+    # raises KeyboardInterrupt instead (elsewhere the draw count below refuses a partial trace)
+    interrupts.checkpoint()
     draw_batches, stat_batches = raw.get_arrow_trace()
     keeps = [~np.asarray(stats.column("tuning"), dtype=bool) for stats in stat_batches]
     if len(keeps) != settings.chains or any(int(k.sum()) != settings.draws for k in keeps):
@@ -177,17 +190,20 @@ def sample_raw(compiled, settings: SamplerSettings, var_names: Sequence[str]) ->
     def stacked(batches, name, dtype):
         return np.stack([np.asarray(b.column(name), dtype=dtype)[keep] for b, keep in zip(batches, keeps)])
 
+    depth = ("maxdepth_reached" if all("maxdepth_reached" in b.schema.names for b in stat_batches) else None)
     return RawFit(draws={name: stacked(draw_batches, name, float) for name in var_names},
                   energy=stacked(stat_batches, "energy", float),
-                  diverging=stacked(stat_batches, "diverging", bool))
+                  diverging=stacked(stat_batches, "diverging", bool),
+                  maxdepth_reached=None if depth is None else stacked(stat_batches, depth, bool))
 
 
 def array_diagnostics(fit: RawFit) -> Diagnostics:
     """:func:`isletbayes.models.sampling.check_diagnostics` on numpy arrays: same estimators, same thresholds.
 
     Rank-normalised split R-hat, bulk and tail ESS (tail at ArviZ's default ``stats.ci_prob`` quantiles, as
-    ``az.ess(method="tail")``) and per-chain E-BFMI from :data:`arviz_stats.base.array_stats`; the parameters
-    are stacked into one array so each estimator is called once.
+    ``az.ess(method="tail")``) and per-chain E-BFMI from :data:`arviz_stats.base.array_stats`, divergences and
+    transitions at the maximum tree depth; the parameters are stacked into one array so each estimator is
+    called once.
     """
     from arviz_stats.base import array_stats
     from arviz_stats.validate import validate_ci_prob
@@ -199,7 +215,9 @@ def array_diagnostics(fit: RawFit) -> Diagnostics:
     min_tail = float(np.nanmin(array_stats.ess(stacked, method="tail", prob=validate_ci_prob(None))))
     divergences = int(fit.diverging.sum())
     min_ebfmi = float(np.min(array_stats.bfmi(fit.energy)))
-    return judge(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws)
+    saturated = None if fit.maxdepth_reached is None else int(fit.maxdepth_reached.sum())
+    return judge(max_rhat, min_bulk, min_tail, divergences, min_ebfmi, n_chains, n_draws,
+                 treedepth_saturated=saturated)
 
 
 @dataclass(frozen=True)
@@ -309,7 +327,10 @@ _PREPARED: dict[str, Any] = {}  # per process: analysis description hash -> comp
 
 
 def simulation_seeds(seed: int, index: int) -> tuple[np.random.SeedSequence, int]:
-    """Simulation ``index``'s data seed sequence and its MCMC seed, from (master seed, index) only."""
+    """Simulation ``index``'s data seed sequence and its MCMC seed, from (master seed, index) only: the data from
+    ``SeedSequence(seed, spawn_key=(index, 0))``, the fit from the first 32 bits of ``spawn_key=(index, 1)``.
+    Each record keeps both (``data_spawn_key``, ``fit_seed``) and which posterior draw it used
+    (``parameter_draw``, from ``spawn_key=(index, PARAMETER_PICK_KEY)``)."""
     data_seq, fit_seq = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(2)
     return data_seq, int(fit_seq.generate_state(1, dtype=np.uint32)[0])
 
@@ -323,7 +344,8 @@ def run_one(simulator: TrialSimulator, analysis: Analysis, params, seed: int, in
     if key not in _PREPARED:
         _PREPARED[key] = analysis.prepare(trial)
     result = analysis.analyse(_PREPARED[key], trial, fit_seed)
-    return {"index": int(index), "fit_seed": fit_seed, "params": _params_dict(params), **result}
+    return {"index": int(index), "data_spawn_key": [int(k) for k in data_seq.spawn_key], "fit_seed": fit_seed,
+            "params": _params_dict(params), **result}
 
 
 def _params_dict(params) -> dict:
@@ -331,8 +353,12 @@ def _params_dict(params) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the runner
+# records on disk: one checksummed file per finished simulation
 # --------------------------------------------------------------------------------------------------------------
+class DamagedRecordWarning(UserWarning):
+    """A simulation record (or the folder's manifest) was damaged: it is discarded and recomputed."""
+
+
 @dataclass
 class SimulationSummary:
     """Assurance estimated from the finished simulations, with its Monte Carlo standard error."""
@@ -344,6 +370,7 @@ class SimulationSummary:
     n_diagnostic_failures: int
     records: list[dict]
     settings: dict
+    damaged: list[str] = field(default_factory=list)  # records found damaged on this run, and recomputed
 
     def as_dict(self, with_records: bool = False) -> dict:
         d = {"n_sims": self.n_sims, "n_success": self.n_success, "assurance": self.assurance, "mcse": self.mcse,
@@ -353,60 +380,169 @@ class SimulationSummary:
         return d
 
 
+class DamagedRecord(ValueError):
+    """Why a record file cannot be trusted."""
+
+
 def _sim_path(outdir: Path, index: int) -> Path:
     return outdir / SIM_DIR / f"sim_{index:06d}.json"
 
 
-def _write_record(outdir: Path, record: dict) -> None:
+def _record_checksum(settings_sha256: str, record: dict) -> str:
+    import hashlib
+    import json
+
+    text = json.dumps({"settings_sha256": settings_sha256, "record": record}, sort_keys=True,
+                      separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_file_text(record: dict, settings_sha256: str) -> str:
+    """A record's file: the record, the settings it was computed under (their SHA-256) and the SHA-256 of both."""
+    import json
+
+    clean = json.loads(to_json(record))  # the values as they read back (NaN -> null, numpy -> Python)
+    return to_json({"format": RECORD_FORMAT, "settings_sha256": settings_sha256,
+                    "sha256": _record_checksum(settings_sha256, clean), "record": clean}) + "\n"
+
+
+def read_record(path: Path, settings_sha256: str | None = None) -> dict:
+    """The record in ``path``, checked: whole JSON, its checksum, its index (the file's), and (when given) the
+    settings it was computed under. Raises :class:`DamagedRecord` saying why not."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise DamagedRecord(f"unreadable ({err})") from None
+    except ValueError as err:
+        raise DamagedRecord(f"not whole JSON ({err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT or not isinstance(doc.get("record"), dict):
+        raise DamagedRecord("not a simulation record of this version")
+    record = doc["record"]
+    if doc.get("sha256") != _record_checksum(str(doc.get("settings_sha256")), record):
+        raise DamagedRecord("checksum mismatch (the file was changed after it was written)")
+    if settings_sha256 is not None and doc.get("settings_sha256") != settings_sha256:
+        raise DamagedRecord("computed under other settings")
+    if record.get("index") != int(path.stem.split("_")[1]):
+        raise DamagedRecord(f"holds simulation {record.get('index')}, not the one its name says")
+    return record
+
+
+def _write_record(outdir: Path, record: dict, settings_sha256: str) -> None:
     """Atomic and durable: temp file, fsync, rename (a reader never sees half a record)."""
     path = _sim_path(outdir, record["index"])
+    text = record_file_text(record, settings_sha256)
+    interrupts.checkpoint()  # a fit interrupted by Ctrl-C may have returned a partial trace: write nothing
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(to_json(record) + "\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
 
 
-def finished_indices(outdir: str | Path) -> set[int]:
+def _record_files(outdir: Path) -> dict[int, Path]:
     folder = Path(outdir) / SIM_DIR
     if not folder.is_dir():
-        return set()
-    return {int(p.stem.split("_")[1]) for p in folder.glob("sim_*.json")}
+        return {}
+    out = {}
+    for p in folder.glob("sim_*.json"):
+        try:
+            out[int(p.stem.split("_")[1])] = p
+        except (IndexError, ValueError):
+            continue  # not a record name
+    return out
+
+
+@dataclass
+class RecordScan:
+    """The records in a folder: whole ones by index, and damaged files with the reason."""
+
+    records: dict[int, dict]
+    damaged: list[tuple[Path, str]]
+
+
+def _manifest_digest(outdir: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((Path(outdir) / MANIFEST).read_text(encoding="utf-8")).get("settings_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def scan_records(outdir: str | Path, settings_sha256: str | None = None) -> RecordScan:
+    """Read and check every record in ``outdir`` (against its manifest's settings when none are given)."""
+    outdir = Path(outdir)
+    digest = settings_sha256 if settings_sha256 is not None else _manifest_digest(outdir)
+    records, damaged = {}, []
+    for index, path in sorted(_record_files(outdir).items()):
+        try:
+            records[index] = read_record(path, digest)
+        except DamagedRecord as err:
+            damaged.append((path, str(err)))
+    return RecordScan(records, damaged)
+
+
+def finished_indices(outdir: str | Path) -> set[int]:
+    """Indices of the whole, checked records in ``outdir``."""
+    return set(scan_records(outdir).records)
 
 
 def read_records(outdir: str | Path, n_sims: int | None = None) -> list[dict]:
-    import json
-
-    out = []
-    for index in sorted(finished_indices(outdir)):
-        if n_sims is None or index < n_sims:
-            out.append(json.loads(_sim_path(Path(outdir), index).read_text(encoding="utf-8")))
-    return out
+    """The whole records of ``outdir`` (the first ``n_sims`` simulations), in index order; damaged ones left out."""
+    records = scan_records(outdir).records
+    return [records[i] for i in sorted(records) if n_sims is None or i < n_sims]
 
 
 def pick_parameters(parameter_draws: Sequence, seed: int, n_sims: int) -> list[int]:
     """Which parameter draw simulation i uses: from its own seed, so it does not depend on the number of workers."""
     picks = []
     for i in range(n_sims):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, 1_000_000)))
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, PARAMETER_PICK_KEY)))
         picks.append(int(rng.integers(len(parameter_draws))))
     return picks
 
 
-def _check_manifest(outdir: Path, settings: dict) -> None:
+def _check_manifest(outdir: Path, settings: dict, digest: str, report: Callable[[str], None]) -> None:
+    """The folder's settings must be this run's: refuse other settings; rewrite a damaged manifest (the records
+    carry their own settings' SHA-256, so whichever are not this run's are discarded as damaged)."""
     import json
 
     path = outdir / MANIFEST
-    digest = sha256_of(settings)
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("settings_sha256") != digest:
-            raise InputError(f"{outdir} holds simulations from different settings; use a new --out folder "
-                             "(or delete it) to start afresh", option="--out")
-    else:
-        write_json_atomic(path, {"settings": settings, "settings_sha256": digest})
+    if os.path.lexists(path):
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            old_digest = old["settings_sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            report(f"{path}: damaged manifest ({type(err).__name__}); rewritten, records checked one by one")
+        else:
+            if old_digest != digest:
+                raise InputError(f"{outdir} holds simulations from different settings; use a new --out folder "
+                                 "(or delete it) to start afresh", option="--out")
+            return
+    interrupts.checkpoint()
+    write_json_atomic(path, {"format": RECORD_FORMAT, "settings": settings, "settings_sha256": digest})
 
 
+def _warn_damaged(message: str) -> None:
+    import warnings
+
+    warnings.warn(DamagedRecordWarning(message), stacklevel=3)
+
+
+def check_seed(seed: Any, key: str = "seed") -> int:
+    """The master seed as numpy's SeedSequence and every sampler accept it: an integer in [0, 2**32)."""
+    from isletbayes.analyses.config import SEED_MAX
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_MAX:
+        raise InputError(f"must be an integer from 0 to {SEED_MAX - 1}, got {seed!r}", key=key)
+    return int(seed)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------------------------------
 def run_simulations(
     simulator: TrialSimulator,
     analysis: Analysis,
@@ -419,25 +555,38 @@ def run_simulations(
     scheduler: str | Any | None = None,
     progress: bool = False,
     on_record: Callable[[dict], None] | None = None,
+    on_damaged: Callable[[str], None] | None = None,
 ) -> SimulationSummary:
     """Run (or resume) ``n_sims`` simulations; every finished one is on disk before the next is awaited.
 
     ``scheduler`` is a Dask scheduler address (or a ``distributed.Client``); otherwise ``workers`` local processes
-    (1: in this process). ``on_record`` is called after each record is written (progress hooks, tests).
+    (1: in this process). ``on_record`` is called after each record is written (progress hooks, tests);
+    ``on_damaged`` with one line for each damaged record found (default: a :class:`DamagedRecordWarning`),
+    which is then removed and recomputed.
     """
+    seed = check_seed(seed)
     if n_sims < 1:
         raise InputError(f"must be >= 1, got {n_sims}", key="design.simulate")
     if workers < 1:
         raise InputError(f"must be >= 1, got {workers}", key="design.workers")
     if not parameter_draws:
         raise InputError("no parameter draws to simulate from", key="design.simulate")
+    report = on_damaged or _warn_damaged
     outdir = Path(outdir)
     picks = pick_parameters(parameter_draws, seed, n_sims)
-    settings = {"simulator": simulator.describe(), "analysis": analysis.describe(), "seed": int(seed),
+    settings = {"simulator": simulator.describe(), "analysis": analysis.describe(), "seed": seed,
                 "parameter_draws_sha256": sha256_of([_params_dict(p) for p in parameter_draws])}
+    digest = sha256_of(settings)
     # n_sims is not part of the manifest: a run may be extended to more simulations with the same settings
-    _check_manifest(outdir, settings)
-    todo = [i for i in range(n_sims) if i not in finished_indices(outdir)]
+    _check_manifest(outdir, settings, digest, report)
+    scan = scan_records(outdir, digest)
+    damaged = []
+    for path, reason in scan.damaged:
+        damaged.append(f"{path}: {reason}")
+        report(f"{path}: damaged simulation record ({reason}); it is recomputed")
+        path.unlink(missing_ok=True)
+    records = {i: r for i, r in scan.records.items() if i < n_sims}
+    todo = [i for i in range(n_sims) if i not in records]
 
     bar = None
     if progress and todo:
@@ -447,7 +596,10 @@ def run_simulations(
                    file=sys.stderr, dynamic_ncols=True)
 
     def done(record: dict) -> None:
-        _write_record(outdir, record)
+        index = record["index"]
+        record["parameter_draw"] = picks[index]
+        _write_record(outdir, record, digest)
+        records[index] = read_record(_sim_path(outdir, index), digest)  # what a resumed run will read
         if bar is not None:
             bar.update(1)
         if on_record is not None:
@@ -465,7 +617,7 @@ def run_simulations(
     finally:
         if bar is not None:
             bar.close()
-    return summarise(outdir, n_sims, settings)
+    return _summary([records[i] for i in range(n_sims)], settings, damaged)
 
 
 def _run_processes(workers, simulator, analysis, draws, picks, seed, todo, done) -> None:
@@ -474,18 +626,139 @@ def _run_processes(workers, simulator, analysis, draws, picks, seed, todo, done)
     # 'forkserver': workers are forked from a server process that has only imported modules (no sampler has run
     # there), never from this one, whose nutpie/PyTensor threads fork would not copy safely. The server imports
     # this module once for the life of this process, so workers start in milliseconds instead of each
-    # re-importing PyMC as 'spawn' does (seconds per worker).
+    # re-importing PyMC as 'spawn' does (seconds per worker). Workers ignore Ctrl-C: on an interrupt this
+    # process kills them at once (a worker in the middle of a fit would otherwise finish it first).
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=interrupts.worker_init,
+                               initargs=(os.getpid(),))
     try:
-        futures = [pool.submit(run_one, simulator, analysis, draws[picks[i]], seed, i) for i in todo]
+        with interrupts.children_ignore_interrupts():  # workers (and the fork server) start here
+            futures = [pool.submit(run_one, simulator, analysis, draws[picks[i]], seed, i) for i in todo]
         for fut in as_completed(futures):
             done(fut.result())
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        interrupts.acknowledge()
+        interrupts.terminate_pool(pool)
         raise
     pool.shutdown(wait=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dask: an existing cluster given its scheduler's address
+# --------------------------------------------------------------------------------------------------------------
+#: Seconds to reach a scheduler and to find a worker on it before the run is refused.
+SCHEDULER_TIMEOUT_S = 10.0
+
+
+def _worker_identity() -> dict:
+    """What must agree between this machine and every Dask worker for the records to be the same numbers."""
+    from isletbayes.analyses.cache import code_fingerprint
+    from isletbayes.analyses.provenance import package_versions
+
+    versions = package_versions()
+    return {"python": versions["python"], "code_sha256": code_fingerprint(__name__),
+            **{k: versions.get(k) for k in ("isletbayes", "numpy", "scipy", "pymc", "pytensor", "nutpie")}}
+
+
+def _tcp_reachable(address: str, timeout: float) -> bool:
+    """Open and close a TCP connection to the scheduler (no Dask client, which would leave threads behind on
+    failure); raises InputError naming design.scheduler. False for a transport other than TCP (not probed)."""
+    import socket
+
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return False  # other transports (ucx, ws, inproc) are left to Dask
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"not a Dask scheduler address ({err}); write tcp://HOST:PORT", key="design.scheduler") \
+            from None
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        words = "timed out" if isinstance(err, socket.timeout) else (err.strerror or str(err))
+        raise InputError(f"cannot reach the Dask scheduler at {address} ({words}); start it with "
+                         f"`dask scheduler`, or check the address", key="design.scheduler") from None
+    return True
+
+
+def _scheduler_identity(address: str, timeout: float) -> dict:
+    """The scheduler's own description of itself, asked over Dask's protocol with a deadline on the whole
+    exchange: a service that accepts the connection but never answers like a scheduler (a web server, a port
+    forwarded to nothing) is refused in ``timeout`` seconds instead of hanging a Client forever."""
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def ask() -> dict:
+        async with rpc(address, timeout=timeout) as scheduler:
+            return await scheduler.identity()
+
+    try:
+        identity = asyncio.run(asyncio.wait_for(ask(), timeout))
+    except Exception as err:  # noqa: BLE001 - a service that is not a Dask scheduler fails in many ways
+        words = (f"no answer within {timeout:g} s" if isinstance(err, (TimeoutError, asyncio.TimeoutError)) else
+                 f"the answer is not Dask's protocol: {type(err).__name__}")
+        raise InputError(f"cannot connect to a Dask scheduler at {address} ({words}); is it a Dask scheduler's "
+                         "address?", key="design.scheduler") from None
+    if not isinstance(identity, dict) or identity.get("type") != "Scheduler":
+        raise InputError(f"{address} answers, but not as a Dask scheduler", key="design.scheduler")
+    return identity
+
+
+def connect_scheduler(address: str, *, timeout: float | None = None):
+    """A ``distributed.Client`` on the scheduler at ``address``, checked: reachable and answering as a Dask
+    scheduler within ``timeout``, at least one worker (waited for up to ``timeout``), every worker running the
+    same isletbayes code and numerical packages as this machine. Anything else is refused with an InputError
+    naming ``design.scheduler``."""
+    from distributed import Client
+
+    timeout = SCHEDULER_TIMEOUT_S if timeout is None else float(timeout)
+    if _tcp_reachable(address, timeout):
+        _scheduler_identity(address, timeout)
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except Exception as err:  # noqa: BLE001 - as above
+        raise InputError(f"cannot connect to a Dask scheduler at {address} ({type(err).__name__}: "
+                         f"{str(err)[:200]})", key="design.scheduler") from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except (TimeoutError, OSError):
+            raise InputError(f"the Dask scheduler at {address} has no workers (start some with `dask worker "
+                             f"{address}`)", key="design.scheduler") from None
+        mine = _worker_identity()
+        try:
+            theirs = client.run(_worker_identity)
+        except Exception as err:  # noqa: BLE001 - whatever a worker raises: it cannot run this code
+            raise InputError(f"a worker of the Dask scheduler at {address} cannot run isletbayes "
+                             f"({type(err).__name__}: {err}); install the same isletbayes on every worker",
+                             key="design.scheduler") from None
+        for worker, identity in sorted(theirs.items()):
+            differ = sorted(k for k in mine if identity.get(k) != mine[k])
+            if differ:
+                raise InputError(f"Dask worker {worker} runs other code than this machine ({', '.join(differ)} "
+                                 "differ): its results would not be the same numbers; install the same versions "
+                                 "on every worker", key="design.scheduler")
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def check_scheduler(address: str, *, timeout: float | None = None) -> int:
+    """Refuse an unreachable or unusable scheduler before any work (see :func:`connect_scheduler`); returns the
+    number of workers it has now."""
+    client = connect_scheduler(address, timeout=timeout)
+    try:
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+    finally:
+        client.close()
 
 
 def _run_dask(scheduler, simulator, analysis, draws, picks, seed, todo, done) -> None:
@@ -493,30 +766,35 @@ def _run_dask(scheduler, simulator, analysis, draws, picks, seed, todo, done) ->
     from distributed import as_completed as dask_as_completed
 
     own_client = not isinstance(scheduler, Client)
-    try:
-        client = Client(scheduler, set_as_default=False) if own_client else scheduler
-    except (OSError, TimeoutError, ValueError) as err:
-        raise InputError(f"cannot connect to the Dask scheduler {scheduler!r}: {err}", key="design.scheduler") from err
+    client = connect_scheduler(scheduler) if own_client else scheduler
+    futures = []
     try:
         sim_f, ana_f = client.scatter([simulator, analysis], broadcast=True)
         futures = [client.submit(run_one, sim_f, ana_f, draws[picks[i]], seed, i, pure=False, key=f"sim-{seed}-{i}")
                    for i in todo]
-        try:
-            for fut in dask_as_completed(futures):
-                done(fut.result())
-        except BaseException:
+        # as_completed must be given the client's loop: with set_as_default=False there is no default client
+        # to take it from ("No clients found")
+        for fut in dask_as_completed(futures, loop=client.loop):
+            done(fut.result())
+    except BaseException:
+        interrupts.acknowledge()
+        if futures:
             client.cancel(futures)
-            raise
+        raise
     finally:
         if own_client:
             client.close()
 
 
-def summarise(outdir: str | Path, n_sims: int, settings: dict | None = None) -> SimulationSummary:
-    records = read_records(outdir, n_sims)
+def _summary(records: list[dict], settings: dict, damaged: list[str] | None = None) -> SimulationSummary:
     s = len(records)
     success = sum(bool(r["success"]) for r in records)
     a = success / s if s else float("nan")
     mcse = math.sqrt(a * (1 - a) / s) if s else float("nan")
     failures = sum(not r.get("diagnostics_ok", True) for r in records)
-    return SimulationSummary(s, success, a, mcse, failures, records, settings or {})
+    return SimulationSummary(s, success, a, mcse, failures, records, settings or {}, list(damaged or []))
+
+
+def summarise(outdir: str | Path, n_sims: int, settings: dict | None = None) -> SimulationSummary:
+    """The summary of the whole records in ``outdir`` (damaged ones left out)."""
+    return _summary(read_records(outdir, n_sims), settings or {})

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from isletbayes.analyses.cli.console import console_for, print_failures, save_note
 from isletbayes.analyses.cli.options import config_command, extra_option
 
-KEYS = ("seed", "binary", "priors", "sampler", "sections.safety", "data.counts", "data.comparators",
+KEYS = ("seed", "allow_large_jobs", "binary", "priors", "sampler", "sections.safety", "data.counts", "data.comparators",
         "data.include_unverified", "data.allow_outliers")
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 from isletbayes.analyses.cli.console import console_for, print_failures, save_note
 from isletbayes.analyses.cli.options import config_command, extra_option
 
-KEYS = ("seed", "cpeptide", "sampler", "data.participant_data", "data.cpeptide_means", "data.counts",
+KEYS = ("seed", "allow_large_jobs", "cpeptide", "sampler", "data.participant_data", "data.cpeptide_means", "data.counts",
         "data.include_unverified", "data.allow_outliers")
 
 

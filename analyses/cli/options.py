@@ -186,13 +186,18 @@ def key_to_option(err: InputError, options: Sequence[ConfigOption]) -> InputErro
     parts = err.key.split(".")
     while parts and ".".join(parts) not in by_key:
         parts.pop()  # 'design.interim.1' is set by the option of 'design.interim'
-    if not parts:
-        return err
+    if parts:
+        option = by_key[".".join(parts)]
+    else:  # a block's own check ('design', 'design.estimand'): the option its message is about
+        inside = [o for o in options if o.key.startswith(err.key + ".")]
+        named = [o for o in inside if o.key in err.message or o.key.rsplit(".", 1)[-1] in err.message]
+        if not named:
+            return err
+        option = max(named, key=lambda o: len(o.key.rsplit(".", 1)[-1])).primary
     message = err.message
     for key, flag in sorted(by_key.items(), key=lambda kv: -len(kv[0])):
         message = message.replace(key, flag)
-    return InputError(message, file=err.file, line=err.line, column=err.column,
-                      option=by_key[".".join(parts)])
+    return InputError(message, file=err.file, line=err.line, column=err.column, option=option)
 
 
 def config_command(keys: Sequence[str], extra: Sequence[inspect.Parameter] = ()) -> Callable:

@@ -1,5 +1,10 @@
 """``isletbayes run`` and ``isletbayes report``: the main job (every section, through the fit cache), then the
-HTML and PDF report. This is the one place that composes the analyses with :mod:`isletbayes.reports`."""
+HTML and PDF report. This is the one place that composes the analyses with :mod:`isletbayes.reports`.
+
+The report is built inside the folder the main job prepares (its ``finish`` hook), so the output folder is
+replaced whole, results.json, the section files and the report of one run together, or not at all
+(:mod:`isletbayes.analyses.outputs`). After Ctrl-C the previous results stay as they were and the finished
+sections are in the fit cache: the command line says so, and the same command resumes."""
 
 from __future__ import annotations
 
@@ -41,6 +46,12 @@ class Progress:
         if not self.quiet:
             self.console.print(message)
 
+    def warning(self, message: str) -> None:
+        """One line, even when quiet (a cache skipped, a lock waited for): what the user would want to know."""
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]isletbayes: warning: {escape(' '.join(message.split()))}[/yellow]")
+
     def failure(self, message: str) -> None:
         from rich.markup import escape
 
@@ -64,47 +75,77 @@ class Progress:
             self.line(f"[yellow]! {name}: cache entry was damaged ({escape(event.message)}); refitting[/yellow]")
         elif kind == "failed":
             self.failure(f"{name}: {event.message}")
+        elif kind in ("warning", "waiting"):
+            self.warning(event.message)
 
     def close(self) -> None:
         self._stop()
 
 
+def _resume_hint(out: Path, cache_dir: Path | None, no_cache: bool) -> str:
+    from isletbayes.analyses.cache import default_cache_dir
+
+    kept = (f"the previous results in {out} are unchanged" if (Path(out) / "results.json").exists()
+            else f"nothing was written to {out}")
+    if no_cache:
+        return f"{kept}; with --no-cache nothing else was kept: rerun the same command to start again"
+    cache = Path(cache_dir) if cache_dir else default_cache_dir(out)
+    return f"{kept}; finished sections are kept in the fit cache {cache}: rerun the same command to resume"
+
+
 def main_job(config_file: Path | None, out: Path, data: Path | None, no_cache: bool, pdf: bool,
              cache_dir: Path | None, quiet: bool, jobs: int | None) -> Path:
     """Run the main job and build the report; returns the report's path."""
+    from isletbayes.analyses import interrupts
     from isletbayes.analyses.config import load_config
-    from isletbayes.analyses.main_job import run_main_job, write_index
+    from isletbayes.analyses.main_job import run_main_job
     from isletbayes.data.errors import InputError
     from isletbayes.reports.report import build_report
 
+    interrupts.set_resume_hint(lambda: _resume_hint(out, cache_dir, no_cache))
     config = load_config(config_file)
     if data is not None and not data.is_file():
-        raise InputError("no such file", option="--data", file=data)
+        raise InputError("no such file" if not data.exists() else "is not a file", option="--data", file=data)
     if jobs is not None and jobs < 1:
         raise InputError(f"must be >= 1, got {jobs}", option="--jobs")
     started = time.perf_counter()
     progress = Progress(quiet)
-    try:
-        job = run_main_job(config, out, cache_dir=cache_dir, use_cache=not no_cache, config_path=config_file,
-                           participant_data=data, jobs=jobs, listener=progress)
+    built = {}
+
+    def finish(job) -> dict:
+        """Build the report in the folder being prepared (it replaces the output folder with the results)."""
         progress._start("building the report (figures, HTML" + (", PDF)" if pdf else ")"))
         t_report = time.perf_counter()
-        files = build_report(out, pdf=pdf)
+        files = build_report(job.out, pdf=pdf)
+        interrupts.checkpoint()
+        job.timings["report"] = time.perf_counter() - t_report
+        job.timings["total"] = time.perf_counter() - started
+        built["files"] = files.as_dict(job.out)
+        built["problems"], built["pdf_error"] = files.problems, files.pdf_error
+        return built["files"]
+
+    try:
+        job = run_main_job(config, out, cache_dir=cache_dir, use_cache=not no_cache, config_path=config_file,
+                           participant_data=data, jobs=jobs, listener=progress, finish=finish)
+    except InputError as err:
+        if err.key is not None and err.file is None and config_file is not None:
+            # a configuration key found wrong after loading: the door is the configuration file
+            raise InputError(err.message, file=config_file, key=err.key) from None
+        raise
     finally:
         progress.close()
-    job.timings["report"] = time.perf_counter() - t_report
-    job.timings["total"] = time.perf_counter() - started
-    write_index(job, report=files.as_dict(out))
-    progress.line(f"[green]\u2713[/green] report: {files.html}" + (f" and {files.pdf}" if files.pdf else ""))
-    if pdf and files.pdf is None:
-        progress.failure(f"PDF not written: {files.pdf_error}")
-    for problem in files.problems:
+    html = job.out / built["files"]["html"]
+    pdf_path = job.out / built["files"]["pdf"] if built["files"].get("pdf") else None
+    progress.line(f"[green]\u2713[/green] report: {html}" + (f" and {pdf_path}" if pdf_path else ""))
+    if pdf and pdf_path is None:
+        progress.failure(f"PDF not written: {built['pdf_error']}")
+    for problem in built["problems"]:
         progress.failure(problem)
     if not job.diagnostics_ok:
         bad = [c.fit for c in job.fit_checks if not c.ok]
         progress.failure(f"convergence checks in {len(bad)} fit(s): {', '.join(bad)} (see the report)")
     progress.line(f"done in {job.timings['total']:.1f} s; results index: {job.index_path}")
-    return files.html
+    return html
 
 
 def run(

@@ -5,7 +5,9 @@ The MCMC sections and the report's contents are exercised in tests/reports/ (one
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 import yaml
 
 from isletbayes.analyses.cli import main
@@ -14,7 +16,29 @@ from isletbayes.analyses.main_job import RESULTS_INDEX, read_index, run_main_job
 
 FAST_SECTIONS = {"sections": {"binary": False, "safety": False, "cpeptide": False, "design": True,
                               "durability": True},
-                 "design": {"n_min": 10, "n_max": 30}, "durability": {"n_draws": 2000}}
+                 "design": {"n_min": 10, "n_max": 30, "p0": 0.44, "gamma": 0.975, "design_priors": ["phase12"],
+                            "estimand": {"preset": "insulin_independence_day365"}},
+                 "durability": {"follow_up_simulations": 10, "follow_up_years": [1.0]}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_map_fit(tmp_path_factory):
+    """The design fits a MAP prior (a PyMC fit of 20-40 s) when the comparator file holds studies of its end point;
+    these plumbing tests give it the bundled studies of other end points only (and p0 is fixed)."""
+    import csv
+    import io
+
+    from isletbayes.data import PARTICIPANT_EXAMPLE
+
+    path = Path(PARTICIPANT_EXAMPLE).resolve().parents[1] / "published" / "comparators.csv"
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    column = rows[0].index("endpoint")
+    target = tmp_path_factory.mktemp("data") / "comparators.csv"
+    with target.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([rows[0]] + [r for r in rows[1:] if r[column] != "insulin_independence"])
+    FAST_SECTIONS["data"] = {"comparators": str(target)}
+    yield
+    FAST_SECTIONS.pop("data", None)
 
 
 def fast_config(**override):
@@ -83,7 +107,7 @@ def test_run_writes_the_report_and_its_numbers(tmp_path):
     assert index.report["html"] == "report.html" and (out / "report.html").is_file()
     assert index.report["problems"] == []
     design = index.sections["design"].summary
-    assert index.report["numbers"]["design"]["first_n"] == design["recommendation"]["type1_power"]["first"]
+    assert index.report["numbers"]["design"]["first_n"] == design["recommendations"][0]["n"]["first"]
 
 
 def test_bad_data_file_exits_2_and_keeps_the_previous_results(tmp_path, capsys):
@@ -139,7 +163,7 @@ def test_report_with_participant_data_takes_the_count_from_it(tmp_path):
                  "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
     index = read_index(out)
     assert index.data["participant_data"].sha256
-    prior = index.sections["design"].summary["design_prior"]["description"]
-    assert (prior["phase12_r"], prior["phase12_n"]) == expected
+    phase12 = index.sections["design"].summary["phase12"]
+    assert (phase12["r"], phase12["n"]) == expected
     assert "Participant-level data were supplied" in (out / "report.html").read_text()
     assert json.loads((out / RESULTS_INDEX).read_text())["report"]["problems"] == []

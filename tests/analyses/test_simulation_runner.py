@@ -48,16 +48,116 @@ def test_reference_run_is_real(reference):
     assert {r["n"] for r in reference.records} == {20}
 
 
-def test_identical_on_a_local_dask_cluster_and_on_processes(reference, tmp_path):
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            on_dask = _run(tmp_path / "dask", scheduler=cluster.scheduler_address)
-            assert len(client.scheduler_info()["workers"]) == 2
-    assert on_dask.records == reference.records
+def test_identical_on_local_processes(reference, tmp_path):
+    """Two local worker processes give the records of one (a real Dask cluster: tests/hardening/)."""
     on_procs = _run(tmp_path / "procs", workers=2)
     assert on_procs.records == reference.records
+
+
+def test_every_seed_a_simulation_uses_is_derived_and_recorded(reference):
+    picks = sim.pick_parameters(DRAWS, 7, 16)
+    for record in reference.records:
+        i = record["index"]
+        data_seq, fit_seed = sim.simulation_seeds(7, i)
+        assert record["fit_seed"] == fit_seed
+        assert record["data_spawn_key"] == list(data_seq.spawn_key) == [i, 0]
+        assert record["parameter_draw"] == picks[i]
+
+
+@pytest.mark.parametrize("seed_value", [-1, 2**32, 1.5, True])
+def test_the_master_seed_is_checked(tmp_path, seed_value):
+    with pytest.raises(InputError, match="seed"):
+        sim.run_simulations(SIMULATOR, ANALYSIS, DRAWS, n_sims=2, seed=seed_value, outdir=tmp_path)
+    assert not tmp_path.joinpath(sim.MANIFEST).exists()
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _flip_success(path):
+    import json
+
+    doc = json.loads(path.read_text())
+    doc["record"]["success"] = not doc["record"]["success"]
+    path.write_text(json.dumps(doc))
+
+
+def _edit_a_number(path):
+    path.write_text(path.read_text().replace('"r": ', '"r": 1', 1))
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _garbage(path):
+    path.write_bytes(bytes(range(256)))
+
+
+def _swap_with_the_next(path):
+    other = path.with_name(f"sim_{int(path.stem.split('_')[1]) + 1:06d}.json")
+    a, b = path.read_bytes(), other.read_bytes()
+    path.write_bytes(b)
+    other.write_bytes(a)
+
+
+def _from_other_settings(path, tmp_path=None):
+    foreign = path.parent.parent.parent / "foreign"
+    sim.run_simulations(SIMULATOR, ANALYSIS, DRAWS, n_sims=6, seed=8, outdir=foreign)
+    path.write_bytes((foreign / sim.SIM_DIR / path.name).read_bytes())
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_truncate, "not whole JSON"), (_flip_success, "checksum mismatch"), (_edit_a_number, "checksum mismatch"),
+    (_empty, "not whole JSON"), (_garbage, "unreadable"), (_swap_with_the_next, "not the one its name says"),
+    (_from_other_settings, "other settings"),
+], ids=["truncated", "edited-success", "edited-number", "empty", "garbage", "swapped", "foreign"])
+def test_a_damaged_record_is_detected_reported_and_recomputed(reference, tmp_path, damage, reason):
+    folder = tmp_path / "sims"
+    _run(folder)
+    damage(folder / sim.SIM_DIR / "sim_000004.json")
+    reports, redone = [], []
+    again = _run(folder, on_damaged=reports.append, on_record=lambda r: redone.append(r["index"]))
+    assert len(reports) >= 1 and reason in reports[0] and "sim_000004.json" in reports[0]
+    assert 4 in redone and set(redone) <= {4, 5}
+    assert again.records == reference.records  # recomputed, not used, not lost
+    assert again.damaged and "sim_000004.json" in again.damaged[0]
+    assert _run(folder, on_damaged=reports.append).damaged == []  # whole again
+
+
+def test_a_damaged_record_is_a_warning_by_default(reference, tmp_path):
+    _run(tmp_path)
+    _truncate(tmp_path / sim.SIM_DIR / "sim_000002.json")
+    with pytest.warns(sim.DamagedRecordWarning, match="sim_000002.json"):
+        again = _run(tmp_path)
+    assert again.records == reference.records
+
+
+def test_a_damaged_manifest_is_rewritten_and_the_records_kept(reference, tmp_path):
+    _run(tmp_path)
+    (tmp_path / sim.MANIFEST).write_text('{"settings": ')
+    reports, redone = [], []
+    again = _run(tmp_path, on_damaged=reports.append, on_record=lambda r: redone.append(r["index"]))
+    assert len(reports) == 1 and "damaged manifest" in reports[0]
+    assert redone == [] and again.records == reference.records
+
+
+def test_a_record_is_not_written_after_an_interrupt(tmp_path):
+    """Under the command line's guard, a record finished after Ctrl-C (its fit possibly cut short) is not kept."""
+    from isletbayes.analyses import interrupts
+
+    seen = []
+
+    def interrupt_after_three(record):
+        seen.append(record["index"])
+        if len(seen) == 3:
+            guard.interrupted = True  # as the SIGINT handler does, when a sampler swallowed the interrupt
+
+    with interrupts.InterruptGuard() as guard:
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path, on_record=interrupt_after_three)
+    assert sim.finished_indices(tmp_path) == {0, 1, 2}
 
 
 def test_resume_after_interrupt(reference, tmp_path):
