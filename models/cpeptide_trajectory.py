@@ -5,16 +5,48 @@ Model
 Participant i's graft function (stimulated C-peptide, pmol/L) rises from zero to a plateau:
 
     C_i(t)     = A_i (1 - exp(-(k_i t)^h)) [ * exp(-delta * max(t - t0, 0) / 365.25)   optional late decline ]
-    log A_i    = log A  + sd_A z_A,i,       z_A,i ~ Normal(0, 1)    (non-centred random effects)
-    log k_i    = log k  + sd_k z_k,i,       z_k,i ~ Normal(0, 1),   k = (ln 2)^(1/h) / t_half
-    y_ij       ~ LogNormal(log C_i(t_ij), sigma)                     (measurement + visit-to-visit error)
+    log A_i    ~ Normal(log A, sd_A),   log k_i ~ Normal(log k, sd_k),   k = (ln 2)^(1/h) / t_half
+    y_ij       ~ LogNormal(log C_i(t_ij), sigma)                     (assay + visit-to-visit error, within a participant)
     y_ij < LLOD  is left-censored: it contributes P(y_ij < LLOD) = Phi((log LLOD - log C_i(t_ij)) / sigma).
 
 Priors (:class:`TrajectoryPriors`, all overridable) are stated on interpretable scales: the population plateau A
 (the median participant's, pmol/L) ~ LogNormal(log 1000, 1); the time to half the plateau t_half = ln 2 / k (days)
-~ LogNormal(log 60, 1); sd_A, sd_k ~ HalfNormal(0.5); sigma ~ HalfNormal(0.5); the late decline rate delta
-(per year) ~ HalfNormal(0.2), switched off by default (one year of data cannot inform it: with it switched on it
-is a prior-only extrapolation device, unless participant-level data run beyond t0).
+~ LogNormal(log 60, 1); sd_A, sd_k ~ HalfNormal(0.5); the late decline rate delta (per year) ~ HalfNormal(0.2),
+switched off by default (one year of data cannot inform it: with it switched on it is a prior-only extrapolation
+device, unless participant-level data run beyond t0).
+
+Noise, split honestly. sigma is what one participant's repeated measurements scatter by: assay error plus
+visit-to-visit variation of the stimulated response. Its prior is informative, from published MMTT
+repeatability: the within-person coefficient of variation of the C-peptide response to repeated identical mixed
+meals was 18.2% (16.9% across two meals; 10 adults with type 2 diabetes, three repeats; "Impact of mixed meal
+tolerance test composition on measures of beta-cell function in type 2 diabetes", Nutr. Metab. (Lond.) 2021,
+doi:10.1186/s12986-021-00556-1), i.e. sigma = sqrt(log(1 + 0.182^2)) = 0.18. sigma ~ LogNormal(log 0.18, 0.3)
+(95% 0.10 to 0.32): wider than that study's own precision, because a single 90-min value in islet recipients may
+vary more than an incremental AUC in type 2 diabetes. Published cohort means carry a second, separate term: the
+cohort-by-visit deviation delta_t ~ Normal(0, tau) of the observed mean from the smooth curve (the curve's
+misfit: a three-parameter rise never fits a real cohort exactly), tau ~ Gamma(2, 2 / 0.1) (mean 0.1; a
+convention, zero-avoiding because an exact fit is implausible, after Chung et al. 2013, Psychometrika 78:685).
+tau belongs to the published means, not to any participant: :func:`simulate_participants` and
+:func:`posterior_parameter_draws` carry sigma only.
+
+Participant effects, adaptively centred. With few or uninformative visits the non-centred form (theta_i = mu + sd
+z_i) samples well; with many informative participants it does not (the posterior of each z_i narrows as 1/sd, and
+R-hat of sd_k failed at 200 participants). Each effect is sampled in partially centred coordinates
+(Papaspiliopoulos, Roberts & Skold 2007, Stat. Sci. 22:59; Gorinova, Moore & Hoffman 2020, ICML)
+
+    theta_hat_i ~ Normal(lam_i mu, sd^lam_i),   theta_i = mu + sd^(1 - lam_i) (theta_hat_i - lam_i mu),
+    lam_i = s^2 I_i / (1 + s^2 I_i)
+
+(the weight that makes the normal-normal conditional posterior of theta_hat_i independent of the scale), I_i the
+Fisher information of participant i's detected values about theta_i (n_i / sigma^2 for the log plateau;
+sum_j s_ij^2 / sigma^2 for the log rate, s = u / expm1(u), u = k t) at the priors' medians, and s^2 the
+between-participant variance estimated from the data by moments (:func:`centring_weights`; the weights are
+``pm.Data``, in :func:`participant_arrays` with ``centring=True``, so a refit on new data recomputes them). A participant whose own
+data pin the effect relative to the spread (s^2 I_i large) is centred, one with little data (few visits,
+censored values) non-centred; the density of theta is Normal(mu, sd) exactly (the Jacobian sd^(1 - lam_i) is part
+of the normal density of theta_hat). ``parametrisation='non_centred'`` (the default: at 12 participants it
+calibrates best, see ``analyses/results/sbc_cpeptide.json``) and ``'centred'`` are the two extremes;
+``benchmarks/bench_cpeptide_scale.py`` compares all three at 12 to 1,000 participants.
 
 The rise shape h: h = 1 is the saturating exponential of DESIGN.md, concave from day 0, and the default of the
 model builders (the phase 3 simulations refit that participant model). Each concave curve through the origin has
@@ -51,7 +83,9 @@ The same model has two likelihoods:
 
   exact in the per-visit means and variances, and in the correlations to first order in M (the correlation of
   M is kept, so S stays positive definite). The shared participants make the four means correlated: a cohort
-  with high plateaus is high at every visit. Where a between-participant SD is published it enters as
+  with high plateaus is high at every visit. The curve misfit adds tau^2 to each visit's variance S_tt
+  (``curve_misfit=True``, the default), centred so that it moves log Ybar by a median-zero amount. Where a
+  between-participant SD is published it enters as
   log SD_t ~ Normal(log(m_t sqrt(n M_tt)), 1/sqrt(2(n-1))) (m_t sqrt(n M_tt) is the SD of one participant's
   measured value; 1/sqrt(2(n-1)) the normal-theory standard error of a log sample SD). The bundled data publish
   no spread, so the between-participant spread is then carried by its prior, and every report says so.
@@ -62,10 +96,12 @@ The same model has two likelihoods:
   to a thin set (their sample mean must match each published mean to within sigma / sqrt(n)) and NUTS
   diverged (1 to 3 divergent transitions per default fit even at target_accept 0.99; the divergent draws sat at
   the lowest measurement sds and the largest spreads). The marginal model has 7 parameters (8 with h) and no
-  latent effects. It leaves one milder funnel: four means can be matched almost exactly by the curve when all
-  three noise scales (sd_A, sd_k, sigma) are small, so the curve's parameters narrow as they shrink. At the
-  analysis default (target_accept 0.99) the fits to the published means show no divergences; simulation-based
-  calibration (``analyses/results/sbc_cpeptide.json``) reports how often prior draws still hit it.
+  latent effects. It leaves one milder funnel: four means are matched more tightly by the curve when the noise
+  of the means (sd_A, sd_k, sigma, tau) is small, so the curve's parameters narrow as it shrinks. The informative
+  prior on sigma and the zero-avoiding prior on tau put a floor under that noise; at 0.9 the published-means
+  fits still show a few divergent transitions per 4000 draws, none at the analysis default target_accept 0.99
+  (``analyses/results/seed_robustness.json``; simulation-based calibration in
+  ``analyses/results/sbc_cpeptide.json``).
 
   Two approximations, both checked by simulation-based calibration against the exact simulator
   (:func:`simulate_cohort_means` simulates the 12 participants): the lognormal law of the means above, and
@@ -93,7 +129,7 @@ Simulation API (stable: the phase 3 design simulations use it)
 
 References: the saturating-exponential rise is the standard one-compartment "monomolecular" growth curve
 (Pinheiro & Bates 2000, Mixed-Effects Models in S, ch. 6, for the nonlinear mixed-model form); non-centred random
-effects after Betancourt & Girolami (2015, arXiv:1312.0906); censored lognormal likelihood as in Lynn (2001,
+effects after Betancourt & Girolami (2015, arXiv:1312.0906), partially centred as above; censored lognormal likelihood as in Lynn (2001,
 Stat. Med. 20:3325) for assay detection limits.
 """
 
@@ -122,6 +158,7 @@ LN2 = math.log(2.0)
 #: Population-level parameters, in the order used by calibration and reports.
 POPULATION_PARAMETERS = ("plateau_pmol_l", "t_half_days", "sd_log_plateau", "sd_log_rate", "measurement_sd")
 LINK_PARAMETERS = ("alpha", "beta")
+NEED_PARAMETERS = ("need_median_pmol_l", "sd_log_need")
 
 
 # --------------------------------------------------------------------------------------------- priors
@@ -132,7 +169,11 @@ class TrajectoryPriors:
     plateau_median_pmol_l, plateau_log_sd:  population plateau A ~ LogNormal(log median, log_sd)
     t_half_median_days, t_half_log_sd:      time to half plateau ~ LogNormal(log median, log_sd)
     spread_plateau_scale, spread_rate_scale: between-participant sds of log A_i, log k_i ~ HalfNormal(scale)
-    measurement_sd_scale:                   lognormal measurement sd ~ HalfNormal(scale)
+    measurement_sd_median, measurement_sd_log_sd: assay and visit-to-visit sd of log C-peptide (within a
+                                            participant) ~ LogNormal(log median, log_sd): informative, from
+                                            published MMTT repeatability (module docstring)
+    curve_misfit_scale:                     cohort-by-visit deviation of the published means from the curve,
+                                            sd ~ HalfNormal(scale) (cohort-means likelihoods only; a convention)
     decline_rate_scale_per_year, decline_start_day: late decline delta ~ HalfNormal(scale), from day t0
     rise_shape_log_sd:                      rise shape h ~ LogNormal(0, log_sd) (only with ``rise_shape=True``)
     """
@@ -143,7 +184,9 @@ class TrajectoryPriors:
     t_half_log_sd: float = 1.0
     spread_plateau_scale: float = 0.5
     spread_rate_scale: float = 0.5
-    measurement_sd_scale: float = 0.5
+    measurement_sd_median: float = 0.18
+    measurement_sd_log_sd: float = 0.3
+    curve_misfit_scale: float = 0.1
     decline_rate_scale_per_year: float = 0.2
     decline_start_day: float = 365.0
     rise_shape_log_sd: float = 0.5
@@ -155,6 +198,12 @@ class TrajectoryPriors:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def measurement_sd_distribution(self):
+        """The prior of the measurement sd as a frozen ``scipy.stats`` distribution (for reports: median, quantiles)."""
+        from scipy import stats
+
+        return stats.lognorm(s=self.measurement_sd_log_sd, scale=self.measurement_sd_median)
 
     def with_spread_scale(self, scale: float) -> TrajectoryPriors:
         """The same priors with both between-participant sd scales set to ``scale``."""
@@ -176,9 +225,16 @@ class PopulationParameters:
     decline_rate_per_year: float = 0.0
     decline_start_day: float = 365.0
     rise_shape: float = 1.0
+    need_median_pmol_l: float | None = None
+    sd_log_need: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def has_need_threshold(self) -> bool:
+        """Insulin independence by the need threshold of :mod:`isletbayes.models.graft_link` (else the logit link)."""
+        return self.need_median_pmol_l is not None and self.sd_log_need is not None
 
 
 def draw_prior_parameters(priors: TrajectoryPriors, link_priors: LinkPriors | None, rng: np.random.Generator,
@@ -188,7 +244,7 @@ def draw_prior_parameters(priors: TrajectoryPriors, link_priors: LinkPriors | No
     t_half = float(np.exp(rng.normal(math.log(priors.t_half_median_days), priors.t_half_log_sd)))
     sd_a = float(abs(rng.normal(0.0, priors.spread_plateau_scale)))
     sd_k = float(abs(rng.normal(0.0, priors.spread_rate_scale)))
-    sigma = float(abs(rng.normal(0.0, priors.measurement_sd_scale)))
+    sigma = float(np.exp(rng.normal(math.log(priors.measurement_sd_median), priors.measurement_sd_log_sd)))
     alpha = beta = None
     if link_priors is not None:
         alpha = float(rng.normal(link_priors.alpha_mean, link_priors.alpha_sd))
@@ -216,6 +272,9 @@ def posterior_parameter_draws(idata, n: int, rng: np.random.Generator,
         columns.update({name: flat(name) for name in LINK_PARAMETERS})
     delta = flat("decline_rate_per_year") if "decline_rate_per_year" in post else np.zeros(total)
     shape = flat("rise_shape") if "rise_shape" in post else np.ones(total)
+    has_need = all(name in post for name in NEED_PARAMETERS)
+    if has_need:
+        columns.update({name: flat(name) for name in NEED_PARAMETERS})
     out = []
     for j in picks:
         out.append(PopulationParameters(
@@ -225,6 +284,8 @@ def posterior_parameter_draws(idata, n: int, rng: np.random.Generator,
             decline_rate_per_year=float(delta[j]),
             decline_start_day=float(decline_start_day),
             rise_shape=float(shape[j]),
+            need_median_pmol_l=float(columns["need_median_pmol_l"][j]) if has_need else None,
+            sd_log_need=float(columns["sd_log_need"][j]) if has_need else None,
         ))
     return out
 
@@ -344,14 +405,19 @@ def _line(rows: pd.DataFrame) -> int | None:
     return int(idx) + 2 if isinstance(idx, (int, np.integer)) else None
 
 
-def participant_arrays(data: ParticipantData) -> dict[str, np.ndarray]:
-    """The ``pm.Data`` values of :func:`build_participant_model`, by container name (for refits)."""
+def participant_arrays(data: ParticipantData, centring: bool = False,
+                       priors: TrajectoryPriors = TrajectoryPriors()) -> dict[str, np.ndarray]:
+    """The ``pm.Data`` values of :func:`build_participant_model`, by container name (for refits). ``centring``:
+    add the weights of :func:`centring_weights` (needed to refit the 'adaptive' parametrisation; pass the priors
+    the model was built with)."""
     out = {
         "obs_participant": data.obs_participant,
         "obs_day": data.obs_day,
         "obs_value": data.obs_value,
         "obs_lod": data.obs_lod,
     }
+    if centring:
+        out["plateau_centring"], out["rate_centring"] = centring_weights(data, priors)
     if data.ii_value.size:
         out["ii_participant"] = data.ii_participant
         out["ii_value"] = data.ii_value
@@ -432,7 +498,8 @@ def _population_parameters(priors: TrajectoryPriors):
     t_half = pm.LogNormal("t_half_days", mu=math.log(priors.t_half_median_days), sigma=priors.t_half_log_sd)
     sd_a = pm.HalfNormal("sd_log_plateau", sigma=priors.spread_plateau_scale)
     sd_k = pm.HalfNormal("sd_log_rate", sigma=priors.spread_rate_scale)
-    sigma = pm.HalfNormal("measurement_sd", sigma=priors.measurement_sd_scale)
+    sigma = pm.LogNormal("measurement_sd", mu=math.log(priors.measurement_sd_median),
+                         sigma=priors.measurement_sd_log_sd)
     return plateau, t_half, sd_a, sd_k, sigma
 
 
@@ -450,15 +517,83 @@ def _log_median_rate(t_half, shape):
     return log_ln2_over_h - pt.log(t_half), log_ln2_over_h
 
 
-def _population(priors: TrajectoryPriors, late_decline: bool, rise_shape: bool):
-    """Population priors and the non-centred latent participants; returns the tensors the likelihoods need."""
+#: Parametrisations of the participant effects (see the module docstring): ``adaptive`` (the default) centres
+#: each participant's effect as far as their own data inform it; the other two are the classical extremes.
+PARAMETRISATIONS = ("adaptive", "non_centred", "centred")
+
+
+def _effect(name: str, mu, sd, weight, parametrisation: str):
+    """A participant effect theta_i ~ Normal(mu, sd), sampled in partially centred coordinates
+    theta_hat_i ~ Normal(lam_i mu, sd^lam_i), theta_i = mu + sd^(1 - lam_i) (theta_hat_i - lam_i mu)
+    (Papaspiliopoulos, Roberts & Skold 2007; Gorinova, Moore & Hoffman 2020), with the centring weight
+    lam_i = ``weight`` (module docstring). lam_i = 0 is the non-centred, lam_i = 1 the centred parametrisation."""
+    if parametrisation == "non_centred":
+        raw = pm.Normal(name, 0.0, 1.0, dims="participant")
+        return mu + sd * raw
+    if parametrisation == "centred":
+        return pm.Normal(name, mu, sd, dims="participant")
+    lam = weight
+    raw = pm.Normal(name, lam * mu, sd**lam, dims="participant")
+    return mu + sd ** (1.0 - lam) * (raw - lam * mu)
+
+
+def centring_weights(data: ParticipantData,
+                     priors: TrajectoryPriors = TrajectoryPriors()) -> tuple[np.ndarray, np.ndarray]:
+    """The centring weights lam_i = s^2 I_i / (1 + s^2 I_i) of each participant's log plateau and log rate
+    (module docstring), from the data alone (never from the sampled parameters: a weight that moved with them
+    would move theta_i by (d lam) mu at fixed theta_hat_i and couple every effect to them).
+
+    I_i: Fisher information of participant i's detected values about the effect, sum_j s_ij^2 / sigma^2 with
+    s = d log C / d theta (1 for the plateau; u / expm1(u), u = k t, for the rate) at the priors' medians of sigma
+    and k (exponential rise); censored values count as carrying none. s^2: the between-participant variance,
+    estimated from the data by moments (the spread of per-participant estimates less their noise, floored at
+    (0.05)^2; the prior median when fewer than 3 participants give an estimate). Many informative participants
+    with a real spread give weights near 1 (centred); few, noisy or alike participants weights near 0."""
+    detected = ~np.asarray(data.obs_censored, dtype=bool)
+    who, day, value, n = data.obs_participant, data.obs_day, data.obs_value, data.n_participants
+    sigma2 = priors.measurement_sd_median**2
+    u = rate_from_t_half(priors.t_half_median_days) * day
+    sens = u / np.expm1(u)
+    n_det = np.bincount(who, detected, minlength=n)
+    info_plateau = n_det / sigma2
+    info_rate = np.bincount(who, detected * sens**2, minlength=n) / sigma2
+    half_normal_median = 0.6744897501960817
+    floor2 = 0.05**2
+    # plateau: per participant, mean of log y - log g(t; k) over detected visits
+    resid = np.log(value) - np.log(-np.expm1(-u))
+    has = n_det > 0
+    s2_plateau = (priors.spread_plateau_scale * half_normal_median) ** 2
+    if has.sum() >= 3:
+        means = np.bincount(who, resid * detected, minlength=n)[has] / n_det[has]
+        s2_plateau = max(float(np.var(means, ddof=1) - np.mean(sigma2 / n_det[has])), floor2)
+    # rate: from each participant's first and last detected values (the plateau cancels in their ratio)
+    s2_rate = (priors.spread_rate_scale * half_normal_median) ** 2
+    estimates, noise = [], []
+    for i in range(n):
+        mine = np.flatnonzero((who == i) & detected)
+        if mine.size < 2:
+            continue
+        first, last = mine[np.argmin(day[mine])], mine[np.argmax(day[mine])]
+        ratio = float(np.clip(value[first] / value[last], 0.02, 0.98))
+        estimates.append(math.log(-math.log1p(-ratio)) - math.log(day[first]))
+        noise.append(2.0 * sigma2 / max(sens[first], 0.05) ** 2)
+    if len(estimates) >= 3:
+        s2_rate = max(float(np.var(estimates, ddof=1) - np.mean(noise)), floor2)
+    return s2_plateau * info_plateau / (1 + s2_plateau * info_plateau), s2_rate * info_rate / (1 + s2_rate * info_rate)
+
+
+def _population(priors: TrajectoryPriors, late_decline: bool, rise_shape: bool, centring, n_participants: int,
+                parametrisation: str):
+    """Population priors and the latent participants; returns the tensors the likelihoods need."""
+    if parametrisation not in PARAMETRISATIONS:
+        raise ModelInputError(f"must be one of {', '.join(PARAMETRISATIONS)}, got {parametrisation!r}",
+                              parameter="parametrisation")
     plateau, t_half, sd_a, sd_k, sigma = _population_parameters(priors)
-    z_a = pm.Normal("z_log_plateau", 0.0, 1.0, dims="participant")
-    z_k = pm.Normal("z_log_rate", 0.0, 1.0, dims="participant")
     shape, decline = _shape_and_decline(priors, late_decline, rise_shape)
-    log_plateau_i = pt.log(plateau) + sd_a * z_a
     log_rate, log_ln2_over_h = _log_median_rate(t_half, shape)
-    log_rate_i = log_rate + sd_k * z_k
+    weight_plateau, weight_rate = centring
+    log_plateau_i = _effect("log_plateau_effect", pt.log(plateau), sd_a, weight_plateau, parametrisation)
+    log_rate_i = _effect("log_rate_effect", log_rate, sd_k, weight_rate, parametrisation)
     pm.Deterministic("plateau_participant", pt.exp(log_plateau_i), dims="participant")
     pm.Deterministic("t_half_participant", pt.exp(log_ln2_over_h - log_rate_i), dims="participant")
     return log_plateau_i, log_rate_i, sigma, decline, shape
@@ -474,9 +609,10 @@ def _link(link_priors: LinkPriors, log_c365):
 
 def build_participant_model(data: ParticipantData, priors: TrajectoryPriors = TrajectoryPriors(),
                             link_priors: LinkPriors | None = LinkPriors(), late_decline: bool = False,
-                            rise_shape: bool = False) -> pm.Model:
+                            rise_shape: bool = False, parametrisation: str = "non_centred") -> pm.Model:
     """The trajectory model (and, when the data hold day-365 insulin independence and ``link_priors`` is given,
     the link) on participant-level data; every data array is a ``pm.Data`` container (see :func:`participant_arrays`).
+    ``parametrisation`` of the participant effects: 'non_centred' (default), 'adaptive' or 'centred' (module docstring).
     """
     coords = {"participant": list(data.participant_ids), "observation": np.arange(data.obs_day.size)}
     use_link = link_priors is not None and data.ii_value.size > 0
@@ -487,7 +623,13 @@ def build_participant_model(data: ParticipantData, priors: TrajectoryPriors = Tr
         obs_day = pm.Data("obs_day", data.obs_day, dims="observation")
         obs_value = pm.Data("obs_value", data.obs_value, dims="observation")
         obs_lod = pm.Data("obs_lod", data.obs_lod, dims="observation")
-        log_plateau_i, log_rate_i, sigma, decline, shape = _population(priors, late_decline, rise_shape)
+        centring = (None, None)
+        if parametrisation == "adaptive":  # the weights are data: refits pass participant_arrays(..., centring=True)
+            weights = centring_weights(data, priors)
+            centring = (pm.Data("plateau_centring", weights[0], dims="participant"),
+                        pm.Data("rate_centring", weights[1], dims="participant"))
+        log_plateau_i, log_rate_i, sigma, decline, shape = _population(
+            priors, late_decline, rise_shape, centring, data.n_participants, parametrisation)
         mu = _log_trajectory_tensor(log_plateau_i[obs_participant], log_rate_i[obs_participant], obs_day, decline,
                                     priors.decline_start_day, shape)
         pm.Censored("cpeptide", pm.LogNormal.dist(mu=mu, sigma=sigma), lower=obs_lod, upper=None,
@@ -580,12 +722,35 @@ def _log_mv_normal_random(mu, cov, rng=None, size=None):
     return np.exp(rng.multivariate_normal(mu, cov, size=size))
 
 
+def cohort_means_likelihood(log_plateau, log_rate, sd_a, sd_k, sigma, visit_day, n: int, mean_obs,
+                            priors: TrajectoryPriors, decline=None, shape=None, curve_misfit: bool = True):
+    """The cohort-means likelihood term (inside a model context): the moment-matched lognormal law of the mean of
+    ``n`` participants' measured values, times exp(delta_t) for the curve misfit when ``curve_misfit``.
+    Returns (log m, M, covariance of log Ybar including the misfit)."""
+    log_m, rel_cov = cohort_mean_moments_tensor(log_plateau, log_rate, sd_a, sd_k, sigma, visit_day, n, decline,
+                                                priors.decline_start_day, shape)
+    log_cov = cohort_mean_log_covariance(rel_cov)
+    log_var_sampling = pt.diagonal(log_cov)
+    if curve_misfit:
+        tau = pm.Gamma("curve_misfit_sd", alpha=2.0, beta=2.0 / priors.curve_misfit_scale)
+        log_cov = log_cov + tau**2 * pt.eye(visit_day.shape[0])
+    log_var = pt.diagonal(log_cov)
+    pm.Deterministic("expected_cohort_mean", pt.exp(log_m), dims="visit")
+    pm.Deterministic("cohort_mean_log_sd", pt.sqrt(log_var), dims="visit")
+    pm.Deterministic("cohort_mean_log_cov", log_cov, dims=("visit", "visit_other"))
+    # the curve misfit is median-zero on the log scale: E log Ybar_obs = log m - S_tt / 2 (sampling part only)
+    pm.CustomDist("cohort_mean", log_m - log_var_sampling / 2.0, log_cov, logp=_log_mv_normal_logp,
+                  random=_log_mv_normal_random, signature="(n),(n,n)->(n)", observed=mean_obs, dims="visit")
+    return log_m, rel_cov, log_cov
+
+
 def build_means_model(means: CohortMeans, priors: TrajectoryPriors = TrajectoryPriors(),
                       link_priors: LinkPriors | None = LinkPriors(), late_decline: bool = False,
-                      rise_shape: bool = False) -> pm.Model:
+                      rise_shape: bool = False, curve_misfit: bool = True) -> pm.Model:
     """The trajectory model on published cohort means, marginalised over the ``means.n_participants``
     participants behind them (see the module docstring); when ``means.ii_count`` and ``link_priors`` are given,
-    their insulin-independence count is Binomial(n, p_bar)."""
+    their insulin-independence count is Binomial(n, p_bar). ``curve_misfit`` adds the cohort-by-visit deviation
+    delta_t ~ Normal(0, curve_misfit_sd) of the published means from the curve."""
     n = int(means.n_participants)
     coords = {"visit": means.days.tolist(), "visit_other": means.days.tolist()}
     with pm.Model(coords=coords) as model:
@@ -595,15 +760,8 @@ def build_means_model(means: CohortMeans, priors: TrajectoryPriors = TrajectoryP
         shape, decline = _shape_and_decline(priors, late_decline, rise_shape)
         log_plateau = pt.log(plateau)
         log_rate, _ = _log_median_rate(t_half, shape)
-        log_m, rel_cov = cohort_mean_moments_tensor(log_plateau, log_rate, sd_a, sd_k, sigma, visit_day, n, decline,
-                                                    priors.decline_start_day, shape)
-        log_cov = cohort_mean_log_covariance(rel_cov)
-        log_var = pt.diagonal(log_cov)
-        pm.Deterministic("expected_cohort_mean", pt.exp(log_m), dims="visit")
-        pm.Deterministic("cohort_mean_log_sd", pt.sqrt(log_var), dims="visit")
-        pm.Deterministic("cohort_mean_log_cov", log_cov, dims=("visit", "visit_other"))
-        pm.CustomDist("cohort_mean", log_m - log_var / 2.0, log_cov, logp=_log_mv_normal_logp,
-                      random=_log_mv_normal_random, signature="(n),(n,n)->(n)", observed=mean_obs, dims="visit")
+        log_m, rel_cov, log_cov = cohort_means_likelihood(log_plateau, log_rate, sd_a, sd_k, sigma, visit_day, n,
+                                                          mean_obs, priors, decline, shape, curve_misfit)
         if means.has_spread:
             has = np.flatnonzero(np.isfinite(means.spread_sd))
             sd_obs = pm.Data("cohort_sd_obs", means.spread_sd[has])
@@ -639,6 +797,9 @@ def _simulate_latent(params: PopulationParameters, n_participants: int, days: np
 
 def _draw_insulin_independence(params: PopulationParameters, log_c365: np.ndarray,
                                rng: np.random.Generator) -> np.ndarray:
+    if params.has_need_threshold:  # the participant's own need: independent when the graft covers all of it
+        log_need = math.log(params.need_median_pmol_l) + params.sd_log_need * rng.standard_normal(log_c365.shape)
+        return (log_c365 >= log_need).astype(np.int64)
     if params.alpha is None or params.beta is None:
         raise ModelInputError("simulating insulin independence needs the link parameters alpha and beta", parameter="link")
     p = 1.0 / (1.0 + np.exp(-link_logit(params.alpha, params.beta, log_c365)))
@@ -689,13 +850,22 @@ def simulate_participants(params: PopulationParameters, n_participants: int, day
 
 
 def simulate_cohort_means(params: PopulationParameters, n_participants: int, days,
-                          rng: np.random.Generator | None = None, link: bool = True) -> CohortMeans:
-    """Cohort means of ``n_participants`` simulated participants' measured values (uncensored), and the II count."""
+                          rng: np.random.Generator | None = None, link: bool = True,
+                          curve_misfit_sd: float = 0.0) -> CohortMeans:
+    """Cohort means of ``n_participants`` simulated participants' measured values (uncensored), and the II count.
+
+    ``curve_misfit_sd`` > 0 multiplies each visit's mean by exp(delta_t), delta_t ~ Normal(0, curve_misfit_sd): the
+    cohort-by-visit deviation of the cohort-means likelihood. It belongs to the published means, not to any
+    participant, so :func:`simulate_participants` has no such term.
+    """
     rng = np.random.default_rng() if rng is None else rng
     days = _check_schedule(n_participants, days)
     _, measured, log_c365 = _simulate_latent(params, n_participants, days, rng)
     count = int(_draw_insulin_independence(params, log_c365, rng).sum()) if link else None
-    return CohortMeans(days=days, means=measured.mean(axis=0), n_participants=int(n_participants), ii_count=count)
+    means = measured.mean(axis=0)
+    if curve_misfit_sd > 0:
+        means = means * np.exp(curve_misfit_sd * rng.standard_normal(days.size))
+    return CohortMeans(days=days, means=means, n_participants=int(n_participants), ii_count=count)
 
 
 # ------------------------------------------------------------------------------------------------ refit
@@ -713,6 +883,9 @@ class CompiledRefit:
         self.model = model
         self.compiled = nutpie.compile_pymc_model(model)
         self.data_names = {v.name for v in model.data_vars}
+        # containers the compiled density reads (one the density does not read, such as the centring weights of a
+        # non-centred participant model, cannot change the fit and is not passed on)
+        self.used_data_names = {v.name for v in self.compiled.shared_var_keys}
 
     def sample(self, arrays: dict[str, Any], settings) -> Any:
         import nutpie
@@ -720,6 +893,7 @@ class CompiledRefit:
         unknown = set(arrays) - self.data_names
         if unknown:
             raise KeyError(f"not a data container of this model: {sorted(unknown)}")
+        arrays = {name: value for name, value in arrays.items() if name in self.used_data_names}
         compiled = self.compiled.with_data(**arrays) if arrays else self.compiled
         return nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                              cores=settings.cores, seed=settings.seed, progress_bar=False,

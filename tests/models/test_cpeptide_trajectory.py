@@ -54,9 +54,9 @@ def test_late_decline_starts_at_t0():
 
 
 # ------------------------------------------------------------------------------------------- simulation
-def test_simulate_participants_long_format_and_reproducible():
-    df = cpm.simulate_participants(TRUTH, 7, [30, 90, 365], rng=np.random.default_rng(5))
-    again = cpm.simulate_participants(TRUTH, 7, [30, 90, 365], rng=np.random.default_rng(5))
+def test_simulate_participants_long_format_and_reproducible(seed):
+    df = cpm.simulate_participants(TRUTH, 7, [30, 90, 365], rng=np.random.default_rng(seed(5)))
+    again = cpm.simulate_participants(TRUTH, 7, [30, 90, 365], rng=np.random.default_rng(seed(5)))
     pd.testing.assert_frame_equal(df, again)
     assert list(df.columns) == ["participant", "cohort", "dose", "day", "measure", "value", "unit", "below_lod", "lod"]
     cp = df[df["measure"] == "cpeptide"]
@@ -67,54 +67,58 @@ def test_simulate_participants_long_format_and_reproducible():
     assert "insulin_independent" not in set(cpm.simulate_participants(TRUTH, 3, [90], link=False)["measure"])
 
 
-def test_simulated_values_follow_the_model():
+def test_simulated_values_follow_the_model(seed):
     # Far beyond the rise C_i = A_i, so log y = log A + sd_A z_A + sigma eps: Normal(log A, sqrt(sd_A^2 + sigma^2)).
-    df = cpm.simulate_participants(TRUTH, 20000, [1e5], rng=np.random.default_rng(1), link=False)
+    df = cpm.simulate_participants(TRUTH, 20000, [1e5], rng=np.random.default_rng(seed(1)), link=False)
     logs = np.log(df["value"].to_numpy())
     se = math.hypot(0.35, 0.2) / math.sqrt(20000)
     assert abs(logs.mean() - math.log(1200.0)) < 4 * se
     assert logs.std() == pytest.approx(math.hypot(0.35, 0.2), rel=0.03)
     # At t_half with no spread in k, the median participant's value is A / 2.
     p = cpm.PopulationParameters(1200.0, 90.0, 0.0, 0.0, 0.2, alpha=1.5, beta=1.0)
-    half = cpm.simulate_participants(p, 20000, [90.0], rng=np.random.default_rng(2), link=False)
+    half = cpm.simulate_participants(p, 20000, [90.0], rng=np.random.default_rng(seed(2)), link=False)
     assert np.median(half["value"]) == pytest.approx(600.0, rel=0.01)
 
 
-def test_simulated_insulin_independence_follows_the_link():
+def test_simulated_insulin_independence_follows_the_link(seed):
     p = cpm.PopulationParameters(1000.0, 60.0, 0.0, 0.0, 0.1, alpha=0.8, beta=1.0)
-    df = cpm.simulate_participants(p, 40000, [365.0], rng=np.random.default_rng(3))
+    df = cpm.simulate_participants(p, 40000, [365.0], rng=np.random.default_rng(seed(3)))
     ii = df.loc[df["measure"] == "insulin_independent", "value"].to_numpy()
     c365 = 1000.0 * (1 - math.exp(-math.log(2) / 60.0 * 365.0))
     expected = 1 / (1 + math.exp(-link_logit(0.8, 1.0, math.log(c365))))
     assert abs(ii.mean() - expected) < 4 * math.sqrt(expected * (1 - expected) / ii.size)
 
 
-def test_prior_draws_match_the_priors():
-    rng = np.random.default_rng(4)
+def test_prior_draws_match_the_priors(seed):
+    rng = np.random.default_rng(seed(4))
     draws = [cpm.draw_prior_parameters(cpm.TrajectoryPriors(), LinkPriors(), rng) for _ in range(4000)]
     log_plateau = np.log([d.plateau_pmol_l for d in draws])
     assert stats.kstest(log_plateau, stats.norm(math.log(1000), 1.0).cdf).pvalue > 1e-3
     assert stats.kstest([d.sd_log_rate for d in draws], stats.halfnorm(scale=0.5).cdf).pvalue > 1e-3
     assert stats.kstest([d.beta for d in draws], stats.norm(1.0, 1.0).cdf).pvalue > 1e-3
+    # the measurement sd's informative prior (MMTT repeatability)
+    assert stats.kstest([d.measurement_sd for d in draws],
+                        cpm.TrajectoryPriors().measurement_sd_distribution().cdf).pvalue > 1e-3
 
 
 # ----------------------------------------------------------------------------------------- likelihoods
-def _point(model, params: cpm.PopulationParameters, z_a=None, z_k=None, alpha=None, beta=None):
+def _point(model, params: cpm.PopulationParameters, z_a=None, z_k=None, alpha=None, beta=None, misfit=None):
     point = {"plateau_pmol_l_log__": math.log(params.plateau_pmol_l), "t_half_days_log__": math.log(params.t_half_days),
              "sd_log_plateau_log__": math.log(params.sd_log_plateau), "sd_log_rate_log__": math.log(params.sd_log_rate),
-             "measurement_sd_log__": math.log(params.measurement_sd), "z_log_plateau": z_a, "z_log_rate": z_k,
-             "rise_shape_log__": math.log(params.rise_shape)}
+             "measurement_sd_log__": math.log(params.measurement_sd), "log_plateau_effect": z_a, "log_rate_effect": z_k,
+             "rise_shape_log__": math.log(params.rise_shape),
+             "curve_misfit_sd_log__": None if misfit is None else math.log(misfit)}
     if alpha is not None:
         point.update(alpha=alpha, beta=beta)
     return {k: v for k, v in point.items() if k in {v.name for v in model.value_vars}}
 
 
-def test_participant_likelihood_matches_censored_lognormal_and_bernoulli():
-    df = cpm.simulate_participants(TRUTH, 5, [1.0, 90.0, 365.0], rng=np.random.default_rng(6))
+def test_participant_likelihood_matches_censored_lognormal_and_bernoulli(seed):
+    df = cpm.simulate_participants(TRUTH, 5, [1.0, 90.0, 365.0], rng=np.random.default_rng(seed(6)))
     data = cpm.participant_data_from_long(df)
     assert data.obs_censored.any()  # day 1 is mostly below the LLOD: exercises the censored term
-    model = cpm.build_participant_model(data)
-    rng = np.random.default_rng(7)
+    model = cpm.build_participant_model(data, parametrisation="non_centred")  # its coordinates are the z's
+    rng = np.random.default_rng(seed(7))
     z_a, z_k = rng.standard_normal(5), rng.standard_normal(5)
     point = _point(model, TRUTH, z_a, z_k, alpha=1.5, beta=1.0)
     logp = model.compile_logp(vars=[model["cpeptide"], model["insulin_independent"]], jacobian=False)(point)
@@ -127,6 +131,48 @@ def test_participant_likelihood_matches_censored_lognormal_and_bernoulli():
     p = 1 / (1 + np.exp(-link_logit(1.5, 1.0, cpm.log_trajectory(log_a, k, 365.0))))
     expected += stats.bernoulli.logpmf(data.ii_value, p[data.ii_participant]).sum()
     assert logp == pytest.approx(expected, rel=1e-9)
+
+
+def test_adaptive_centring_is_a_change_of_variables_of_the_same_model(seed):
+    """The adaptive model's density at its coordinates theta_hat equals the centred model's density at
+    theta = mu + sd^(1 - lam) (theta_hat - lam mu) times the Jacobian sd^(1 - lam) (the likelihood is the same)."""
+    df = cpm.simulate_participants(TRUTH, 6, [1.0, 30.0, 90.0, 365.0], rng=np.random.default_rng(seed(60)))
+    data = cpm.participant_data_from_long(df)
+    adaptive = cpm.build_participant_model(data, parametrisation="adaptive")
+    centred = cpm.build_participant_model(data, parametrisation="centred")
+    lam_a, lam_k = cpm.centring_weights(data)
+    assert np.all((lam_a > 0) & (lam_a < 1)) and np.all((lam_k >= 0) & (lam_k < 1))
+    rng = np.random.default_rng(seed(61))
+    raw_a, raw_k = rng.normal(7.0, 0.5, 6), rng.normal(-4.5, 0.5, 6)
+    p = TRUTH
+    sd_a, sd_k = p.sd_log_plateau, p.sd_log_rate
+    mu_a, mu_k = math.log(p.plateau_pmol_l), math.log(cpm.rate_from_t_half(p.t_half_days))
+    theta_a = mu_a + sd_a ** (1 - lam_a) * (raw_a - lam_a * mu_a)
+    theta_k = mu_k + sd_k ** (1 - lam_k) * (raw_k - lam_k * mu_k)
+
+    def point(model, a, k):
+        return {key: v for key, v in {**_point(model, p), "log_plateau_effect": a, "log_rate_effect": k,
+                                      "alpha": 1.5, "beta": 1.0}.items() if v is not None}
+
+    log_jacobian = np.sum((1 - lam_a) * math.log(sd_a)) + np.sum((1 - lam_k) * math.log(sd_k))
+    assert adaptive.compile_logp()(point(adaptive, raw_a, raw_k)) == pytest.approx(
+        centred.compile_logp()(point(centred, theta_a, theta_k)) + log_jacobian, rel=1e-9)
+
+
+def test_centring_weights_follow_the_information(seed):
+    # many visits and a real spread: weights near 1 (centred); one visit, all alike: small weights
+    spread = cpm.PopulationParameters(1200.0, 60.0, 0.6, 0.5, 0.1)
+    rich = cpm.participant_data_from_long(cpm.simulate_participants(
+        spread, 40, [30.0, 60.0, 90.0, 180.0, 270.0, 365.0], rng=np.random.default_rng(seed(62)), link=False))
+    # one visit each, measured with the prior's median sd: the spread of the values is all noise
+    alike = cpm.participant_data_from_long(cpm.simulate_participants(
+        cpm.PopulationParameters(1200.0, 60.0, 0.01, 0.01, 0.18), 200, [365.0],
+        rng=np.random.default_rng(seed(63)), link=False))
+    assert cpm.centring_weights(rich)[0].min() > 0.9
+    assert cpm.centring_weights(alike)[0].max() < 0.25
+    arrays = cpm.participant_arrays(rich, centring=True)
+    np.testing.assert_array_equal(arrays["plateau_centring"], cpm.centring_weights(rich)[0])
+    assert "plateau_centring" not in cpm.participant_arrays(rich)
 
 
 # The cohort-means likelihood against an independent computation: the exact moments of the mean of n participants
@@ -175,7 +221,8 @@ def test_means_likelihood_is_the_moment_matched_lognormal_and_binomial(case):
     p, p_bar_accuracy = MEANS_CASES[case]
     means = cpm.CohortMeans(days=DAYS, means=[424.0, 1036.0, 1104.0, 1274.0], n_participants=12, ii_count=10)
     model = cpm.build_means_model(means, rise_shape=p.rise_shape != 1.0)
-    point = _point(model, p, alpha=p.alpha, beta=p.beta)
+    misfit = 0.07
+    point = {k: v for k, v in _point(model, p, alpha=p.alpha, beta=p.beta, misfit=misfit).items() if v is not None}
     logp_means = model.compile_logp(vars=[model["cohort_mean"]], jacobian=False)(point)
     logp_count = model.compile_logp(vars=[model["insulin_independent_count"]], jacobian=False)(point)
 
@@ -184,7 +231,9 @@ def test_means_likelihood_is_the_moment_matched_lognormal_and_binomial(case):
     log_var = np.log1p(np.diag(rel))
     log_cov = rel * np.sqrt(np.outer(log_var, log_var) / np.outer(np.diag(rel), np.diag(rel)))
     log_means = np.log(means.means)
-    expected = stats.multivariate_normal(np.log(m) - log_var / 2, log_cov).logpdf(log_means) - log_means.sum()
+    # the curve misfit delta_t ~ Normal(0, misfit) adds misfit^2 to each visit's log variance, not to its centre
+    expected = (stats.multivariate_normal(np.log(m) - log_var / 2, log_cov + misfit**2 * np.eye(4)).logpdf(log_means)
+                - log_means.sum())
     assert logp_means == pytest.approx(expected, rel=1e-7)
     p_bar = _reference_p_bar(p)
     # |d/dp log Binomial(10 | 12, p)| <= 12 / (p (1 - p)): the accuracy of p_bar bounds that of the log-likelihood
@@ -208,21 +257,21 @@ def _simulated_cohorts(p: cpm.PopulationParameters, n_cohorts, n, days, seed):
     return measured.reshape(n_cohorts, n, len(days)).mean(axis=1), log_c365.reshape(n_cohorts, n)
 
 
-def test_cohort_mean_moments_match_simulated_cohorts():
+def test_cohort_mean_moments_match_simulated_cohorts(seed):
     # mean and covariance of the means of 12 simulated participants: the model's moments are exact
     p = cpm.PopulationParameters(1200.0, 90.0, 0.5, 0.4, 0.25, rise_shape=1.8)
     m, cov = _moments(p, DAYS, 12)
-    sims, _ = _simulated_cohorts(p, 50000, 12, DAYS, seed=9)
+    sims, _ = _simulated_cohorts(p, 50000, 12, DAYS, seed=seed(9))
     se = np.sqrt(np.diag(cov) / sims.shape[0])
     assert np.all(np.abs(sims.mean(axis=0) - m) < 4 * se)
     np.testing.assert_allclose(np.cov(sims, rowvar=False), cov, rtol=0.05)
     assert np.corrcoef(sims, rowvar=False)[2, 3] > 0.5  # shared participants: the means are correlated
 
 
-def test_insulin_independence_count_is_binomial_over_iid_participants():
+def test_insulin_independence_count_is_binomial_over_iid_participants(seed):
     # averaged over cohorts, the exact Poisson-binomial count of 12 participants is Binomial(12, p_bar)
     p = cpm.PopulationParameters(900.0, 80.0, 0.6, 0.5, 0.2, alpha=0.5, beta=1.5, rise_shape=1.5)
-    _, log_c365 = _simulated_cohorts(p, 20000, 12, DAYS, seed=10)
+    _, log_c365 = _simulated_cohorts(p, 20000, 12, DAYS, seed=seed(10))
     prob = 1 / (1 + np.exp(-link_logit(p.alpha, p.beta, log_c365)))
     averaged = poisson_binomial_pmf(prob).mean(axis=0)
     logit_p_bar = cpm.population_share_insulin_independent_tensor(
@@ -243,9 +292,9 @@ def test_published_spread_enters_the_likelihood():
         cpm.spread_to_sd("iqr", 1.0, 12)
 
 
-def test_set_data_swaps_the_observations_in_the_same_model():
-    d1 = cpm.participant_data_from_long(cpm.simulate_participants(TRUTH, 4, DAYS, rng=np.random.default_rng(10)))
-    d2 = cpm.participant_data_from_long(cpm.simulate_participants(TRUTH, 4, DAYS, rng=np.random.default_rng(11)))
+def test_set_data_swaps_the_observations_in_the_same_model(seed):
+    d1 = cpm.participant_data_from_long(cpm.simulate_participants(TRUTH, 4, DAYS, rng=np.random.default_rng(seed(10))))
+    d2 = cpm.participant_data_from_long(cpm.simulate_participants(TRUTH, 4, DAYS, rng=np.random.default_rng(seed(11))))
     model = cpm.build_participant_model(d1)
     fresh = cpm.build_participant_model(d2)
     point = model.initial_point()
@@ -264,8 +313,8 @@ def test_participant_data_from_the_example_file():
     assert data.obs_value[data.obs_participant == syn03].min() > 500
 
 
-def test_bad_participant_data_is_refused():
-    df = cpm.simulate_participants(TRUTH, 2, [90.0], rng=np.random.default_rng(12))
+def test_bad_participant_data_is_refused(seed):
+    df = cpm.simulate_participants(TRUTH, 2, [90.0], rng=np.random.default_rng(seed(12)))
     with pytest.raises(ModelInputError, match="missing column"):
         cpm.participant_data_from_long(df.drop(columns="lod"))
     bad = df.copy()
