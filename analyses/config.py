@@ -253,8 +253,14 @@ class TrajectoryPriorsConfig(Block):
                                           gt=0.0, allow_inf_nan=False)
     spread_rate_scale: float = setting(0.5, "between-participant sd of log rate ~ HalfNormal(scale)", gt=0.0,
                                        allow_inf_nan=False)
-    measurement_sd_scale: float = setting(0.5, "lognormal measurement sd ~ HalfNormal(scale)",
-                                          option="--measurement-sd", gt=0.0, allow_inf_nan=False)
+    measurement_sd_median: float = setting(0.18, "assay and visit-to-visit sd of log C-peptide within a participant "
+                                                 "~ LogNormal(log median, log_sd): MMTT repeatability, within-person "
+                                                 "CV about 18% (mmtt_repeatability2021)",
+                                           option="--measurement-sd", gt=0.0, allow_inf_nan=False)
+    measurement_sd_log_sd: float = setting(0.3, "log-sd of the measurement sd prior", gt=0.0, allow_inf_nan=False)
+    curve_misfit_scale: float = setting(0.1, "cohort-by-visit deviation of the published means from the curve, sd "
+                                             "~ Gamma(2, 2 / scale) (published means only; not passed on to new "
+                                             "participants; a convention)", gt=0.0, allow_inf_nan=False)
     decline_rate_scale_per_year: float = setting(0.2, "late decline rate ~ HalfNormal(scale) per year "
                                                       "(late_decline only)", gt=0.0, allow_inf_nan=False)
     decline_start_day: float = setting(365.0, "day the late decline starts", gt=0.0, le=36525.0)
@@ -273,12 +279,55 @@ class LinkPriorsConfig(Block):
     beta_sd: float = setting(1.0, "sd of the beta prior", gt=0.0, allow_inf_nan=False)
 
 
+class GraftPriorsConfig(Block):
+    """Priors of the joint graft-function model's own parameters (isletbayes.models.graft_function; conventions,
+    stated on natural scales)."""
+
+    need_median_pmol_l: float = setting(500.0, "insulin need threshold N ~ LogNormal(log median, log_sd), pmol/L of "
+                                               "day-365 C-peptide", gt=0.0, allow_inf_nan=False)
+    need_log_sd: float = setting(1.0, "log-sd of the need prior", gt=0.0, allow_inf_nan=False)
+    need_spread_scale: float = setting(0.5, "between-participant sd of log need ~ HalfNormal(scale)", gt=0.0,
+                                       allow_inf_nan=False)
+    tir_logit_mean: float = setting(1.5, "logit time in range at 1000 pmol/L ~ Normal(mean, sd)", allow_inf_nan=False)
+    tir_logit_sd: float = setting(1.0, "sd of that prior", gt=0.0, allow_inf_nan=False)
+    tir_slope_mean: float = setting(0.5, "logit time in range per e-fold of C-peptide ~ Normal(mean, sd)",
+                                    allow_inf_nan=False)
+    tir_slope_sd: float = setting(0.5, "sd of that prior", gt=0.0, allow_inf_nan=False)
+    tir_residual_mean: float = setting(0.5, "residual sd of logit time in range ~ Gamma(2, 2 / mean)", gt=0.0,
+                                       allow_inf_nan=False)
+    hba1c_baseline_median: float = setting(8.0, "baseline HbA1c ~ LogNormal(log median, log_sd), %", gt=0.0,
+                                           allow_inf_nan=False)
+    hba1c_baseline_log_sd: float = setting(0.15, "log-sd of that prior", gt=0.0, allow_inf_nan=False)
+    hba1c_baseline_spread_scale: float = setting(0.2, "between-participant sd of log baseline HbA1c ~ "
+                                                      "HalfNormal(scale)", gt=0.0, allow_inf_nan=False)
+    hba1c_change_mean: float = setting(-0.1, "log change of HbA1c by day 120 at 1000 pmol/L ~ Normal(mean, sd)",
+                                       allow_inf_nan=False)
+    hba1c_change_sd: float = setting(0.2, "sd of that prior", gt=0.0, allow_inf_nan=False)
+    hba1c_slope_mean: float = setting(-0.05, "log HbA1c per e-fold of day-120 C-peptide ~ Normal(mean, sd)",
+                                      allow_inf_nan=False)
+    hba1c_slope_sd: float = setting(0.05, "sd of that prior", gt=0.0, allow_inf_nan=False)
+    hba1c_residual_mean: float = setting(0.05, "residual sd of log HbA1c ~ Gamma(2, 2 / mean)", gt=0.0,
+                                         allow_inf_nan=False)
+    insulin_dose_median: float = setting(40.0, "baseline insulin dose ~ LogNormal(log median, log_sd), U/day", gt=0.0,
+                                         allow_inf_nan=False)
+    insulin_dose_log_sd: float = setting(0.5, "log-sd of that prior", gt=0.0, allow_inf_nan=False)
+
+
 class CpeptideConfig(Block):
     """The C-peptide trajectory and graft-function analysis."""
 
+    model: Literal["graft_function", "cohort_means"] = setting(
+        "graft_function", "on published aggregates: graft_function (one latent graft function informed by every "
+                          "published aggregate) or cohort_means (the four means and 10/12 only); participant data "
+                          "always get the participant-level model", option="--aggregate-model")
+    glucocorticoid: Literal["hypothetical", "treatment_policy"] = setting(
+        "hypothetical", "the two participants with prohibited glucocorticoid exposure: hypothetical (their insulin "
+                        "outcome as if unexposed: left out, their dose cut a lower bound) or treatment_policy "
+                        "(counted as observed)", option="--glucocorticoid")
     link: bool = setting(True, "fit the graft-function link to the insulin-independence count jointly")
-    sensitivity: bool = setting(True, "also refit under alternative link and spread priors and the other rise "
-                                      "shape (shown side by side; part of the answer)")
+    sensitivity: bool = setting(True, "also refit under the other glucocorticoid strategy, alternative spread (and "
+                                      "link) priors and the other rise shape, and fit the means-only model beside "
+                                      "the joint one (shown side by side; part of the answer)")
     psense: bool = setting(True, "ArviZ power-scaling prior/likelihood sensitivity")
     late_decline: bool = setting(False, "model a decline after day 365 (prior-only extrapolation with one year "
                                         "of data)")
@@ -290,7 +339,9 @@ class CpeptideConfig(Block):
         lt=1.0)
     cohort: str | None = setting(None, "fit one cohort of the participant data (null = all cohorts pooled)")
     priors: TrajectoryPriorsConfig = setting(TrajectoryPriorsConfig(), "trajectory priors")
-    link_priors: LinkPriorsConfig = setting(LinkPriorsConfig(), "graft-function link priors")
+    link_priors: LinkPriorsConfig = setting(LinkPriorsConfig(), "graft-function link priors (logit link of the "
+                                                                "cohort-means and participant models)")
+    graft_priors: GraftPriorsConfig = setting(GraftPriorsConfig(), "joint graft-function model priors")
 
 
 EstimandPreset = Literal["phase3_persistence", "insulin_independence_day365", "composite_day365", "cpeptide_day365"]

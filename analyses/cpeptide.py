@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 from pydantic import Field
+from scipy import stats
 
 from isletbayes.analyses.config import CpeptideConfig, SamplerConfig
 from isletbayes.analyses.inputs import AnalysisInputs
@@ -66,6 +67,9 @@ CONTRACTION_RULE = ("posterior sd / prior sd (log scale for positive parameters)
 POSITIVE = {"plateau_pmol_l", "t_half_days", "sd_log_plateau", "sd_log_rate", "measurement_sd", "rise_shape",
             "decline_rate_per_year"}
 LABELS = {
+    "curve_misfit_sd": "curve misfit of the published means (sd, log scale)",
+    "need_median_pmol_l": "insulin need threshold, median participant (pmol/L, day 365)",
+    "sd_log_need": "between-participant sd of log need threshold",
     "plateau_pmol_l": "plateau, median participant (pmol/L)",
     "t_half_days": "time to half plateau, median participant (days)",
     "sd_log_plateau": "between-participant sd of log plateau",
@@ -82,7 +86,7 @@ LINK_GRID_PMOL_L = np.geomspace(50.0, 5000.0, 200)
 class SensitivityFit(ResultModel):
     """One refit under an alternative prior or rise shape, beside the main fit."""
 
-    group: Literal["link", "spread", "shape"]
+    group: Literal["glucocorticoid", "link", "spread", "shape"]
     label: str
     parameters: Frame
     diagnostics: FitCheck
@@ -111,7 +115,7 @@ class CpeptideResult(AnalysisResult):
     NETCDF: ClassVar[dict[str, str]] = {"idata": "cpeptide_posterior.nc"}
     ANALYSIS: ClassVar[str] = "cpeptide"
 
-    mode: Literal["cohort_means", "participant"]
+    mode: Literal["graft_function", "cohort_means", "participant"]
     model_description: str
     parameters: Frame
     contraction: Frame
@@ -123,6 +127,7 @@ class CpeptideResult(AnalysisResult):
     sensitivity: list[SensitivityFit] = Field(default_factory=list)
     psense: Frame | None = None
     model_check: ModelCheck
+    calibration: Frame | None = None  # kept SBC per model (analyses/results/sbc_cpeptide.json)
     notes: list[str] = Field(default_factory=list)
     inputs: dict[str, Any] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -160,27 +165,51 @@ def _same_numbers(a: FitCheck, b: FitCheck) -> bool:
 # ------------------------------------------------------------------------------------------------ models
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to build: data (means or participant-level), priors and options."""
+    """What to build: the data (published aggregates, cohort means, or participant-level), priors and options."""
 
-    data: cpm.CohortMeans | cpm.ParticipantData
+    data: Any  # GraftFunctionData | CohortMeans | ParticipantData
     priors: cpm.TrajectoryPriors = cpm.TrajectoryPriors()
     link_priors: LinkPriors | None = LinkPriors()
+    graft_priors: Any = None  # GraftFunctionPriors (joint model only)
+    strategy: str = "hypothetical"  # glucocorticoid exposure (joint model only)
     late_decline: bool = False
     rise_shape: bool = False
 
     @property
     def mode(self) -> str:
+        from isletbayes.models.graft_function import GraftFunctionData
+
+        if isinstance(self.data, GraftFunctionData):
+            return "graft_function"
         return "cohort_means" if isinstance(self.data, cpm.CohortMeans) else "participant"
 
+    @property
+    def means(self) -> cpm.CohortMeans | None:
+        """The cohort means the model's PPC replicates (None for participant-level data)."""
+        return self.data.means if self.mode == "graft_function" else self.data if self.mode == "cohort_means" else None
+
     def build(self) -> pm.Model:
+        if self.mode == "graft_function":
+            from isletbayes.models.graft_function import build_graft_function_model
+
+            return build_graft_function_model(self.data, self.priors, self.graft_priors, strategy=self.strategy)
         builder = cpm.build_means_model if self.mode == "cohort_means" else cpm.build_participant_model
         return builder(self.data, self.priors, self.link_priors, late_decline=self.late_decline,
                        rise_shape=self.rise_shape)
 
     def parameter_names(self, model: pm.Model) -> list[str]:
         names = list(cpm.POPULATION_PARAMETERS)
-        names += [n for n in ("rise_shape", "decline_rate_per_year", "alpha", "beta") if n in model.named_vars]
+        names += [n for n in ("curve_misfit_sd", "rise_shape", "decline_rate_per_year", "alpha", "beta",
+                              *cpm.NEED_PARAMETERS) if n in model.named_vars]
         return names
+
+    def all_parameters(self, model: pm.Model) -> list[str]:
+        """Every free parameter the contraction table reports (the joint model's outcome parameters too)."""
+        if self.mode == "graft_function":
+            from isletbayes.models.graft_function import GRAFT_FUNCTION_PARAMETERS
+
+            return [n for n in GRAFT_FUNCTION_PARAMETERS if n in model.named_vars]
+        return self.parameter_names(model)
 
 
 def fit_checked(spec: ModelSpec, settings: SamplerSettings):
@@ -350,8 +379,8 @@ def early_rise_check(days, observed, rep) -> dict | None:
 
 
 def _replicates(spec: ModelSpec, idata, seed: int):
-    if spec.mode == "cohort_means":
-        return replicate_cohort_means(idata, spec.data, seed)
+    if spec.means is not None:
+        return replicate_cohort_means(idata, spec.means, seed)
     return replicate_participant_means(idata, spec.data, seed)
 
 
@@ -376,7 +405,8 @@ def _sd_text(d: dict) -> str:
 def model_check(main: dict, comparison: list[dict], priors: cpm.TrajectoryPriors, mode: str) -> dict:
     """The report-facing model check: the PPC, the early-rise statistic, the measurement sd against its prior and,
     when it was run, the two rise shapes side by side, with a plain statement of what they show."""
-    prior_sd = {"median": priors.measurement_sd_scale * 0.6745, "q95": priors.measurement_sd_scale * 1.96}
+    dist = priors.measurement_sd_distribution()
+    prior_sd = {"median": float(dist.median()), "q95": float(dist.ppf(0.95))}
     early = main["early_rise"]
     words = "exponential rise (h = 1)" if not main["rise_shape_free"] else "free rise shape h (Weibull-type)"
     parts = [f"Model check of the fitted model ({words})."]
@@ -397,9 +427,9 @@ def model_check(main: dict, comparison: list[dict], priors: cpm.TrajectoryPriors
                          f"{early['exponential_bound']:.2f}: this model cannot produce the observed lag, and only "
                          f"visit-to-visit noise can bridge the gap.")
         misfit = misfit or early["outside_90"]
-    parts.append(f"Measurement sd (log scale): {_sd_text(main['measurement_sd'])}, against a prior median of "
-                 f"{prior_sd['median']:.2f}. It is learned from how far the means scatter around the curve, so a "
-                 "curve that fits badly is compensated by a larger sd and wider predictive intervals.")
+    parts.append(f"Measurement sd (log scale, assay and visit-to-visit): {_sd_text(main['measurement_sd'])}, against "
+                 f"an informative prior with median {prior_sd['median']:.2f} (MMTT repeatability). How far the means "
+                 "scatter around the curve is a separate curve-misfit term, which new participants do not inherit.")
     if main.get("rise_shape"):
         h = main["rise_shape"]
         parts.append(f"Rise shape h = {h['median']:.2f} (90% CrI {h['q05']:.2f} to {h['q95']:.2f}); "
@@ -417,7 +447,8 @@ def model_check(main: dict, comparison: list[dict], priors: cpm.TrajectoryPriors
         parts.append("With four means the check has little power: passing it does not show the curve is right.")
     return {"fit": words, "misfit_flagged": misfit, "ppc_outside_90": main["ppc_outside_90"],
             "early_rise": early, "measurement_sd": main["measurement_sd"],
-            "measurement_sd_prior": {"family": f"HalfNormal({priors.measurement_sd_scale:g})", **prior_sd},
+            "measurement_sd_prior": {"family": f"LogNormal(log {priors.measurement_sd_median:g}, "
+                                               f"{priors.measurement_sd_log_sd:g})", **prior_sd},
             "rise_shape": main.get("rise_shape"), "shape_comparison": comparison, "statement": " ".join(parts)}
 
 
@@ -442,8 +473,8 @@ def power_scaling(model: pm.Model, idata, names) -> pd.DataFrame:
 
 
 def _same_model(a: ModelSpec, b: ModelSpec) -> bool:
-    return (a.priors, a.link_priors, a.late_decline, a.rise_shape) == (b.priors, b.link_priors, b.late_decline,
-                                                                      b.rise_shape)
+    return (a.mode, a.priors, a.link_priors, a.graft_priors, a.strategy, a.late_decline, a.rise_shape) == (
+        b.mode, b.priors, b.link_priors, b.graft_priors, b.strategy, b.late_decline, b.rise_shape)
 
 
 def _sensitivity_fit(spec: ModelSpec, settings: SamplerSettings, main: tuple):
@@ -465,11 +496,20 @@ def _sensitivity_fit_result(group: str, label: str, spec: ModelSpec, settings: S
 # -------------------------------------------------------------------------------------------------- run
 def link_curve(idata, grid: np.ndarray = LINK_GRID_PMOL_L) -> pd.DataFrame | None:
     """P(insulin independent at day 365 | a participant's day-365 C-peptide) over ``grid``: the posterior median
-    and 95% band, from every posterior draw (no random numbers)."""
-    if idata is None or "alpha" not in idata["posterior"] or "beta" not in idata["posterior"]:
+    and 95% band, from every posterior draw (no random numbers). The joint model's need threshold gives
+    P(N_i <= C) = Phi((log C - log N) / s_N); the other models' logit link alpha + beta (log C - log 1000)."""
+    if idata is None:
         return None
-    alpha, beta = _flat(idata, "alpha").ravel(), _flat(idata, "beta").ravel()
-    prob = 1.0 / (1.0 + np.exp(-link_logit(alpha[:, None], beta[:, None], np.log(grid)[None, :])))
+    post = idata["posterior"]
+    log_grid = np.log(grid)[None, :]
+    if all(name in post for name in cpm.NEED_PARAMETERS):
+        need, spread = _flat(idata, "need_median_pmol_l").ravel(), _flat(idata, "sd_log_need").ravel()
+        prob = stats.norm.cdf((log_grid - np.log(need)[:, None]) / spread[:, None])
+    elif "alpha" in post and "beta" in post:
+        alpha, beta = _flat(idata, "alpha").ravel(), _flat(idata, "beta").ravel()
+        prob = 1.0 / (1.0 + np.exp(-link_logit(alpha[:, None], beta[:, None], log_grid)))
+    else:
+        return None
     lo, med, hi = np.quantile(prob, [0.025, 0.5, 0.975], axis=0)
     return pd.DataFrame({"q025": lo, "median": med, "q975": hi},
                         index=pd.Index(np.asarray(grid, dtype=float).tolist(), name="cpeptide_pmol_l"))
@@ -477,46 +517,67 @@ def link_curve(idata, grid: np.ndarray = LINK_GRID_PMOL_L) -> pd.DataFrame | Non
 
 def model_sentence(spec: ModelSpec) -> str:
     """What was fitted, in words, generated from the fitted specification."""
+    shape = spec.rise_shape or spec.mode == "graft_function"
     rise = ("C(t) = A (1 - exp(-(k t)^h)) with a free rise shape h (h = 1 is the saturating exponential)"
-            if spec.rise_shape else "C(t) = A (1 - exp(-k t)), the saturating exponential (h = 1)")
-    decline = " times a late decline after day {:g}".format(spec.priors.decline_start_day) if spec.late_decline else ""
-    data = ("the published cohort means (participants integrated out: the means get the exact moments of a mean "
-            "of 12 participants' values)" if spec.mode == "cohort_means" else "participant-level data (one "
-            "observation per participant and visit, censored below the detection limit)")
-    link = (" The probability of insulin independence at day 365 depends on a participant's day-365 C-peptide "
-            "through a logistic link, fitted jointly." if spec.link_priors is not None else "")
-    return (f"Each participant's stimulated C-peptide rises from undetectable to a plateau, {rise}{decline}, with "
-            f"participant-level random effects on the plateau and the rate and lognormal measurement error; "
-            f"fitted to {data}.{link}")
+            if shape else "C(t) = A (1 - exp(-k t)), the saturating exponential (h = 1)")
+    decline = f" times a late decline after day {spec.priors.decline_start_day:g}" if spec.late_decline else ""
+    base = (f"Each participant's stimulated C-peptide rises from undetectable to a plateau, {rise}{decline}, with "
+            "participant-level random effects on the plateau and the rate, and lognormal assay and visit-to-visit "
+            "noise with an informative prior")
+    if spec.mode == "graft_function":
+        return (base + ". One latent graft function per participant is informed by every published aggregate of "
+                "the 12 full-dose participants, each through a stated likelihood: the four cohort means (with a "
+                "cohort-by-visit curve misfit that new participants do not inherit), C-peptide detectable in all, "
+                "the ranges of time in range at day 365 and of HbA1c at baseline and day 120, the baseline insulin "
+                "doses, and insulin independence (10 of 12) with the two dose cuts through an insulin-need "
+                f"threshold; the participants are integrated out. Glucocorticoid exposure: {spec.strategy.replace('_', ' ')} "
+                "strategy.")
+    if spec.mode == "cohort_means":
+        link = (" The probability of insulin independence at day 365 depends on a participant's day-365 C-peptide "
+                "through a logistic link, fitted jointly." if spec.link_priors is not None else "")
+        return (base + "; fitted to the published cohort means (participants integrated out: the means get the "
+                "exact moments of a mean of 12 participants' values, plus a curve misfit)." + link)
+    link = (" Insulin independence at day 365 follows a logistic link on the participant's day-365 C-peptide."
+            if spec.link_priors is not None else "")
+    return base + "; fitted to participant-level data (one observation per participant and visit, censored below " \
+        "the detection limit)." + link
+
+
+def _contraction_side_by_side(main: pd.DataFrame, means: pd.DataFrame | None) -> pd.DataFrame:
+    """The joint model's contraction beside the means-only model's (same parameters where both have them)."""
+    if means is None:
+        return main
+    other = means[["ratio", "verdict"]].rename(columns={"ratio": "ratio_means_only", "verdict": "verdict_means_only"})
+    return main.join(other, how="left")
 
 
 def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                  inputs: AnalysisInputs) -> CpeptideResult:
-    """Fit the C-peptide trajectory + link model and summarise it (see the module docstring).
+    """Fit the C-peptide model and summarise it (see the module docstring).
 
-    Fitted to ``inputs.participant`` when participant-level data were given, else to the published cohort
-    means and the day-365 insulin-independence count."""
+    On the published aggregates the default model is the joint graft-function model (``cpeptide.model``); with
+    participant-level data, the participant-level model. Sensitivity refits (the other glucocorticoid strategy,
+    alternative spread priors, the means-only model and both rise shapes) run with ``cpeptide.sensitivity``."""
+    from isletbayes.models.graft_function import GraftFunctionPriors, graft_function_data_from_tables
+
     settings = sampler.settings(seed, config.target_accept)
     priors = cpm.TrajectoryPriors(**config.priors.model_dump())
     link_priors = LinkPriors(**config.link_priors.model_dump()) if config.link else None
+    graft_priors = GraftFunctionPriors(**config.graft_priors.model_dump())
     notes = []
     if inputs.participant is None:
-        data = inputs.cohort_means()
         data_inputs = inputs.describe_means()
-        notes.append("Fitted to published cohort means only: the latent participants' spread is not observed. "
-                     + ("A published spread enters the likelihood." if data.has_spread else
-                        "No SD or CI is published for these means, so the between-participant spread "
-                        "(sd_log_plateau, sd_log_rate) is carried by its prior; see the contraction table"
-                        + (" and the spread sensitivity." if config.sensitivity else ".")))
+        if config.model == "graft_function":
+            data = graft_function_data_from_tables(inputs.cpeptide_means, inputs.continuous, inputs.counts)
+            notes.append("Fitted to every published aggregate of the 12 full-dose participants; participants are "
+                         "latent. How much each parameter is informed is in the contraction table, beside the "
+                         "means-only model's" + (" (see the spread sensitivity)." if config.sensitivity else "."))
+        else:
+            data = inputs.cohort_means()
+            notes.append("Fitted to published cohort means only: the latent participants' spread is not observed and "
+                         "is carried by its prior" + (" (see the spread sensitivity)." if config.sensitivity else "."))
         notes.append("Assumed: the means are 90-min MMTT-stimulated C-peptide (the source does not say which "
                      "series).")
-        notes.append("With means only, measurement_sd is learned from how far the means scatter around the smooth "
-                     "population curve, so it also absorbs any misfit of the curve's shape"
-                     + (" (see the shape check)." if config.sensitivity else "."))
-        if link_priors is not None:
-            notes.append("With aggregates only, the link between C-peptide and insulin independence is informed by "
-                         "one count (10/12): its slope is carried mostly by its prior"
-                         + (" (see the link sensitivity)." if config.sensitivity else "."))
     else:
         frame = inputs.participant
         if config.cohort is not None:
@@ -536,10 +597,12 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                          "(--cohort) to fit one.")
         if data.ii_value.size == 0:
             notes.append("No day-365 insulin-independence rows: the link is not fitted.")
-    spec = ModelSpec(data=data, priors=priors, link_priors=link_priors, late_decline=config.late_decline,
+    spec = ModelSpec(data=data, priors=priors, link_priors=link_priors, graft_priors=graft_priors,
+                     strategy=config.glucocorticoid, late_decline=config.late_decline,
                      rise_shape=config.rise_shape)
     if not config.late_decline:
-        notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat.")
+        notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat; the "
+                     "plateau is a model extrapolation, C(365) the quantity the data cover.")
     model, idata, diag = fit_checked(spec, settings)
     names = spec.parameter_names(model)
     last_day = 730.0 if config.late_decline else 365.0
@@ -551,8 +614,14 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                      f"{bad}.")
     sensitivity: list[SensitivityFit] = []
     shape_rows: list[dict] = []
+    means_contraction = None
     if config.sensitivity:
         main = (spec, model, idata, diag)
+        if spec.mode == "graft_function":
+            other = "treatment_policy" if spec.strategy == "hypothetical" else "hypothetical"
+            sensitivity.append(_sensitivity_fit_result(
+                "glucocorticoid", f"{other.replace('_', ' ')} strategy", replace(spec, strategy=other), settings,
+                names, main))
         if "alpha" in model.named_vars:
             for label, lp in ALTERNATIVE_LINK_PRIORS.items():
                 lp = replace(link_priors, beta_mean=lp.beta_mean, beta_sd=lp.beta_sd)
@@ -562,9 +631,12 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
             sensitivity.append(_sensitivity_fit_result(
                 "spread", f"spread sds ~ HalfNormal({scale:g})",
                 replace(spec, priors=priors.with_spread_scale(scale)), settings, names, main))
+        shape_base = replace(spec, data=spec.means) if spec.mode == "graft_function" else spec
         for shape_free in (False, True):
             label = "free rise shape h (Weibull-type)" if shape_free else "exponential rise (h = 1)"
-            s = replace(spec, rise_shape=shape_free)
+            s = replace(shape_base, rise_shape=shape_free)
+            if spec.mode == "graft_function":
+                label += ", means-only model"
             m, i, d = _sensitivity_fit(s, settings, main)
             pp = _ppc_rows(*_replicates(s, i, seed))
             check = _fit_check(label, s, i, pp, seed)
@@ -573,21 +645,25 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                                               early_rise=check["early_rise"],
                                               diagnostics=FitCheck.of(f"shape check: {label}", d)))
             shape_rows.append(check)
+            if spec.mode == "graft_function" and shape_free:
+                means_contraction = contraction_table(m, i, s.parameter_names(m), seed)
     main_check = _fit_check("fitted model", spec, idata, ppc, seed)
     run_settings = {"sampler": settings.as_dict(), "config": config.model_dump(mode="json"),
                     "decline_start_day": priors.decline_start_day}
+    contraction = contraction_table(model, idata, spec.all_parameters(model), seed)
     return CpeptideResult(
         mode=spec.mode,
         model_description=model_sentence(spec),
         parameters=summarise_parameters(idata, names),
-        contraction=contraction_table(model, idata, names, seed),
+        contraction=_contraction_side_by_side(contraction, means_contraction),
         trajectory=population_trajectory(idata, days, seed, decline_start_day=priors.decline_start_day),
         link_curve=link_curve(idata),
         ppc=ppc,
-        diagnostics=FitCheck.of("C-peptide trajectory and link (main fit)", diag),
+        diagnostics=FitCheck.of("C-peptide model (main fit)", diag),
         sensitivity=sensitivity,
         psense=power_scaling(model, idata, names) if config.psense else None,
         model_check=ModelCheck(**model_check(main_check, shape_rows, priors, spec.mode)),
+        calibration=kept_calibration(),
         notes=notes,
         inputs=data_inputs,
         settings=run_settings,
@@ -595,3 +671,23 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
         provenance=provenance(seed=seed, sampler=settings.as_dict(), cpeptide=config.model_dump(mode="json"),
                               data=data_inputs),
     )
+
+
+def kept_calibration() -> pd.DataFrame | None:
+    """The kept simulation-based calibration of each C-peptide model (analyses/results/sbc_cpeptide.json): the
+    smallest rank-uniformity p, the share of fits failing a diagnostic, the replicates done."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "results" / "sbc_cpeptide.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for res in doc.get("results", []):
+        tests = res.get("tests", {})
+        rows.append({"model": res["problem"], "replicates": res.get("n_replicates"),
+                     "min_rank_p": min((t["p_value"] for t in tests.values()), default=float("nan")),
+                     "uniform": bool(res.get("uniform")), "failing_fits": res.get("n_fits_failing_diagnostics"),
+                     "description": res.get("description", "")})
+    return pd.DataFrame(rows).set_index("model") if rows else None

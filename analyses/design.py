@@ -592,7 +592,7 @@ def _exact_design(result: DesignResult, config: DesignConfig, design: DesignInpu
 
     endpoint = config.estimand.endpoint
     rows = comparator_rows(design.inputs, endpoint, design.priors)
-    map_fit = endpoint_map(rows, design.priors, design.sampler, seed)
+    map_fit = endpoint_map(rows, design.priors, design.sampler, seed, design.inputs.comparators)
     priors, phase12, notes = estimand_priors(config, design, seed, map_fit)
     result.design_priors, result.phase12 = priors, phase12
     result.notes.extend(notes)

@@ -173,7 +173,7 @@ class TrajectoryPriors:
                                             participant) ~ LogNormal(log median, log_sd): informative, from
                                             published MMTT repeatability (module docstring)
     curve_misfit_scale:                     cohort-by-visit deviation of the published means from the curve,
-                                            sd ~ HalfNormal(scale) (cohort-means likelihoods only; a convention)
+                                            sd ~ Gamma(2, 2 / scale) (cohort-means likelihoods only; a convention)
     decline_rate_scale_per_year, decline_start_day: late decline delta ~ HalfNormal(scale), from day t0
     rise_shape_log_sd:                      rise shape h ~ LogNormal(0, log_sd) (only with ``rise_shape=True``)
     """

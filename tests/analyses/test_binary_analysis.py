@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from isletbayes.analyses.binary import BinaryResult, check_studies, run_binary
+from isletbayes.analyses.binary import BinaryResult, run_binary
+from isletbayes.analyses.donor_benchmark import check_studies
 from isletbayes.analyses.cli import main
 from isletbayes.analyses.config import BinaryConfig, DataConfig, PriorsConfig, SamplerConfig
 from isletbayes.analyses.inputs import load_inputs
