@@ -152,6 +152,12 @@ def estimate_design(config: Any, *, n_participants: int = 12, n_observations: in
     return out
 
 
+def estimate_cpeptide(config: Any, *, n_participants: int = 12, n_observations: int = 48) -> list[Estimate]:
+    """``isletbayes cpeptide``: its fits are held one at a time (the sensitivity refits run one after another)."""
+    return [fit_estimate(config.sampler, cpeptide_parameter_count(n_participants, n_observations),
+                         "the C-peptide fit")]
+
+
 def estimate_main_job(config: Any, *, n_participants: int = 12, n_observations: int = 48,
                       n_studies: int = 20) -> list[Estimate]:
     """``isletbayes run``: every section switched on (sections run one after another or in parallel: memory is

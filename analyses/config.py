@@ -329,6 +329,8 @@ class CpeptideConfig(Block):
                                       "link) priors and the other rise shape, and fit the means-only model beside "
                                       "the joint one (shown side by side; part of the answer)")
     psense: bool = setting(True, "ArviZ power-scaling prior/likelihood sensitivity")
+    holdout_check: bool = setting(True, "leave-one-visit-out check: refit without the last published visit's mean "
+                                        "and predict it (published aggregates only)")
     late_decline: bool = setting(False, "model a decline after day 365 (prior-only extrapolation with one year "
                                         "of data)")
     rise_shape: bool = setting(True, "free (Weibull-type) rise shape C = A(1 - exp(-(k t)^h)); false = the "
@@ -423,6 +425,47 @@ class EstimandConfig(Block):
 
 
 DesignPriorName = str
+#: Design priors by name (analyses/design.py builds them); any other entry is a prior spec (prior_spec_problem).
+DESIGN_PRIOR_NAMES = ("phase12", "discounted", "robust", "map_updated", "donor_like")
+#: Prior specs by name: uniform Beta(1, 1) and Jeffreys Beta(1/2, 1/2) (analyses/design.py PANEL_PRIORS).
+PRIOR_SPEC_NAMES = ("uniform", "jeffreys")
+PRIOR_SPEC_FORMS = "uniform, jeffreys, beta:A,B or mix:W,A,B;W,A,B;..."
+#: ESS of the uniform prior the discounted design prior starts from (its power prior down-weights phase 1/2).
+DISCOUNT_BASE_ESS = 2.0
+
+
+def prior_spec_problem(spec: str) -> str | None:
+    """Why ``spec`` is not a beta-mixture prior as ``analyses.design.parse_prior`` reads it (None: it is one):
+    'uniform' | 'jeffreys' | 'beta:A,B' (A, B > 0) | 'mix:W,A,B;W,A,B;...' (weights >= 0 summing to 1, A, B > 0).
+    Plain Python, so that the configuration refuses a bad spec before any work without importing scipy."""
+    text = str(spec).strip().lower()
+    if text in PRIOR_SPEC_NAMES:
+        return None
+    if text.startswith("beta:"):
+        parts = [text[5:].split(",")]
+        kind = "beta:A,B needs two numbers A,B > 0"
+    elif text.startswith("mix:"):
+        parts = [part.split(",") for part in text[4:].split(";") if part.strip()]
+        kind = "each component of mix:W,A,B;W,A,B;... needs three numbers W >= 0, A > 0, B > 0"
+        if not parts:
+            return f"cannot read prior {spec!r}: {kind}"
+    else:
+        return f"unknown prior {spec!r}; use {PRIOR_SPEC_FORMS}"
+    weights = []
+    for comp in parts:
+        try:
+            numbers = [float(x) for x in comp]
+        except ValueError:
+            return f"cannot read prior {spec!r}: {kind}"
+        if len(numbers) != (2 if text.startswith("beta:") else 3) or not all(math.isfinite(x) for x in numbers):
+            return f"cannot read prior {spec!r}: {kind}"
+        *w, a, b = numbers
+        if a <= 0 or b <= 0 or (w and w[0] < 0):
+            return f"cannot read prior {spec!r}: {kind}"
+        weights += w
+    if weights and not abs(sum(weights) - 1.0) < 1e-6:
+        return f"cannot read prior {spec!r}: the weights of mix:W,A,B;... must sum to 1, they sum to {sum(weights):g}"
+    return None
 
 
 class DesignConfig(Block):
@@ -451,7 +494,8 @@ class DesignConfig(Block):
         "design-prior panel, the first is the primary: phase12 (phase 1/2 posterior), discounted (to discount_ess), "
         "robust (with a uniform component of weight design_robust), map_updated (donor-islet MAP prior updated by "
         "phase 1/2), donor_like (as donor islets do), or beta:A,B / mix:W,A,B;...", option="--design-prior")
-    discount_ess: float = setting(6.0, "effective sample size of the discounted design prior (power prior)", gt=0.0,
+    discount_ess: float = setting(6.0, "effective sample size of the discounted design prior (power prior): above "
+                                       "2 (the uniform prior's) and at most 2 + the phase 1/2 n", gt=0.0,
                                   allow_inf_nan=False)
     design_robust: float = setting(0.5, "weight of the uniform component of the robust design prior", gt=0.0,
                                    lt=1.0)
@@ -491,6 +535,11 @@ class DesignConfig(Block):
                                     gt=0.0, lt=1.0)
     planned_n: int = setting(50, "the phase 3 size as announced (about 50): the report's per-n table is centred "
                                  "on it", ge=1, le=5000)
+    simulate_analysis: Literal["quadrature", "mcmc"] = setting(
+        "quadrature", "C-peptide end point: how each simulated trial is analysed: quadrature (deterministic "
+                      "quadrature of the two-parameter posterior, trials in batches: no compile, no Monte Carlo "
+                      "error, no diagnostics to fail) or mcmc (a NUTS refit per trial, diagnostics checked; slower, "
+                      "to check the quadrature against)")
     workers: int = setting(1, "local worker processes for simulations", ge=1, le=256)
     scheduler: str | None = setting(None, "Dask scheduler address for simulations, e.g. tcp://host:8786")
 
@@ -513,7 +562,7 @@ class DesignConfig(Block):
     @classmethod
     def _gamma_in_unit(cls, v):
         if not isinstance(v, str) and not 0 < v < 1:
-            raise ValueError(f"must lie strictly between 0 and 1, or be 'calibrated', got {v!r}")
+            raise ValueError(f"must lie strictly between 0 and 1, or be 'calibrated'")
         return v
 
     @field_validator("design_priors", "p0_panel")
@@ -525,6 +574,36 @@ class DesignConfig(Block):
             raise ValueError("lists an entry twice")
         if info.field_name == "p0_panel" and any(not 0 < p < 1 for p in v):
             raise ValueError("null rates lie strictly between 0 and 1")
+        return v
+
+    @field_validator("design_priors")
+    @classmethod
+    def _design_priors_known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if str(name).strip().lower() in DESIGN_PRIOR_NAMES:
+                continue
+            problem = prior_spec_problem(name)
+            if problem is not None:
+                if problem.startswith("unknown prior"):
+                    problem = (f"unknown design prior {name!r}; use {', '.join(DESIGN_PRIOR_NAMES)}, or a prior: "
+                               f"{PRIOR_SPEC_FORMS}")
+                raise ValueError(problem)
+        return v
+
+    @field_validator("analysis_prior")
+    @classmethod
+    def _analysis_prior_readable(cls, v: str) -> str:
+        problem = prior_spec_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("discount_ess")
+    @classmethod
+    def _discount_above_the_base(cls, v: float) -> float:
+        if not v > DISCOUNT_BASE_ESS:
+            raise ValueError(f"must be > {DISCOUNT_BASE_ESS:g} (the uniform prior's effective sample size, from "
+                             "which the discounted design prior adds part of phase 1/2)")
         return v
 
     @model_validator(mode="after")
@@ -642,6 +721,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
+#: Keys of isletbayes 0.1 that 0.2 renamed or replaced (README, "Changes"): named in the error instead of
+#: "unknown key"
+RENAMED_KEYS = {
+    "design.endpoint": "replaced by design.estimand.preset (phase3_persistence, insulin_independence_day365, "
+                       "composite_day365, cpeptide_day365)",
+    "durability.n_draws": "removed: the multi-state durability model computes on a fixed grid (see "
+                          "durability.follow_up_simulations)",
+    "cpeptide.priors.measurement_sd_scale": "replaced by cpeptide.priors.measurement_sd_median and "
+                                            "measurement_sd_log_sd (an informative prior)",
+}
+
+
 def validation_problem(err: ValidationError) -> tuple[str, str]:
     """(dotted key, message) of a validation error's first problem, in the project's words."""
     first = err.errors(include_url=False)[0]
@@ -651,7 +742,8 @@ def validation_problem(err: ValidationError) -> tuple[str, str]:
     key = ".".join(loc)
     kind, msg = first["type"], first["msg"]
     if kind == "extra_forbidden":
-        msg = "unknown key (check its spelling; see analyses/default_config.yaml for every key)"
+        msg = (f"no longer a key: {RENAMED_KEYS[key]}" if key in RENAMED_KEYS
+               else "unknown key (check its spelling; see analyses/default_config.yaml for every key)")
     elif kind == "literal_error":
         msg = msg.replace("Input should be", "must be one of")
     msg = msg.removeprefix("Value error, ")

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
@@ -65,9 +66,16 @@ SPREAD_SCALES = (0.3, 0.5, 1.0)
 CONTRACTION_RULE = ("posterior sd / prior sd (log scale for positive parameters): < 0.5 informed by the data, "
                     "0.5-0.9 partly informed, >= 0.9 prior only")
 POSITIVE = {"plateau_pmol_l", "t_half_days", "sd_log_plateau", "sd_log_rate", "measurement_sd", "rise_shape",
-            "decline_rate_per_year"}
+            "decline_rate_per_year", "curve_misfit_sd", "need_median_pmol_l", "sd_log_need",
+            "graft_function_365_log_sd"}
+#: Derived quantities of the joint model reported beside its parameters: the total between-participant spread of
+#: log C(365) (what the aggregates inform, whatever its split into plateau and rate) and the population share
+#: insulin independent at day 365
+DERIVED = ("graft_function_365_log_sd", "p_insulin_independent_population")
 LABELS = {
     "curve_misfit_sd": "curve misfit of the published means (sd, log scale)",
+    "graft_function_365_log_sd": "between-participant sd of log C(365) (plateau and rate together)",
+    "p_insulin_independent_population": "share of participants insulin independent at day 365",
     "need_median_pmol_l": "insulin need threshold, median participant (pmol/L, day 365)",
     "sd_log_need": "between-participant sd of log need threshold",
     "plateau_pmol_l": "plateau, median participant (pmol/L)",
@@ -108,6 +116,20 @@ class ModelCheck(ResultModel):
     statement: str
 
 
+class HoldoutCheck(ResultModel):
+    """Leave the last visit out: fit the earlier visits (and every other aggregate), predict the last visit's mean."""
+
+    held_out_day: float
+    observed: float
+    predicted_median: float
+    predicted_q05: float
+    predicted_q95: float
+    p_rep_below_observed: float
+    outside_90: bool
+    diagnostics: FitCheck
+    statement: str
+
+
 class CpeptideResult(AnalysisResult):
     """Everything the C-peptide analysis reports; draws in ``idata`` (cpeptide_posterior.nc)."""
 
@@ -127,6 +149,7 @@ class CpeptideResult(AnalysisResult):
     sensitivity: list[SensitivityFit] = Field(default_factory=list)
     psense: Frame | None = None
     model_check: ModelCheck
+    holdout: HoldoutCheck | None = None
     calibration: Frame | None = None  # kept SBC per model (analyses/results/sbc_cpeptide.json)
     notes: list[str] = Field(default_factory=list)
     inputs: dict[str, Any] = Field(default_factory=dict)
@@ -200,7 +223,7 @@ class ModelSpec:
     def parameter_names(self, model: pm.Model) -> list[str]:
         names = list(cpm.POPULATION_PARAMETERS)
         names += [n for n in ("curve_misfit_sd", "rise_shape", "decline_rate_per_year", "alpha", "beta",
-                              *cpm.NEED_PARAMETERS) if n in model.named_vars]
+                              *cpm.NEED_PARAMETERS, *DERIVED) if n in model.named_vars]
         return names
 
     def all_parameters(self, model: pm.Model) -> list[str]:
@@ -208,7 +231,7 @@ class ModelSpec:
         if self.mode == "graft_function":
             from isletbayes.models.graft_function import GRAFT_FUNCTION_PARAMETERS
 
-            return [n for n in GRAFT_FUNCTION_PARAMETERS if n in model.named_vars]
+            return [n for n in (*GRAFT_FUNCTION_PARAMETERS, *DERIVED) if n in model.named_vars]
         return self.parameter_names(model)
 
 
@@ -237,8 +260,13 @@ def summarise_parameters(idata, names) -> pd.DataFrame:
 
 
 def contraction_table(model: pm.Model, idata, names, seed: int, n_prior: int = 4000) -> pd.DataFrame:
-    """Posterior sd / prior sd per parameter (on the log scale for positive ones), with the stated rule."""
-    prior = pm.sample_prior_predictive(draws=n_prior, model=model, random_seed=seed, var_names=list(names))
+    """Posterior sd / prior sd per parameter (on the log scale for positive ones), with the stated rule. Uses the
+    fit's ``prior`` group when it has one, else ``n_prior`` prior draws."""
+    if "prior" in idata.children and all(name in idata["prior"] for name in names):
+        prior = idata
+    else:
+        with _quiet_forward_sampling():
+            prior = pm.sample_prior_predictive(draws=n_prior, model=model, random_seed=seed, var_names=list(names))
     rows = []
     for name in names:
         pr = np.asarray(prior["prior"][name].values, dtype=float).ravel()
@@ -310,8 +338,12 @@ def replicate_cohort_means(idata, means: cpm.CohortMeans, seed: int, n_draws: in
     else:  # a result saved before the joint covariance was stored: visits replicated independently
         cov = np.stack([np.diag(v) for v in _flat(idata, "cohort_mean_log_sd")[pick] ** 2])
     var = np.diagonal(cov, axis1=1, axis2=2)
+    # the model's centring: E log Ybar = log m - S_tt / 2 with S the sampling part only (the curve misfit is
+    # median-zero on the log scale; models.cpeptide_trajectory.cohort_means_likelihood)
+    misfit_var = _flat(idata, "curve_misfit_sd")[pick] ** 2 if "curve_misfit_sd" in idata["posterior"] else 0.0
+    sampling_var = var - np.asarray(misfit_var)[..., None] if np.ndim(misfit_var) else var
     z = rng.standard_normal(expected.shape)
-    log_rep = np.log(expected) - var / 2 + np.einsum("dij,dj->di", np.linalg.cholesky(cov), z)
+    log_rep = np.log(expected) - sampling_var / 2 + np.einsum("dij,dj->di", np.linalg.cholesky(cov), z)
     return means.days, means.means, np.exp(log_rep)
 
 
@@ -382,6 +414,96 @@ def _replicates(spec: ModelSpec, idata, seed: int):
     if spec.means is not None:
         return replicate_cohort_means(idata, spec.means, seed)
     return replicate_participant_means(idata, spec.data, seed)
+
+
+def without_last_visit(spec: ModelSpec) -> ModelSpec:
+    """The same model with the last published visit's mean removed (every other aggregate kept)."""
+    means = spec.means
+    kept = replace(means, days=means.days[:-1], means=means.means[:-1],
+                   spread_sd=None if means.spread_sd is None else means.spread_sd[:-1])
+    data = replace(spec.data, means=kept) if spec.mode == "graft_function" else kept
+    return replace(spec, data=data)
+
+
+@np.errstate(divide="ignore")
+def predict_cohort_mean(idata, day: float, n_participants: int, seed: int, n_draws: int = 4000) -> np.ndarray:
+    """Replicates of the published mean of ``n_participants`` at ``day`` from a posterior: per draw, new
+    participants' measured values (plateau and rate effects, measurement noise) averaged, times the curve misfit
+    exp(delta), delta ~ Normal(0, curve_misfit_sd), which belongs to a published mean."""
+    rng = np.random.default_rng(seed)
+    pick = _draw_subset(idata, n_draws, rng)
+
+    def col(name, default):
+        return _flat(idata, name)[pick] if name in idata["posterior"] else np.full(pick.size, default)
+
+    plateau, t_half = col("plateau_pmol_l", np.nan), col("t_half_days", np.nan)
+    sd_a, sd_k, sigma = col("sd_log_plateau", 0.0), col("sd_log_rate", 0.0), col("measurement_sd", 0.0)
+    shape, tau = col("rise_shape", 1.0), col("curve_misfit_sd", 0.0)
+    z = rng.standard_normal((pick.size, n_participants, 3))
+    log_a = np.log(plateau)[:, None] + sd_a[:, None] * z[..., 0]
+    k = cpm.rate_from_t_half(t_half, shape)[:, None] * np.exp(sd_k[:, None] * z[..., 1])
+    log_c = cpm.log_trajectory(log_a, k, float(day), 0.0, 365.0, shape[:, None])
+    mean = np.exp(log_c + sigma[:, None] * z[..., 2]).mean(axis=1)
+    return mean * np.exp(tau * rng.standard_normal(pick.size))
+
+
+def holdout_check(spec: ModelSpec, settings: SamplerSettings, seed: int) -> HoldoutCheck:
+    """Leave-one-visit-out check of the last visit (fit three visits, predict the fourth; issue 10)."""
+    held = without_last_visit(spec)
+    _, idata, diag = fit_checked(held, settings)
+    day, observed = float(spec.means.days[-1]), float(spec.means.means[-1])
+    rep = predict_cohort_mean(idata, day, spec.means.n_participants, seed)
+    q05, q50, q95 = np.quantile(rep, [0.05, 0.5, 0.95])
+    p_below = float(np.mean(rep <= observed))
+    outside = bool(p_below < 0.05 or p_below > 0.95)
+    others = (" and every other published aggregate (time in range, insulin outcomes and detectable C-peptide at "
+              "day 365 among them)" if spec.mode == "graft_function" else "")
+    statement = (f"Fitted without the day-{day:g} mean (the earlier visits{others}), the model predicts a day-{day:g} "
+                 f"mean of {q50:.0f} pmol/L (90% predictive interval {q05:.0f} to {q95:.0f}); the published mean "
+                 f"is {observed:.0f} (P(replicate <= observed) = {p_below:.2f}), "
+                 + ("outside" if outside else "inside") + " the interval.")
+    return HoldoutCheck(held_out_day=day, observed=observed, predicted_median=float(q50), predicted_q05=float(q05),
+                        predicted_q95=float(q95), p_rep_below_observed=p_below, outside_90=outside,
+                        diagnostics=FitCheck.of(f"holdout check: without day {day:g}", diag), statement=statement)
+
+
+#: Observed variables with a random generator, per model (the joint model's range and insulin likelihoods are
+#: order-statistic and threshold laws without one: they have log-likelihoods but no posterior predictive draws)
+PREDICTIVE_VARIABLES = {"graft_function": ("cohort_mean", "detectable")}
+
+
+def add_arviz_groups(spec: ModelSpec, model: pm.Model, idata, settings: SamplerSettings, names) -> None:
+    """Store the ArviZ groups a user needs for az.loo, PPC and prior-vs-posterior plots (in place): the prior of
+    the parameters, pointwise log-likelihood, observed data, and posterior predictive draws of every observed
+    variable that has a random generator."""
+    from isletbayes.models.sampling import add_groups, group_seed
+
+    add_groups(idata, model, ("observed_data", "log_likelihood"), settings)
+    predictive = PREDICTIVE_VARIABLES.get(spec.mode)
+    if predictive is None:
+        predictive = [rv.name for rv in model.observed_RVs]
+    with _quiet_forward_sampling():
+        prior = pm.sample_prior_predictive(draws=settings.draws * settings.chains, model=model,
+                                           var_names=list(names), random_seed=group_seed(settings.seed, "prior"))
+        idata["prior"] = prior["prior"]
+        pm.sample_posterior_predictive(idata, model=model, var_names=list(predictive), extend_inferencedata=True,
+                                       progressbar=False,
+                                       random_seed=group_seed(settings.seed, "posterior_predictive"))
+
+
+@contextmanager
+def _quiet_forward_sampling():
+    """PyMC's "Sampling: [...]" log lines and the compiler's note that a custom distribution's random generator
+    runs in Python are not for the user of an analysis."""
+    forward = logging.getLogger("pymc.sampling.forward")
+    level = forward.level
+    forward.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will use object mode.*", category=UserWarning)
+            yield
+    finally:
+        forward.setLevel(level)
 
 
 def _fit_check(label: str, spec: ModelSpec, idata, ppc: pd.DataFrame, seed: int) -> dict:
@@ -570,8 +692,9 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
         if config.model == "graft_function":
             data = graft_function_data_from_tables(inputs.cpeptide_means, inputs.continuous, inputs.counts)
             notes.append("Fitted to every published aggregate of the 12 full-dose participants; participants are "
-                         "latent. How much each parameter is informed is in the contraction table, beside the "
-                         "means-only model's" + (" (see the spread sensitivity)." if config.sensitivity else "."))
+                         "latent. How much each parameter is informed is in the contraction table"
+                         + (", beside the means-only model's (and see the spread sensitivity)."
+                            if config.sensitivity else "."))
         else:
             data = inputs.cohort_means()
             notes.append("Fitted to published cohort means only: the latent participants' spread is not observed and "
@@ -605,6 +728,7 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                      "plateau is a model extrapolation, C(365) the quantity the data cover.")
     model, idata, diag = fit_checked(spec, settings)
     names = spec.parameter_names(model)
+    add_arviz_groups(spec, model, idata, settings, spec.all_parameters(model))
     last_day = 730.0 if config.late_decline else 365.0
     days = np.linspace(0.0, last_day, int(last_day // 5) + 1)
     ppc = _ppc_rows(*_replicates(spec, idata, seed))
@@ -663,6 +787,8 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
         sensitivity=sensitivity,
         psense=power_scaling(model, idata, names) if config.psense else None,
         model_check=ModelCheck(**model_check(main_check, shape_rows, priors, spec.mode)),
+        holdout=(holdout_check(spec, settings, seed) if config.holdout_check and spec.means is not None
+                 and spec.means.days.size >= 3 else None),
         calibration=kept_calibration(),
         notes=notes,
         inputs=data_inputs,

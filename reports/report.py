@@ -13,6 +13,7 @@ in results.json under ``report.numbers``.
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import re
@@ -468,7 +469,10 @@ def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
                 rows.append([cell(f"effective sample size of the {label} ({method})"), num(ess[method], ".1f")])
         sec.blocks.append(table(["quantity", "value"], rows, caption=f"MAP prior for {name}",
                                 note=f"Comparators: {e.comparators.basis}; pooled rate "
-                                     f"{e.comparators.pooled_rate:.2f}."))
+                                     f"{e.comparators.pooled_rate:.2f}. ELIR is the default ESS (RBesT's); the "
+                                     "moment-matched and Morita ESS differ for mixtures because a mixture's "
+                                     "information is not that of one beta with its mean and variance."))
+        sec.blocks.extend(_borrowing_blocks(ctx, e, name))
     panels = []
     for ep, e in result.endpoints.items():
         thr = e.thresholds
@@ -487,19 +491,27 @@ def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
         thr = e.thresholds
         rows = []
         for name, pr in e.table.iterrows():
-            conflict = pr["conflict_p_box"]
+            conflict = pr["conflict_p"]
+            if conflict is None or conflict != conflict:  # a reference prior predicts nothing: no conflict test
+                conflict_cell = cell("n/a (reference prior)", "num")
+            else:
+                direction = pr["conflict_direction"] if isinstance(pr["conflict_direction"], str) else ""
+                conflict_cell = cell(f"{conflict:.2f}" + (f" ({direction})" if direction else ""),
+                                     "num fail" if conflict < 0.05 else "num")
             rows.append({"fail": False, "cells": [
-                cell(pr["label"]), num(pr["prior_mean"], ".2f"), num(pr["ess_moment"], ".1f"),
-                num(pr["mean"], ".3f"), cell(f"{pr['eti_low']:.3f} to {pr['eti_high']:.3f}", "num")]
-                + [num(pr[f"p_above_{lbl}"], ".3f") for lbl in thr]
-                + [cell(f"{conflict:.3f}", "num fail" if conflict < 0.05 else "num")]})
+                cell(pr["label"]), num(pr["prior_mean"], ".2f"), num(pr["ess_elir"], ".1f"),
+                num(pr["mean"], ".2f"), cell(f"{pr['eti_low']:.2f} to {pr['eti_high']:.2f}", "num")]
+                + [num(pr[f"p_above_{lbl}"], ".2f") for lbl in thr]
+                + [conflict_cell]})
         sec.blocks.append(table(
-            ["prior", "prior mean", "prior ESS", "posterior mean", "95% credible interval",
-             *[f"P(rate > {_threshold_label(lbl, v)})" for lbl, v in thr.items()], "prior-data conflict p"],
+            ["prior", "prior mean", "prior ESS (ELIR)", "posterior mean", "95% credible interval",
+             *[f"P(rate > {_threshold_label(lbl, v)})" for lbl, v in thr.items()],
+             "prior-data conflict p (one-sided)"],
             rows, caption=f"{ep.replace('_', ' ')}: {e.r}/{e.n} (Clopper-Pearson 95% "
-                          f"{e.clopper_pearson95[0]:.3f} to {e.clopper_pearson95[1]:.3f})",
-            note="Prior ESS: moment-matched effective sample size. Conflict: Box's prior-predictive p-value (small = "
-                 "the data are surprising under that prior)."))
+                          f"{e.clopper_pearson95[0]:.2f} to {e.clopper_pearson95[1]:.2f})",
+            note="Prior ESS: expected local-information-ratio (ELIR) effective sample size. Conflict: the one-sided "
+                 "prior-predictive p-value in the direction of the data (small = the data are surprising under that "
+                 "prior); n/a for reference priors, which predict nothing."))
         for line in e.notes:
             sec.blocks.append(note(line))
         numbers[ep] = {"r": e.r, "n": e.n, "posterior_mean": e.table["mean"].to_dict(),
@@ -514,19 +526,29 @@ def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
         if "uniform" in ii.table.index:
             u = ii.table.loc["uniform"]
             line += (f" With a uniform prior the underlying rate is {pct(u['mean'])} (95% credible interval "
-                     f"{interval(u['eti_low'], u['eti_high'])})")
-            if comp is not None:
-                line += (f", and the probability that it exceeds the donor-islet comparator rate of {pct(comp)}, "
-                         f"taken as a fixed benchmark, is {pct(u['p_above_comparator'])}")
+                     f"{interval(u['eti_low'], u['eti_high'])}).")
+        cmp_ = ii.comparison
+        if cmp_ is not None and "uniform" in cmp_.index:
+            delta = ctx.config.binary.delta
+            line += (f" Against donor islets, taken as a distribution (the robust MAP prior's predictive for a new "
+                     f"donor-islet study), the probability that zimislecel's rate is higher is "
+                     f"{pct(cmp_.loc['uniform', 'p_better'])}, and higher by more than {100 * delta:.0f} percentage points "
+                     f"{pct(cmp_.loc['uniform', 'p_better_by_delta'])}")
+            if "sceptical" in cmp_.index:
+                line += f" (for the sceptic: {pct(cmp_.loc['sceptical', 'p_better'])})"
             line += "."
+            if ii.tau_panel:
+                lo = min(t.p_better for t in ii.tau_panel)
+                hi = max(t.p_better for t in ii.tau_panel)
+                line += (f" How much is borrowed depends on the prior for the between-study sd: across the tau-prior "
+                         f"block that probability runs from {pct(lo)} to {pct(hi)}.")
+        if comp is not None and "uniform" in ii.table.index:
+            line += (f" Against a fixed benchmark of {pct(comp)} ({ii.comparators.benchmark_rule or 'pooled rate'}), "
+                     f"it would be {pct(ii.table.loc['uniform', 'p_above_comparator'])}, which ignores the "
+                     "comparator's own uncertainty.")
         if len(ii.table) > 1:
             line += (f" Across the prior panel the posterior mean ranges from {pct(ii.table['mean'].min())} to "
-                     f"{pct(ii.table['mean'].max())}")
-            if "sceptical" in ii.table.index and comp is not None:
-                line += (f"; even the sceptic, who expects no better than donor islets, puts "
-                         f"{pct(ii.table.loc['sceptical', 'p_above_comparator'])} on zimislecel doing better than "
-                         "that fixed benchmark")
-            line += "."
+                     f"{pct(ii.table['mean'].max())}.")
         ctx.summary.append(line)
     cp = result.endpoints.get("composite_primary")
     if cp is not None and "uniform" in cp.table.index:
@@ -555,6 +577,76 @@ def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
     return sec
 
 
+def _borrowing_blocks(ctx: ReportContext, e, name: str) -> list:
+    """Comparison against the comparator distribution, the tau-prior block, the tipping point and the definition
+    differences of one end point with a MAP prior (issue 11)."""
+    blocks = []
+    delta = ctx.config.binary.delta
+    if e.comparison is not None:
+        rows = [[cell(PRIOR_SHORT.get(prior, prior)), num(r["p_better"], ".2f"), num(r["p_better_by_delta"], ".2f")]
+                for prior, r in e.comparison.iterrows()]
+        blocks.append(table(["prior for zimislecel's rate", "P(rate - donor-islet rate > 0)",
+                             f"P(rate - donor-islet rate > {delta:g})"], rows,
+                            caption=f"{name}: zimislecel against the donor-islet rate as a distribution",
+                            note="The donor-islet rate of a new study is drawn from the robust MAP prior's "
+                                 "predictive, not fixed at the pooled rate (RBesT's pmixdiff). delta "
+                                 f"{delta:g} is a convention (binary.delta)."))
+    if e.tau_panel:
+        rows = []
+        for t in e.tau_panel:
+            ok = t.diagnostics.ok
+            rows.append({"fail": not ok, "cells": [
+                cell(t.tau_prior), cell(f"{t.tau_median:.2f} ({t.tau_q975:.2f})", "num"), num(t.map_ess_elir, ".1f"),
+                num(t.robust_map_ess_elir, ".1f"),
+                cell(f"{t.map_mean:.2f} ({t.map_interval95[0]:.2f} to {t.map_interval95[1]:.2f})", "num"),
+                num(t.p_better, ".2f"), num(t.p_better_by_delta, ".2f"),
+                cell("yes" if t.conclusive else "no", "ok" if t.conclusive else ""),
+                cell("ok" if ok else "FAILED", "ok" if ok else "fail")]})
+        prob = ctx.config.binary.conclusion_probability
+        blocks.append(table(["tau prior", "tau median (97.5%)", "MAP ESS (ELIR)", "robust MAP ESS (ELIR)",
+                             "MAP mean (95%)", "P(better)", f"P(better by {delta:g})", f"P(better) >= {prob:g}?",
+                             "diagnostics"], rows, caption=f"{name}: the tau-prior block",
+                            note="With two or three comparator studies the prior on the between-study sd decides "
+                                 "how much is borrowed. P(better): P(rate - donor-islet rate > 0), zimislecel's "
+                                 "rate under a uniform prior, the donor-islet rate from that row's robust MAP "
+                                 f"prior. The threshold {prob:g} is a convention (binary.conclusion_probability)."))
+    tp = e.tipping_point
+    if tp is not None:
+        tab = tp.table
+        map_ess = {}
+        if e.map is not None and "elir" in e.map.ess.columns:
+            map_ess = {f"{'MAP' if k == 'mixture' else 'robust MAP'} ESS {v:.0f}": float(v)
+                       for k, v in e.map.ess["elir"].items() if v == v}
+        fig = figures.tipping_point(tab["ess"].to_numpy(), tab["prob_above_p0"].to_numpy(), tp.probability, tp.ess,
+                                    f"{tp.benchmark:.2f}", map_ess)
+        if tp.ess is None:
+            words = f"holds whatever the borrowing, up to an ESS of {tp.ess_max:.0f}"
+        elif tp.ess == 0:
+            words = "does not hold even without borrowing"
+        else:
+            words = f"tips when a prior worth about {tp.ess:.0f} participants is borrowed at the benchmark"
+        blocks.append(figure(fig, f"Tipping point of the {name} comparison",
+                             f"P({name} rate > {tp.benchmark:.2f}) against the effective sample size of a beta prior "
+                             f"centred on that fixed benchmark; the conclusion P >= {tp.probability:g} {words}. "
+                             "The benchmark and the threshold are conventions; the dash-dotted lines mark what the "
+                             "MAP priors borrow."))
+    if e.definitions is not None and len(e.definitions):
+        rows = [[cell(study), cell(r["difference"]), cell(r["favours"])] for study, r in e.definitions.iterrows()]
+        blocks.append(table(["comparator study", "how its definition differs from zimislecel's", "favours"], rows,
+                            caption=f"{name}: definition differences and their direction"))
+    if e.map is not None and e.map.exchangeability is not None:
+        ex = e.map.exchangeability
+        rows = [[cell(str(study)), *[num(v, ".2f") for v in r.to_numpy()]] for study, r in ex.iterrows()]
+        blocks.append(table(["study", *[str(c).replace("_", " ") for c in ex.columns]], rows,
+                            caption=f"{name}: EXNEX, each comparator's probability of exchangeability"))
+    if e.map is not None and e.map.definition_shifts is not None:
+        sh = e.map.definition_shifts
+        rows = [[cell(str(k)), *[num(v, ".2f") for v in r.to_numpy()]] for k, r in sh.iterrows()]
+        blocks.append(table(["definition class", *[str(c).replace("_", " ") for c in sh.columns]], rows,
+                            caption=f"{name}: bias shift per definition class (logit scale, elicited prior)"))
+    return blocks
+
+
 def safety_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
     safety = result.safety
     if not ctx.config.sections.safety or not safety:
@@ -575,10 +667,10 @@ def safety_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
         u = e.table.loc["uniform"]
         rows_fig.append({"label": f"{ep.replace('_', ' ')} ({e.r}/{e.n})", "mean": u["mean"],
                          "lo": u["eti_low"], "hi": u["eti_high"], "r": e.r, "n": e.n})
-        rows.append([cell(ep.replace("_", " ")), cell(f"{e.r}/{e.n}", "num"), num(u["mean"], ".3f"),
-                     cell(f"{u['eti_low']:.3f} to {u['eti_high']:.3f}", "num")]
-                    + [num(u[c], ".3f") for c in thresholds]
-                    + [cell(f"{e.clopper_pearson95[0]:.3f} to {e.clopper_pearson95[1]:.3f}", "num"),
+        rows.append([cell(ep.replace("_", " ")), cell(f"{e.r}/{e.n}", "num"), num(u["mean"], ".2f"),
+                     cell(f"{u['eti_low']:.2f} to {u['eti_high']:.2f}", "num")]
+                    + [num(u[c], ".2f") for c in thresholds]
+                    + [cell(f"{e.clopper_pearson95[0]:.2f} to {e.clopper_pearson95[1]:.2f}", "num"),
                        cell(e.source_id), _evidence_badge(e.evidence_type)])
     fig = figures.interval_plot(rows_fig, xlabel="event rate")
     sec.blocks.append(figure(fig, "Adverse-event rates with 95% credible intervals",
@@ -624,29 +716,52 @@ def _ci(frame, name: str, fmt: str | None = None) -> str:
     return f"{f(r['median'])} ({f(r['q05'])} to {f(r['q95'])})"
 
 
+def _verdicts_text(verdict: dict, names) -> tuple[bool, str]:
+    """(any not informed by the data, "sd_log_plateau: prior only, ...")."""
+    found = [(n, verdict[n]) for n in names if n in verdict]
+    return any(v != "informed by the data" for _, v in found), ", ".join(f"{n} {v}" for n, v in found)
+
+
+SENSITIVITY_TABLES = (
+    ("glucocorticoid", "Glucocorticoid exposure: the two participants not insulin independent under each strategy",
+     ("p_insulin_independent_population", "need_median_pmol_l", "sd_log_need")),
+    ("link", "Link sensitivity: the slope under different priors", ("beta", "alpha")),
+    ("spread", "Spread sensitivity: prior scale of the between-participant sds",
+     ("plateau_pmol_l", "sd_log_plateau", "sd_log_rate", "need_median_pmol_l")),
+    ("shape", "Model check: shape of the rise (means-only model)", ("plateau_pmol_l", "t_half_days", "rise_shape")),
+)
+
+
 def cpeptide_section(ctx: ReportContext, result: CpeptideResult) -> Section:
-    sec = Section("cpeptide", "C-peptide trajectory and the graft-function link")
+    sec = Section("cpeptide", "C-peptide trajectory and graft function")
     sec.blocks.append(text(result.model_description))
     for line in result.notes:
         sec.blocks.append(note(line))
+    verdict = result.contraction["verdict"].to_dict()
     traj = result.trajectory
     days = np.asarray(traj.index, dtype=float)
     obs_days = np.asarray(result.ppc.index, dtype=float)
     obs = result.ppc["observed"].to_numpy()
     means = ctx.data.get("cpeptide")
     lod = float(means["lod_pmol_l"].min()) if means is not None and len(means) else None
+    published = result.mode in ("graft_function", "cohort_means")
     fig = figures.cpeptide_trajectory(
         days, {"median": traj["population_mean_median"].to_numpy(), "lo": traj["population_mean_q05"].to_numpy(),
                "hi": traj["population_mean_q95"].to_numpy()}, obs_days, obs, lod=lod,
         new_participant={"lo": traj["new_participant_q05"].to_numpy(), "hi": traj["new_participant_q95"].to_numpy()},
         band_label="cohort mean, 90% credible band", new_label="new participant, 90% predictive band",
-        observed_label="published cohort mean" if result.mode == "cohort_means" else "observed visit mean")
-    spread_note = (" The width of the new-participant band comes from the prior on the between-participant "
-                   "spread, which the published means do not inform." if result.mode == "cohort_means" else "")
+        observed_label="published cohort mean" if published else "observed visit mean")
+    spread_prior, spread_words = _verdicts_text(verdict, ("sd_log_plateau", "sd_log_rate"))
+    spread_note = (f" The width of the new-participant band rests partly on the priors of the between-participant "
+                   f"spread ({spread_words}; contraction table)." if spread_prior else "")
+    shape_prior, shape_words = _verdicts_text(verdict, ("rise_shape",))
+    shape_note = (f" The shape of the rise rests partly on the prior of the rise shape ({shape_words})."
+                  if shape_prior else "")
     sec.blocks.append(figure(fig, "Posterior C-peptide trajectory with credible bands and the observed means",
                              "Population-mean C-peptide (posterior median and 90% credible band), the 90% "
-                             "predictive band for a new participant, and the observed means (points)."
-                             + spread_note))
+                             "predictive band for a new participant (measurement noise included, curve misfit of the "
+                             "published means not), and the observed means (points). Beyond the last visit the "
+                             "curve is a model extrapolation." + spread_note + shape_note))
     rows = []
     for day, r in result.ppc.iterrows():
         flag = bool(r["outside_90"])
@@ -658,48 +773,67 @@ def cpeptide_section(ctx: ReportContext, result: CpeptideResult) -> Section:
     sec.blocks.append(table(["day", "observed mean", "predicted median", "90% predictive interval",
                              "P(replicate <= observed)", "observed vs 90% interval"], rows,
                             caption="Posterior predictive check of the means"))
-    verdict = result.contraction["verdict"].to_dict()
-    rows = [[cell(r["label"]), cell(sig(r["median"]), "num"), cell(f"{sig(r['q05'])} to {sig(r['q95'])}", "num"),
-             cell(verdict.get(name, ""))] for name, r in result.parameters.iterrows()]
-    sec.blocks.append(table(["parameter", "posterior median", "90% credible interval", "learned from the data?"],
-                            rows, caption="Parameters", note=result.contraction_rule))
+    contraction = result.contraction
+    side = "ratio_means_only" in contraction.columns
+    labels = result.parameters["label"].to_dict()
+    rows = []
+    for name, c in contraction.iterrows():
+        p = result.parameters.loc[name] if name in result.parameters.index else None
+        cells = [cell(labels.get(name, name.replace("_", " "))),
+                 cell("" if p is None else sig(p["median"]), "num"),
+                 cell("" if p is None else f"{sig(p['q05'])} to {sig(p['q95'])}", "num"),
+                 num(c["ratio"], ".2f"), cell(c["verdict"])]
+        if side:
+            other = c["ratio_means_only"]
+            cells.append(cell("not in that model" if other != other else f"{other:.2f} ({c['verdict_means_only']})"))
+        rows.append(cells)
+    header = ["parameter", "posterior median", "90% credible interval", "posterior sd / prior sd",
+              "learned from the data?", *(("means-only model",) if side else ())]
+    sec.blocks.append(table(header, rows, caption="Parameters and how much the data inform each",
+                            note=result.contraction_rule + (". Right: the same ratio when only the four means and "
+                                                            "10/12 are fitted." if side else ".")))
     check = result.model_check
-    sec.blocks.append(heading("Model check"))
+    sec.blocks.append(heading("Model checks"))
     (sec.alerts if check.misfit_flagged else sec.blocks).append(
         check.statement if check.misfit_flagged else text(check.statement))
+    if result.holdout is not None:
+        h = result.holdout
+        (sec.alerts if h.outside_90 else sec.blocks).append(
+            ("Holdout check: " + h.statement) if h.outside_90 else text("Holdout check: " + h.statement))
+    if result.calibration is not None:
+        rows = [{"fail": not bool(r["uniform"]), "cells": [
+            cell(str(model)), num(r["replicates"], ".0f"), num(r["min_rank_p"], ".2f"),
+            cell(f"{r['failing_fits']} of {r['replicates']}", "num"),
+            cell("uniform" if r["uniform"] else "NOT uniform", "ok" if r["uniform"] else "fail")]}
+            for model, r in result.calibration.iterrows()]
+        sec.blocks.append(table(["model", "replicates", "smallest rank-uniformity p", "fits failing a diagnostic",
+                                 "ranks"], rows, caption="Simulation-based calibration of the C-peptide models",
+                                note="Kept run (python -m isletbayes.analyses.calibration; "
+                                     "analyses/results/sbc_cpeptide.json): data simulated from the prior, refitted "
+                                     "with the analysis's sampler settings; every fit counted, failing or not."))
 
     sec.blocks.append(heading("Graft function and insulin independence"))
     curve = result.link_curve
     if curve is not None:
         marks = {}
-        if result.mode == "cohort_means" and len(obs):
+        if published and len(obs):
             marks[f"published day-365 mean {obs[-1]:.0f}"] = float(obs[-1])
         ii = ctx.numbers.get("binary", {}).get("insulin_independence_observed")
         grid = np.asarray(curve.index, dtype=float)
         fig = figures.graft_link(grid, {"lo": curve["q025"].to_numpy(), "median": curve["median"].to_numpy(),
                                         "hi": curve["q975"].to_numpy()}, observed_rate=ii,
                                  observed_label="observed share insulin independent", cpeptide_marks=marks)
-        prior_only = verdict.get("beta") == "prior only"
+        slope = "sd_log_need" if "sd_log_need" in verdict else "beta"
+        prior_shaped, words = _verdicts_text(verdict, (slope,))
+        how = ("a participant is insulin independent when their day-365 C-peptide exceeds their insulin-need "
+               "threshold, log-normal across participants" if slope == "sd_log_need"
+               else "a logistic link on log C-peptide")
         sec.blocks.append(figure(fig, "Probability of insulin independence against day-365 C-peptide",
-                                 "P(insulin independent at day 365) as a function of a participant's day-365 "
-                                 "C-peptide: posterior median and 95% credible band."
-                                 + (" The curve's shape comes from the prior on the link slope: the data do not "
-                                    "inform it." if prior_only else "")))
-    link_rows = result.sensitivity_group("link")
-    if link_rows:
-        rows = []
-        for row in link_rows:
-            ok = row.diagnostics.ok
-            rows.append({"fail": not ok, "cells": [cell(row.label), cell(_ci(row.parameters, "beta", ".2f"), "num"),
-                                                   cell(_ci(row.parameters, "alpha", ".2f"), "num"),
-                                                   cell("ok" if ok else "FAILED", "ok" if ok else "fail")]})
-        sec.blocks.append(table(["prior on the link slope", "slope beta, median (90% CrI)",
-                                 "intercept alpha, median (90% CrI)", "diagnostics"], rows,
-                                caption="Link sensitivity: the slope under different priors"))
-    for group, caption, names in (
-            ("spread", "Spread sensitivity: prior scale of the between-participant sds",
-             ("plateau_pmol_l", "sd_log_plateau", "beta")),
-            ("shape", "Model check: shape of the rise", ("plateau_pmol_l", "t_half_days", "rise_shape"))):
+                                 f"P(insulin independent at day 365) against a participant's day-365 C-peptide ({how}):"
+                                 " posterior median and 95% credible band."
+                                 + (f" The steepness of the curve rests partly on its prior ({words})."
+                                    if prior_shaped else "")))
+    for group, caption, names in SENSITIVITY_TABLES:
         group_rows = result.sensitivity_group(group)
         if not group_rows:
             continue
@@ -723,36 +857,74 @@ def cpeptide_section(ctx: ReportContext, result: CpeptideResult) -> Section:
     def _row(name):
         return None if name not in params.index else params.loc[name]
 
-    plateau, t_half, beta = _row("plateau_pmol_l"), _row("t_half_days"), _row("beta")
+    plateau, t_half, beta, need = _row("plateau_pmol_l"), _row("t_half_days"), _row("beta"), _row("need_median_pmol_l")
+    at365 = traj.loc[365.0] if 365.0 in traj.index else None
     ctx.numbers["cpeptide"] = {
         "plateau_pmol_l": None if plateau is None else {k: float(plateau[k]) for k in ("median", "q05", "q95")},
         "t_half_days": None if t_half is None else {k: float(t_half[k]) for k in ("median", "q05", "q95")},
         "link_beta": None if beta is None else {k: float(beta[k]) for k in ("median", "q05", "q95")},
+        "need_median_pmol_l": None if need is None else {k: float(need[k]) for k in ("median", "q05", "q95")},
+        "median_participant_day365": None if at365 is None else {
+            "median": float(at365["median_participant_median"]), "q05": float(at365["median_participant_q05"]),
+            "q95": float(at365["median_participant_q95"])},
         "ppc_outside_90": [float(d) for d in result.ppc.index[result.ppc["outside_90"]]],
         "diagnostics_ok": result.diagnostics_ok}
-    if plateau is not None and t_half is not None:
-        line = (f"C-peptide: the model extrapolates the median participant's stimulated C-peptide to level off at "
-                f"{plateau['median']:.0f} pmol/L (90% credible interval {plateau['q05']:.0f} to "
-                f"{plateau['q95']:.0f}), reaching half of that by day {t_half['median']:.0f} "
-                f"({t_half['q05']:.0f} to {t_half['q95']:.0f}).")
-        if result.mode == "cohort_means":
-            line += (" Only cohort means are published, so how much participants differ from one another comes "
-                     "from the prior, not the data.")
+    if at365 is not None:
+        line = (f"C-peptide: the median participant's stimulated C-peptide at day 365, within the observed range, "
+                f"is {at365['median_participant_median']:.0f} pmol/L (90% credible interval "
+                f"{at365['median_participant_q05']:.0f} to {at365['median_participant_q95']:.0f}).")
+        if plateau is not None:
+            line += (f" The plateau the curve levels off at, {plateau['median']:.0f} pmol/L "
+                     f"({plateau['q05']:.0f} to {plateau['q95']:.0f}), is a model extrapolation beyond the data.")
+        if spread_prior:
+            line += " How much participants differ from one another rests partly on the prior (contraction table)."
         ctx.summary.append(line)
-    if beta is not None and "beta" in verdict:
+    if need is not None:
+        strategy = ctx.config.cpeptide.glucocorticoid.replace("_", " ")
+        line = (f"Graft function and insulin independence: the median participant needs about {need['median']:.0f} "
+                f"pmol/L of day-365 C-peptide to be insulin independent (90% credible interval {need['q05']:.0f} to "
+                f"{need['q95']:.0f}; {strategy} strategy for the two participants with prohibited glucocorticoid "
+                "exposure).")
+        share = _row("p_insulin_independent_population")
+        if share is not None:
+            line += (f" The share of participants insulin independent at day 365 is {pct(share['median'])} "
+                     f"(90% credible interval {interval(share['q05'], share['q95'])}) under the {strategy} strategy")
+            other = result.sensitivity_group("glucocorticoid")
+            if other and "p_insulin_independent_population" in other[0].parameters.index:
+                o = other[0].parameters.loc["p_insulin_independent_population"]
+                line += (f", {pct(o['median'])} ({interval(o['q05'], o['q95'])}) under the {other[0].label}: the "
+                         "data cannot say which strategy is right, so both are shown")
+            line += "."
+        ctx.summary.append(line)
+    elif beta is not None and "beta" in verdict:
         base = (f"Graft function and insulin independence: the link's slope is {beta['median']:.2f} "
                 f"(90% credible interval {beta['q05']:.2f} to {beta['q95']:.2f}) log-odds per e-fold of C-peptide")
         ctx.summary.append(base + (f"; judged against its prior it is '{verdict['beta']}', so conclusions that "
                                    "depend on it rest largely on the prior."
                                    if verdict["beta"] != "informed by the data" else "."))
     cp = ctx.config.cpeptide
-    pri, lp = cp.priors, cp.link_priors
+    pri, lp, gp = cp.priors, cp.link_priors, cp.graft_priors
     ctx.assumptions.append(("C-peptide trajectory priors",
                             f"plateau ~ LogNormal(log {pri.plateau_median_pmol_l:g}, {pri.plateau_log_sd:g}); "
                             f"time to half plateau ~ LogNormal(log {pri.t_half_median_days:g}, "
                             f"{pri.t_half_log_sd:g}); spreads ~ HalfNormal({pri.spread_plateau_scale:g}, "
-                            f"{pri.spread_rate_scale:g})", "configuration (cpeptide.priors)"))
-    if cp.link:
+                            f"{pri.spread_rate_scale:g}); rise shape ~ LogNormal(0, {pri.rise_shape_log_sd:g})",
+                            "configuration (cpeptide.priors)"))
+    ctx.assumptions.append(("measurement noise of C-peptide",
+                            f"sd of log C-peptide ~ LogNormal(log {pri.measurement_sd_median:g}, "
+                            f"{pri.measurement_sd_log_sd:g})", "MMTT repeatability (mmtt_repeatability2021)"))
+    ctx.assumptions.append(("curve misfit of the published means",
+                            f"sd ~ Gamma(2, 2 / {pri.curve_misfit_scale:g}); not passed on to new participants",
+                            "convention (cpeptide.priors.curve_misfit_scale)"))
+    if result.mode == "graft_function":
+        ctx.assumptions.append(("insulin-need threshold",
+                                f"median ~ LogNormal(log {gp.need_median_pmol_l:g}, {gp.need_log_sd:g}); "
+                                f"spread ~ HalfNormal({gp.need_spread_scale:g})",
+                                "configuration (cpeptide.graft_priors)"))
+        ctx.assumptions.append(("glucocorticoid exposure (two participants)",
+                                f"{cp.glucocorticoid.replace('_', ' ')} strategy; the other strategy shown beside it",
+                                "configuration (cpeptide.glucocorticoid)"))
+    elif cp.link:
         ctx.assumptions.append(("graft-function link priors",
                                 f"alpha ~ Normal({lp.alpha_mean:g}, {lp.alpha_sd:g}), "
                                 f"beta ~ Normal({lp.beta_mean:g}, {lp.beta_sd:g})",
@@ -847,6 +1019,7 @@ def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dic
             try:
                 sec = build(ctx, result)
             except Exception as err:  # noqa: BLE001 - one section that cannot be drawn must not sink the report
+                logging.getLogger(__name__).debug("section %s", name, exc_info=True)
                 message = (f"The {name} section could not be drawn ({type(err).__name__}: {err}); its results are "
                            f"in {entry.dir}/ and results.json.")
                 ctx.alerts.append(message)

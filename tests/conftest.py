@@ -52,7 +52,7 @@ FAST_CONFIG = {
     "sampler": {"draws": 200, "tune": 300, "chains": 2, "cores": 1},
     "cpeptide": {"sensitivity": False},
     "design": {"n_min": 10, "n_max": 40, "n_step": 5},
-    "durability": {"n_draws": 2000},
+    "durability": {"follow_up_simulations": 20},
 }
 
 

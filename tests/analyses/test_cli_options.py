@@ -88,14 +88,14 @@ def test_every_tau_prior_is_accepted_through_both_doors(tau, tmp_path):
 
 @pytest.mark.parametrize("args, option, message", [
     (["design", "--n-min", "50", "--n-max", "30"], "--n-max", "must be >= --n-min (50)"),
-    (["design", "--gamma", "1.5"], "--gamma", "less than 1"),
+    (["design", "--gamma", "1.5"], "--gamma", "strictly between 0 and 1"),
     (["design", "--discount-ess", "20"], "--discount-ess", "must lie in"),
     (["binary", "--tau-prior", "gamma"], "--tau-prior", "must be one of"),
     (["binary", "--tau-scale", "-1"], "--tau-scale", "greater than 0"),
     (["binary", "--threshold", "1.5"], "--threshold", "strictly between 0 and 1"),
     (["binary", "--prior", "optimistic"], "--prior", "must be one of"),
     (["binary", "--comparators", "Nobody 2020"], "--comparators", "unknown comparator study"),
-    (["durability", "--draws", "5"], "--draws", "greater than or equal to 100"),
+    (["durability", "--follow-up-simulations", "5"], "--follow-up-simulations", "greater than or equal to 10"),
     (["cpeptide", "--plateau-median", "0"], "--plateau-median", "greater than 0"),
     (["design", "--seed", "-1"], "--seed", "greater than or equal to 0"),
 ])

@@ -70,14 +70,28 @@ def test_empty_file_means_the_defaults(tmp_path):
         ({"priors": {"panel": []}}, "priors.panel", "at least one prior"),
         ({"sampler": {"chains": "four"}}, "sampler.chains", "integer"),
         ({"sampler": {"nuts_sampler": "stan"}}, "sampler.nuts_sampler", "must be one of"),
-        ({"design": {"gamma": 1.5}}, "design.gamma", "less than 1"),
+        ({"design": {"gamma": 1.5}}, "design.gamma", "strictly between 0 and 1"),
         ({"design": {"interim": [0.5, 1.2]}}, "design.interim", "strictly between 0 and 1"),
         ({"sections": {"binary": "maybe"}}, "sections.binary", "boolean"),
         ({"seed": -3}, "seed", "greater than or equal to 0"),
         ({"seed": 2**32}, "seed", "less than 4294967296"),
         ({"priors": {"map": {"tau_prior": "gamma"}}}, "priors.map.tau_prior", "must be one of"),
-        ({"design": {"endpoint": "cpeptide"}}, "design", "no exact answer"),
+        ({"design": {"estimand": {"preset": "cpeptide_day365"}}}, "design", "no exact answer"),
+        ({"design": {"endpoint": "cpeptide"}}, "design.endpoint", "replaced by design.estimand.preset"),
+        ({"durability": {"n_draws": 2000}}, "durability.n_draws", "no longer a key"),
         ({"binary": {"thresholds": [0.5, "median"]}}, "binary.thresholds", "or 'comparator'"),
+        ({"design": {"design_priors": ["phase12", "bogus"]}}, "design.design_priors", "unknown design prior 'bogus'"),
+        ({"design": {"design_priors": ["beta:1"]}}, "design.design_priors", "cannot read prior 'beta:1'"),
+        ({"design": {"design_priors": ["beta:2,-1"]}}, "design.design_priors", "A,B > 0"),
+        ({"design": {"design_priors": ["mix:0.5,2,3;0.4,1,1"]}}, "design.design_priors", "must sum to 1"),
+        ({"design": {"design_priors": ["mix:"]}}, "design.design_priors", "cannot read prior 'mix:'"),
+        ({"design": {"analysis_prior": "flat"}}, "design.analysis_prior", "unknown prior 'flat'"),
+        ({"design": {"analysis_prior": "beta:1,nan"}}, "design.analysis_prior", "cannot read prior"),
+        ({"design": {"analysis_prior": "mix:1,1"}}, "design.analysis_prior", "three numbers"),
+        ({"design": {"analysis_prior": "discounted"}}, "design.analysis_prior", "unknown prior 'discounted'"),
+        ({"design": {"discount_ess": 2.0}}, "design.discount_ess", "must be > 2"),
+        ({"design": {"discount_ess": 0.5}}, "design.discount_ess", "must be > 2"),
+        ({"design": {"simulate_analysis": "nuts"}}, "design.simulate_analysis", "must be one of"),
     ],
 )
 def test_mistakes_name_the_key(doc, key, message):
@@ -122,3 +136,41 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path, capsys, command):
     assert err.count("\n") == 0
     assert "key 'design.n_max': must be >= design.n_min (50)" in err
     assert not out.exists()  # nothing was started
+
+
+@pytest.mark.parametrize("design", [
+    {"design_priors": ["phase12", "Discounted", "uniform", "jeffreys", "beta:11,3", "mix:0.5,11,3;0.5,1,1"]},
+    {"analysis_prior": "beta:0.5,0.5"}, {"analysis_prior": " MIX:0.8,2,2; 0.2,1,1 "}, {"discount_ess": 2.5},
+    {"simulate_analysis": "mcmc", "estimand": {"preset": "cpeptide_day365"}, "simulate": 10},
+])
+def test_readable_priors_and_settings_are_accepted_as_design_reads_them(design):
+    from isletbayes.analyses.design import parse_prior
+
+    config = config_from_dict({"design": design}).design
+    for spec in [config.analysis_prior, *config.design_priors]:
+        if spec.strip().lower() not in ("phase12", "discounted", "robust", "map_updated", "donor_like"):
+            parse_prior(spec, "design.design_priors")  # what the configuration accepts, design reads
+
+
+@pytest.mark.parametrize("spec", ["beta:1", "beta:0,1", "beta:1,2,3", "mix:0.5,1,1", "mix:1,1", "mix:x,1,1",
+                                  "mix:-0.5,1,1;1.5,1,1", "beta:inf,1", "gamma:1,1", "mix:"])
+def test_what_the_configuration_refuses_design_refuses_too(spec):
+    from isletbayes.analyses.config import prior_spec_problem
+    from isletbayes.analyses.design import parse_prior
+
+    assert prior_spec_problem(spec) is not None
+    with pytest.raises(InputError):
+        parse_prior(spec, "design.analysis_prior")
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--design-prior", "bogus"], "--design-prior"), (["--analysis-prior", "beta:1"], "--analysis-prior"),
+    (["--discount-ess", "1"], "--discount-ess"), (["--simulate-analysis", "nuts"], "--simulate-analysis"),
+])
+def test_cli_design_refuses_a_bad_prior_up_front_with_one_line(tmp_path, capsys, argv, option):
+    out = tmp_path / "out"
+    code = main(["design", *argv, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and err.startswith(f"isletbayes: error: option {option}: "), err
+    assert not out.exists()

@@ -1,5 +1,6 @@
-"""The C-peptide analysis (``run_cpeptide``, ``isletbayes cpeptide``): one small real fit to the published means
-shared by the tests, its summary, save/load round trip, CLI behaviour on good and bad input."""
+"""The C-peptide analysis (``run_cpeptide``, ``isletbayes cpeptide``): small real fits of the joint graft-function
+model and of the means-only model, shared by the tests; the summary, ArviZ groups, the holdout prediction, save/load
+round trip, CLI behaviour on good and bad input."""
 
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ SMALL = SamplerConfig(draws=1000, tune=400, chains=2, cores=2)
 
 @pytest.fixture(scope="session")
 def published_result(seed):
-    return ca.run_cpeptide(CpeptideConfig(sensitivity=False), sampler=SMALL, seed=seed(4),
+    """The default model (joint graft function) on every published aggregate, without the refits."""
+    return ca.run_cpeptide(CpeptideConfig(sensitivity=False, holdout_check=False), sampler=SMALL, seed=seed(4),
                            inputs=load_inputs(DataConfig()))
+
+
+@pytest.fixture(scope="session")
+def means_result(seed):
+    """The means-only model (``--aggregate-model cohort_means``)."""
+    return ca.run_cpeptide(CpeptideConfig(model="cohort_means", sensitivity=False, psense=False, holdout_check=False),
+                           sampler=SMALL, seed=seed(5), inputs=load_inputs(DataConfig()))
 
 
 def test_published_means_are_read_from_the_data_layer():
@@ -37,27 +46,57 @@ def test_published_means_are_read_from_the_data_layer():
     assert inputs.describe_means()["source_ids"]
 
 
-def test_fit_to_published_means_reports_everything(published_result, seed):
+def test_joint_model_is_the_default_and_reports_every_parameter(published_result, seed):
+    from isletbayes.models.graft_function import GRAFT_FUNCTION_PARAMETERS
+
     r = published_result
-    assert r.mode == "cohort_means"
-    names = list(r.parameters.index)
-    assert names == list(cpm.POPULATION_PARAMETERS) + ["rise_shape", "alpha", "beta"]  # the free shape by default
-    assert "free rise shape" in r.model_description and "published cohort means" in r.model_description
+    assert r.mode == "graft_function" and CpeptideConfig().model == "graft_function"
+    assert list(r.parameters.index) == [*cpm.POPULATION_PARAMETERS, "curve_misfit_sd", "rise_shape",
+                                        *cpm.NEED_PARAMETERS, *ca.DERIVED]
+    # the contraction table covers every free parameter, the outcome models' ones too, and the derived quantities
+    assert set(r.contraction.index) == set(GRAFT_FUNCTION_PARAMETERS) | set(ca.DERIVED)
+    assert set(r.contraction["verdict"]) <= {"informed by the data", "partly informed", "prior only"}
+    # the measurement sd has an informative prior: it is not learned from the means (issue 10: no inflation)
+    assert r.contraction.loc["measurement_sd", "ratio"] > 0.5
+    assert "every published aggregate" in r.model_description and "hypothetical strategy" in r.model_description
+    assert "free rise shape" in r.model_description
     assert list(r.ppc["observed"]) == [424.0, 1036.0, 1104.0, 1274.0]
     assert (r.ppc["predicted_q05"] < r.ppc["predicted_median"]).all()
     assert (r.ppc["predicted_median"] < r.ppc["predicted_q95"]).all()
-    # no published spread: the between-participant spread is carried by its prior, and the output says so
+    assert not any("sensitivity" in n for n in r.notes)  # no reference to refits that were not run
+    assert r.holdout is None and r.sensitivity == []
+    curve = r.link_curve  # P(N_i <= C): increasing in C for every draw, so for every quantile
+    assert (np.diff(curve["median"].to_numpy()) >= 0).all() and (curve["q025"] <= curve["q975"]).all()
+    assert r.provenance.settings["seed"] == seed(4)
+
+
+def test_joint_fit_stores_arviz_groups(published_result):
+    import arviz as az
+
+    idata = published_result.idata
+    assert {"posterior", "prior", "log_likelihood", "observed_data", "posterior_predictive"} <= set(idata.children)
+    assert set(idata["posterior_predictive"].data_vars) == set(ca.PREDICTIVE_VARIABLES["graft_function"])
+    assert "cohort_mean" in idata["log_likelihood"] and "insulin" in idata["log_likelihood"]
+    # the contraction table's prior sd is the stored prior group's
+    prior_sd = np.log(idata["prior"]["plateau_pmol_l"].values).std()
+    assert published_result.contraction.loc["plateau_pmol_l", "prior_sd"] == pytest.approx(prior_sd)
+    assert np.isfinite(az.loo(idata, var_name="insulin").elpd)
+
+
+def test_fit_to_published_means_reports_everything(means_result, seed):
+    r = means_result
+    assert r.mode == "cohort_means"
+    names = list(r.parameters.index)
+    assert names == list(cpm.POPULATION_PARAMETERS) + ["curve_misfit_sd", "rise_shape", "alpha", "beta"]
+    assert "free rise shape" in r.model_description and "published cohort means" in r.model_description
     assert any("carried by its prior" in n for n in r.notes)
-    # notes refer to sensitivity tables only when they were run
-    assert not any("sensitivity" in n for n in r.notes)
     ratio = r.contraction["ratio"]
     # the means inform the plateau; they cannot inform the spread or the link's slope much
     assert ratio["plateau_pmol_l"] < 0.9 and ratio["sd_log_plateau"] > 0.5 and ratio["beta"] > 0.5
-    assert set(r.psense.index) == set(names)
+    assert r.psense is None
     traj = r.trajectory
     assert traj.index[0] == 0.0 and traj["population_mean_median"].iloc[0] == 0.0
     assert traj["population_mean_median"].iloc[-1] == pytest.approx(r.ppc["predicted_median"].iloc[-1], rel=0.25)
-    assert r.provenance.settings["seed"] == seed(4)
     check = r.model_check
     assert check.fit.startswith("free rise shape") and check.statement
     assert check.early_rise["observed"] == pytest.approx(424 / 1036)
@@ -65,10 +104,53 @@ def test_fit_to_published_means_reports_everything(published_result, seed):
     assert 0 <= check.rise_shape["p_above_1"] <= 1
     assert check.measurement_sd["q05"] < check.measurement_sd["q95"]
     assert check.shape_comparison == []  # no sensitivity fits here
-    # the link curve comes with the result, increasing in C-peptide when the slope is positive
     curve = r.link_curve
     assert list(curve.columns) == ["q025", "median", "q975"]
     assert (curve["q025"] <= curve["median"]).all() and (curve["median"] <= curve["q975"]).all()
+
+
+def test_holdout_prediction_is_the_law_of_a_published_mean(seed):
+    """predict_cohort_mean draws the mean of n new participants times the curve misfit: at one parameter value it
+    has the law of models.cpeptide_trajectory.simulate_cohort_means (compared within Monte Carlo error)."""
+    import xarray as xr
+
+    values = {"plateau_pmol_l": 1200.0, "t_half_days": 100.0, "sd_log_plateau": 0.4, "sd_log_rate": 0.3,
+              "measurement_sd": 0.2, "rise_shape": 1.4, "curve_misfit_sd": 0.1}
+    n_draws = 20000
+    post = xr.Dataset({k: (("chain", "draw"), np.full((1, n_draws), v)) for k, v in values.items()})
+    idata = xr.DataTree.from_dict({"posterior": post})
+    ours = np.log(ca.predict_cohort_mean(idata, 365.0, 12, seed(7), n_draws=n_draws))
+    params = cpm.PopulationParameters(1200.0, 100.0, 0.4, 0.3, 0.2, rise_shape=1.4)
+    rng = np.random.default_rng(seed(8))
+    ref = np.log([cpm.simulate_cohort_means(params, 12, [365.0], rng, link=False, curve_misfit_sd=0.1).means[0]
+                  for _ in range(4000)])
+    se = math.sqrt(ours.var() / ours.size + ref.var() / ref.size)
+    assert abs(ours.mean() - ref.mean()) < 4 * se
+    se_sd = math.sqrt(ours.var() / (2 * ours.size) + ref.var() / (2 * ref.size))
+    assert abs(ours.std() - ref.std()) < 4 * se_sd
+
+
+def test_without_last_visit_keeps_every_other_aggregate(published_result):
+    from isletbayes.models.graft_function import graft_function_data_from_tables
+
+    inputs = load_inputs(DataConfig())
+    joint = ca.ModelSpec(data=graft_function_data_from_tables(inputs.cpeptide_means, inputs.continuous,
+                                                              inputs.counts))
+    held = ca.without_last_visit(joint)
+    assert held.mode == "graft_function" and list(held.means.days) == [90.0, 180.0, 270.0]
+    assert held.data.tir_day365 == joint.data.tir_day365 and held.data.insulin is joint.data.insulin
+    means = ca.without_last_visit(ca.ModelSpec(data=inputs.cohort_means()))
+    assert means.mode == "cohort_means" and list(means.data.means) == [424.0, 1036.0, 1104.0]
+
+
+def test_kept_calibration_lists_every_model_run():
+    import json as _json
+    from pathlib import Path
+
+    table = ca.kept_calibration()
+    doc = _json.loads((Path(ca.__file__).parent / "results" / "sbc_cpeptide.json").read_text())
+    assert list(table.index) == [res["problem"] for res in doc["results"]]
+    assert ((table["min_rank_p"] >= 0) & (table["min_rank_p"] <= 1)).all()
 
 
 def test_result_round_trips_through_its_folder(published_result, tmp_path):
@@ -150,7 +232,8 @@ def test_model_check_flags_an_exponential_rise_that_cannot_produce_the_lag():
     check = ca.model_check(exponential, [exponential, shaped], cpm.TrajectoryPriors(), "cohort_means")
     # every mean inside its interval, yet the concave curve cannot make the ratio: flagged, with the sd inflation
     assert check["misfit_flagged"] and "cannot produce the observed lag" in check["statement"]
-    assert "0.50 (90% CrI 0.30 to 0.90" in check["statement"] and "prior median of 0.34" in check["statement"]
+    assert "0.50 (90% CrI 0.30 to 0.90" in check["statement"]
+    assert "informative prior with median 0.18" in check["statement"]
     assert "Side by side" in check["statement"] and len(check["shape_comparison"]) == 2
     ok = ca.model_check(shaped, [], cpm.TrajectoryPriors(), "cohort_means")
     assert not ok["misfit_flagged"] and "P(h > 1, a lag before the rise) = 0.83" in ok["statement"]
@@ -160,28 +243,24 @@ def test_model_check_flags_an_exponential_rise_that_cannot_produce_the_lag():
 
 @pytest.mark.slow
 def test_full_analysis_with_sensitivity_fits(seed):
-    """Every fit of the default analysis (main, link and spread sensitivity, both rise shapes) passes its
-    diagnostics at the analysis defaults."""
+    """Every fit of the default analysis (main, glucocorticoid, spread, both rise shapes of the means-only model, the
+    holdout refit) passes its diagnostics at the analysis defaults."""
     r = ca.run_cpeptide(CpeptideConfig(), sampler=SamplerConfig(), seed=seed(20250620),
                         inputs=load_inputs(DataConfig()))
     assert r.diagnostics_ok, [c.failures for c in r.fit_checks()]
+    assert r.holdout is not None and r.holdout.diagnostics.ok and r.holdout.held_out_day == 365.0
     groups = [row.group for row in r.sensitivity]
-    assert groups.count("link") == 3 and groups.count("spread") == 3 and groups.count("shape") == 2
-    slopes = {row.label: row.parameters.loc["beta", "median"] for row in r.sensitivity_group("link")}
-    # the slope follows its prior (aggregates barely inform it)
-    assert slopes["strong link: beta ~ N(2, 0.5)"] > slopes["default: beta ~ N(1, 1)"] > slopes[
-        "agnostic: beta ~ N(0, 1)"]
+    assert groups.count("glucocorticoid") == 1 and groups.count("spread") == 3 and groups.count("shape") == 2
+    assert "ratio_means_only" in r.contraction.columns
     comparison = r.model_check.shape_comparison
     assert [row["rise_shape_free"] for row in comparison] == [False, True]
-    # the exponential rise needs a larger measurement sd than the free shape to cover the early lag
-    assert comparison[0]["measurement_sd"]["median"] > comparison[1]["measurement_sd"]["median"]
     assert "Side by side" in r.model_check.statement
 
 
 def test_posterior_draws_feed_the_simulator(published_result, seed):
     draws = published_result.parameter_draws(5, seed(0))
     post = published_result.idata["posterior"]
-    assert len(draws) == 5 and all(d.alpha is not None and d.rise_shape in post["rise_shape"].values for d in draws)
+    assert len(draws) == 5 and all(d.has_need_threshold and d.rise_shape in post["rise_shape"].values for d in draws)
     assert all(d.plateau_pmol_l in post["plateau_pmol_l"].values for d in draws)
     df = cpm.simulate_participants(draws[0], 30, [30.0, 365.0], rng=np.random.default_rng(seed(1)))
     assert df["participant"].nunique() == 30 and set(df["measure"]) == {"cpeptide", "insulin_independent"}

@@ -36,7 +36,9 @@ def test_every_part_of_the_report_is_there(small_report):
     for phrase in ("What the trial shows, and how sure we can be", "Forest plot of comparator studies",
                    "Posterior densities of each end point", "Posterior C-peptide trajectory",
                    "Probability of insulin independence against day-365 C-peptide", "Adverse-event rates",
-                   "Type I error and power against phase 3 sample size", "Assurance against phase 3 sample size",
+                   "Type I error against phase 3 sample size", "Assurance against phase 3 sample size",
+                   "the tau-prior block", "Tipping point of the insulin independence comparison",
+                   "definition differences and their direction", "Model checks", "Holdout check",
                    "Assumed, not observed", "which C-peptide series the published means are",
                    "configuration SHA-256", "git commit", "PDF rendered by", "Package versions"):
         assert phrase in html, phrase
@@ -62,7 +64,10 @@ def test_summary_numbers_are_the_results(small_report):
     html = html_of(small_report)
     assert f"With a uniform prior the underlying rate is {100 * mean:.0f}%" in html
     design = DesignResult.load(small_report.out / "design")
-    assert numbers["design"]["first_n"] == design.recommendation.type1_power.first
+    assert numbers["design"]["first_n"] == design.recommendations[0].n.first
+    # the headline compares against the comparator as a distribution, and says so
+    p_better = binary.endpoints["insulin_independence"].comparison.loc["uniform", "p_better"]
+    assert f"the probability that zimislecel's rate is higher is {100 * p_better:.0f}%" in html
     # the exact uniform posterior of 10/12 is Beta(11, 3)
     assert mean == pytest.approx(11 / 14)
 
