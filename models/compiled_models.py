@@ -62,8 +62,9 @@ a few hundred iterations. Caching makes every later run use one and the same cod
 API
 ---
 ``compile_nutpie(model, var_names=None, cache=None) -> nutpie CompiledPyMCModel``
-``sample_nutpie(model, settings, var_names=None, cache=None) -> DataTree`` (the draws of
-``sampling.fit(model, settings)`` with ``nuts_sampler="nutpie"``, compiled through the cache)
+``sample_nutpie(model, settings, var_names=None, cache=None, label=None) -> DataTree`` (the draws of
+``sampling.fit(model, settings)`` with ``nuts_sampler="nutpie"``, compiled through the cache; progress to the
+reporter of ``sampling.reporting_progress``)
 ``model_structure_key(model, var_names=None) -> str``; ``model_structure(model, var_names=None) -> ModelStructure``;
 ``CompiledModelCache(directory=None, disk=True)`` with ``.compile_nutpie(model, var_names=None)``, ``.last``
 (a ``CacheEvent``: key, source "compiled" / "disk" / "memory", seconds, path, why a disk entry was rejected),
@@ -85,6 +86,7 @@ import threading
 import time
 import warnings
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -582,19 +584,30 @@ def nutpie_seed(seed: int, chains: int) -> int:
     return int(np.random.default_rng(seed).spawn(chains)[0].integers(2**30))
 
 
-def sample_nutpie(model, settings, var_names: Sequence[str] | None = None, cache: CompiledModelCache | None = None):
+def sample_nutpie(model, settings, var_names: Sequence[str] | None = None, cache: CompiledModelCache | None = None,
+                  label: str | None = None):
     """``sampling.fit(model, settings)`` for ``settings.nuts_sampler == "nutpie"``, compiled through the cache.
 
     Same seed handling, draws and DataTree groups (``posterior``, ``sample_stats``, ``constant_data``,
-    ``observed_data``) as ``pm.sample(..., nuts_sampler="nutpie")``.
+    ``observed_data``) as ``pm.sample(..., nuts_sampler="nutpie")``. Progress (the chains' finished draws, from
+    nutpie's ``progress_callback``) goes to the reporter of ``sampling.reporting_progress``, if one is set,
+    under ``label`` (see ``sampling.fit_description``); it does not change the draws.
     """
     import nutpie
     from pymc.backends.arviz import patch_nutpie_idata
 
-    compiled = compile_nutpie(model, var_names, cache)
-    start = time.time()
-    idata = nutpie.sample(compiled, draws=settings.draws, tune=max(int(settings.tune), 1), chains=settings.chains,
-                          cores=settings.cores, seed=nutpie_seed(settings.seed, settings.chains), save_warmup=False,
-                          store_unconstrained=False, progress_bar=False, target_accept=settings.target_accept)
+    from isletbayes.models.sampling import fit_description, nutpie_progress_callback, progress_reporter, reported_steps
+
+    tune = max(int(settings.tune), 1)
+    steps = (reported_steps(fit_description(model, settings, label), settings.chains * (tune + settings.draws))
+             if progress_reporter() is not None else nullcontext(None))
+    with steps as advance:  # the task opens before compiling: a first compile takes seconds
+        compiled = compile_nutpie(model, var_names, cache)
+        progress = {} if advance is None else {"progress_callback": nutpie_progress_callback(advance)}
+        start = time.time()
+        idata = nutpie.sample(compiled, draws=settings.draws, tune=tune, chains=settings.chains, cores=settings.cores,
+                              seed=nutpie_seed(settings.seed, settings.chains), save_warmup=False,
+                              store_unconstrained=False, progress_bar=False, target_accept=settings.target_accept,
+                              **progress)
     patch_nutpie_idata(idata, model, sampling_time=time.time() - start)
     return idata

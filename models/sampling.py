@@ -2,9 +2,9 @@
 
 A fit is ``fit(model, settings)``: every sampler setting lives in :class:`SamplerSettings`, so a result can
 record exactly how it was produced. ``fit(..., groups=...)`` adds ArviZ's other groups (prior, prior_predictive,
-posterior_predictive, log_likelihood, observed_data) where the model has them, each drawn from its own seed
-derived from ``settings.seed`` (:func:`add_groups`), so that ``az.loo``, ``az.summary`` and arviz-plots' PPC and
-prior-posterior plots run on the result and the same settings give the same draws.
+posterior_predictive, log_likelihood, log_prior, observed_data) where the model has them, each drawn from its own
+seed derived from ``settings.seed`` (:func:`add_groups`), so that ``az.loo``, ``az.summary`` and arviz-plots' PPC,
+prior-posterior and power-scaling plots run on the result and the same settings give the same draws.
 
 :func:`check_diagnostics` runs ArviZ's own ``arviz_stats.diagnose`` (the checks of CmdStan's ``diagnose``) and
 applies the thresholds of Vehtari et al. (2021, "Rank-normalization, folding, and localization: an improved
@@ -27,13 +27,23 @@ always fails here. nutpie calls the tree-depth flag ``maxdepth_reached`` where P
 
 A failing fit is never hidden: ``Diagnostics.ok`` is False, ``failures`` lists each failed check in words,
 and callers print and report them.
+
+Progress: a neutral hook, no console code. Whoever displays progress (the command line) sets a
+:class:`ProgressReporter` for a block of code with :func:`reporting_progress`; :func:`fit` then tells it when a fit
+starts (a description and the number of NUTS iterations of all chains, warm-up included), how many iterations are
+done (from nutpie's ``progress_callback``, or PyMC's per-draw ``callback``) and when it ends. Other long loops
+report through :func:`reported_steps`. Without a reporter (the default: library calls, tests, worker processes)
+nothing is reported and nothing is drawn. Reporting never changes the draws (tested).
 """
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import arviz_stats as azs
 import numpy as np
@@ -49,7 +59,7 @@ EBFMI_MIN = 0.3
 TREEDEPTH_SATURATED_MAX = 0  # transitions allowed to hit the maximum tree depth (as diagnose and CmdStan)
 
 # groups fit() can add, and the key of each one's seed (SeedSequence(settings.seed, spawn_key=(key,)))
-GROUPS = ("prior", "prior_predictive", "posterior_predictive", "log_likelihood", "observed_data")
+GROUPS = ("prior", "prior_predictive", "posterior_predictive", "log_likelihood", "log_prior", "observed_data")
 _SEED_KEYS = {"prior": 1, "posterior_predictive": 2}
 _TREEDEPTH_NAMES = ("reached_max_treedepth", "maxdepth_reached")  # PyMC's NUTS, nutpie
 
@@ -99,6 +109,101 @@ class Diagnostics:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# progress: a neutral hook (the command line supplies the display)
+# --------------------------------------------------------------------------------------------------------------
+class ProgressReporter(Protocol):
+    """Receives the progress of long computations; calls nest (a fit inside a section, refits in a loop).
+
+    ``fit_started(description, total_steps)`` opens a task (``total_steps`` None: no known length);
+    ``fit_advanced(completed_steps)`` says how many steps of the innermost open task are done (an absolute
+    count; it may be called from a sampler's background thread); ``fit_finished()`` closes the innermost task.
+    """
+
+    def fit_started(self, description: str, total_steps: int | None) -> None: ...
+
+    def fit_advanced(self, completed_steps: int) -> None: ...
+
+    def fit_finished(self) -> None: ...
+
+
+_REPORTER: contextvars.ContextVar[ProgressReporter | None] = contextvars.ContextVar("isletbayes_progress_reporter",
+                                                                                     default=None)
+
+
+def progress_reporter() -> ProgressReporter | None:
+    """The reporter set by :func:`reporting_progress` in this context, or None (report nothing)."""
+    return _REPORTER.get()
+
+
+@contextmanager
+def reporting_progress(reporter: ProgressReporter | None) -> Iterator[ProgressReporter | None]:
+    """Within the block, fits and :func:`reported_steps` loops report to ``reporter`` (None: to nobody)."""
+    token = _REPORTER.set(reporter)
+    try:
+        yield reporter
+    finally:
+        _REPORTER.reset(token)
+
+
+@contextmanager
+def reported_steps(description: str, total_steps: int | None) -> Iterator[Callable[[int], None]]:
+    """A task of ``total_steps`` steps for the current reporter; yields ``advance(completed_steps)``.
+
+    Without a reporter ``advance`` does nothing, so a loop can always call it::
+
+        with reported_steps("simulated trials", n) as advance:
+            for i in range(n):
+                ...
+                advance(i + 1)
+    """
+    reporter = progress_reporter()
+    if reporter is None:
+        yield lambda completed_steps: None
+        return
+    reporter.fit_started(description, total_steps)
+    lock = threading.Lock()
+    last = [-1]
+    open_ = [True]
+
+    def advance(completed_steps: int) -> None:
+        # sampler callbacks arrive from another thread: never backwards, never after the task is closed
+        with lock:
+            if open_[0] and completed_steps > last[0]:
+                last[0] = int(completed_steps)
+                reporter.fit_advanced(int(completed_steps))
+
+    try:
+        yield advance
+    finally:
+        with lock:
+            open_[0] = False
+            reporter.fit_finished()
+
+
+def fit_description(model: pm.Model, settings: SamplerSettings, label: str | None = None) -> str:
+    """What a progress display calls a fit: its label (else the model's free variables), sampler and length."""
+    if label is None:
+        names = [rv.name for rv in model.free_RVs]
+        label = "NUTS: " + ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
+    return (f"{label} [{settings.nuts_sampler}, {settings.chains} chains x "
+            f"{settings.tune} + {settings.draws}]")
+
+
+def total_iterations(settings: SamplerSettings) -> int:
+    """NUTS iterations of all chains, warm-up included: the length of a fit's progress task."""
+    return int(settings.chains) * (max(int(settings.tune), 0) + int(settings.draws))
+
+
+def nutpie_progress_callback(advance: Callable[[int], None]) -> Callable:
+    """A nutpie ``progress_callback``: the draws finished by all chains (warm-up included) to ``advance``."""
+
+    def callback(chains) -> None:
+        advance(sum(int(chain.finished_draws) for chain in chains))
+
+    return callback
+
+
+# --------------------------------------------------------------------------------------------------------------
 # sampling
 # --------------------------------------------------------------------------------------------------------------
 def group_seed(seed: int, group: str) -> int:
@@ -118,8 +223,8 @@ def _check_groups(groups: Sequence[str]) -> tuple[str, ...]:
 
 def _check_posterior_kept(model: pm.Model, groups: tuple[str, ...], kept) -> None:
     """Posterior-predictive draws and the log-likelihood need every free variable's posterior draws."""
-    needs_posterior = sorted({"posterior_predictive", "log_likelihood"} & set(groups))
-    if not needs_posterior or kept is None or not model.observed_RVs:
+    needs_posterior = sorted({"posterior_predictive", "log_likelihood", "log_prior"} & set(groups))
+    if not needs_posterior or kept is None or not (model.observed_RVs or "log_prior" in groups):
         return
     missing = sorted(rv.name for rv in model.free_RVs if rv.name not in set(kept))
     if missing:
@@ -128,7 +233,7 @@ def _check_posterior_kept(model: pm.Model, groups: tuple[str, ...], kept) -> Non
 
 
 def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_names=None, progressbar: bool = False,
-        groups: Sequence[str] = ()):
+        groups: Sequence[str] = (), label: str | None = None):
     """Sample ``model`` with NUTS under ``settings``; return the ArviZ DataTree (same seed, same draws).
 
     Parameters
@@ -141,6 +246,11 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
     groups : sequence of str
         Groups to add besides posterior, sample_stats, observed_data and constant_data (which PyMC always
         returns): any of ``GROUPS``; see :func:`add_groups`. Default: none, the fit as before.
+    label : str, optional
+        What a progress display calls this fit (:func:`reporting_progress`); default: the free variables.
+
+    Progress goes to the reporter of :func:`reporting_progress`, if one is set (``progressbar=True`` draws
+    PyMC's own bar instead); it never changes the draws.
 
     Examples
     --------
@@ -160,9 +270,14 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
         # (isletbayes.models.compiled_models): refits and other processes load the compiled code from disk
         from isletbayes.models.compiled_models import sample_nutpie
 
-        idata = sample_nutpie(model, settings, var_names)
+        idata = sample_nutpie(model, settings, var_names, label=label)
         return add_groups(idata, model, groups, settings) if groups else idata
-    with warnings.catch_warnings():
+    # PyMC's NUTS reports each iteration through its per-draw callback (nutpie, here only with progressbar=True,
+    # draws PyMC's own bar and takes no callback)
+    report = not progressbar and settings.nuts_sampler == "pymc" and progress_reporter() is not None
+    steps = (reported_steps(fit_description(model, settings, label), total_iterations(settings)) if report
+             else nullcontext(None))
+    with warnings.catch_warnings(), steps as advance:
         # PyMC's own convergence warnings are replaced by check_diagnostics(), which callers report.
         warnings.filterwarnings("ignore", message=".*(r_hat|R-hat|effective sample size|divergen).*")
         idata = pm.sample(
@@ -177,8 +292,23 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
             var_names=var_names,
             model=model,
             target_accept=settings.target_accept,  # PyMC routes it to whichever NUTS implementation runs
+            **({"callback": _pymc_progress_callback(advance)} if advance is not None else {}),
         )
     return add_groups(idata, model, groups, settings) if groups else idata
+
+
+def _pymc_progress_callback(advance: Callable[[int], None]) -> Callable:
+    """PyMC's per-draw ``callback`` (once per iteration of each chain, warm-up included) counting into ``advance``."""
+    done = [0]
+    lock = threading.Lock()
+
+    def callback(trace, draw) -> None:
+        with lock:
+            done[0] += 1
+            count = done[0]
+        advance(count)
+
+    return callback
 
 
 def add_groups(idata, model: pm.Model, groups: Sequence[str], settings: SamplerSettings = SamplerSettings()):
@@ -188,6 +318,8 @@ def add_groups(idata, model: pm.Model, groups: Sequence[str], settings: SamplerS
       (one chain), which gives both groups (prior_predictive only when the model has observed variables);
     * ``"posterior_predictive"``: ``pm.sample_posterior_predictive`` on every posterior draw;
     * ``"log_likelihood"``: ``pm.compute_log_likelihood``, pointwise, for ``az.loo`` / ``az.waic``;
+    * ``"log_prior"``: ``pm.compute_log_prior``, each free variable's log prior density at each posterior draw
+      (with the log-likelihood, what ArviZ's power-scaling sensitivity, ``psense`` / ``plot_psense_dist``, needs);
     * ``"observed_data"``: the observed values (PyMC's samplers already attach it; added when missing).
 
     Models without observed variables have no predictive or log-likelihood groups: those are skipped. The prior
@@ -212,6 +344,10 @@ def add_groups(idata, model: pm.Model, groups: Sequence[str], settings: SamplerS
                                        random_seed=group_seed(settings.seed, "posterior_predictive"))
     if observed and "log_likelihood" in groups:
         pm.compute_log_likelihood(idata, model=model, extend_inferencedata=True, progressbar=False)
+    if "log_prior" in groups and model.free_RVs:
+        from pymc.stats import compute_log_prior
+
+        compute_log_prior(idata, model=model, extend_inferencedata=True, progressbar=False)
     return idata
 
 

@@ -1,8 +1,24 @@
-"""The report's figures, drawn with matplotlib's Agg backend from plain arrays and tables.
+"""The report's figures, drawn with matplotlib's Agg backend from plain arrays and tables, or by arviz-plots from
+a fit's ArviZ DataTree.
 
-Each function takes numbers (not analysis objects) and returns a matplotlib Figure; :func:`to_data_uri` turns
-a figure into an embedded PNG (``data:image/png;base64,...``) so the report is one self-contained file.
-The report builder (:mod:`isletbayes.reports.report`) extracts the numbers from the analyses' results.
+Each function takes numbers or a DataTree (not analysis objects) and returns a matplotlib Figure;
+:func:`to_data_uri` turns a figure into an embedded PNG (``data:image/png;base64,...``) so the report is one
+self-contained file. The report builder (:mod:`isletbayes.reports.report`) extracts the numbers from the analyses'
+results.
+
+Standard Bayesian-workflow figures are arviz-plots' own, drawn from the fit's groups
+(:func:`isletbayes.models.sampling.fit` with ``groups=``): :func:`prior_posterior` (``plot_prior_posterior``:
+prior and posterior marginals), :func:`posterior_predictive_check` (``plot_ppc_rootogram`` for counts,
+``plot_ppc_dist`` otherwise) and :func:`power_scaling` (``plot_psense_dist``: the posterior when the prior or
+the likelihood is raised to a power near 1). A caption of a figure drawn from a ``prior`` or
+``prior_predictive`` group must say that its content comes from the prior.
+
+Hand-written here, because arviz-plots draws from MCMC draws and these figures show something else: exact
+densities of beta mixtures (:func:`posterior_densities`: a kernel density of draws would blur an exact curve),
+comparator studies' raw counts with Jeffreys intervals beside summary diamonds (:func:`forest_plot`), posterior
+bands over time or over C-peptide summarised by the analysis (:func:`cpeptide_trajectory`, :func:`graft_link`),
+exact credible intervals (:func:`interval_plot`), exact operating characteristics over n
+(:func:`design_curves`) and scenario bands over years (:func:`scenario_bands`).
 """
 
 from __future__ import annotations
@@ -283,5 +299,103 @@ def scenario_bands(years: np.ndarray, scenarios: Mapping[str, Mapping[str, Seque
     ax.set_ylim(0, 1)
     ax.legend(loc="upper right", fontsize=7, frameon=False)
     ax.grid(color="0.93")
+    fig.tight_layout()
+    return fig
+
+
+def tipping_point(ess: np.ndarray, probability: np.ndarray, threshold: float, tipping_ess: float | None,
+                  benchmark_label: str, map_ess: Mapping[str, float] | None = None):
+    """P(rate > benchmark) against the ESS of a beta prior centred on the benchmark (borrowing), with the decision
+    threshold, the ESS at which the conclusion tips, and the ESS the MAP priors actually borrow."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.0))
+    ax.plot(ess, probability, color=PALETTE[0], lw=1.5, label=f"P(rate > {benchmark_label})")
+    ax.axhline(threshold, color="0.45", ls="--", lw=0.8)
+    ax.annotate(f"decision threshold {threshold:g}", (ess[0], threshold), xytext=(2, 2), textcoords="offset points",
+                fontsize=7, color="0.35")
+    if tipping_ess is not None and tipping_ess > 0:
+        ax.axvline(tipping_ess, color=PALETTE[3], ls=":", lw=1.0)
+        ax.annotate(f"tips at ESS {tipping_ess:.0f}", (tipping_ess, 0.02), xytext=(3, 0), textcoords="offset points",
+                    fontsize=7, color=PALETTE[3])
+    for i, (label, value) in enumerate((map_ess or {}).items()):
+        ax.axvline(value, color="0.6", ls="-.", lw=0.7)
+        ax.annotate(label, (value, 0.12 + 0.08 * i), xytext=(3, 0), textcoords="offset points", fontsize=6.5,
+                    color="0.35")
+    ax.set_xlabel("prior effective sample size borrowed at the benchmark (participants)")
+    ax.set_ylabel("posterior probability")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper right", fontsize=7, frameon=False)
+    ax.grid(color="0.93")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# arviz-plots: the standard figures of a fit (its DataTree with prior / predictive / log-density groups)
+# --------------------------------------------------------------------------------------------------------------
+def _arviz_figure(plot_collection):
+    """The matplotlib Figure of an arviz-plots PlotCollection, laid out like the report's other figures."""
+    fig = plot_collection.viz["figure"].item()
+    fig.set_dpi(DPI)
+    return fig
+
+
+def _labeller(labels: Mapping[str, str] | None):
+    from arviz_base.labels import MapLabeller
+
+    return MapLabeller(var_name_map=dict(labels or {}))
+
+
+def _check_groups(idata, *groups: str) -> None:
+    missing = [g for g in groups if g not in idata.children]
+    if missing:
+        raise ValueError(f"the fit has no {', '.join(missing)} group(s): fit it with "
+                         f"isletbayes.models.sampling.fit(..., groups={tuple(missing)!r})")
+
+
+def prior_posterior(idata, var_names: Sequence[str], labels: Mapping[str, str] | None = None, height: float = 2.4):
+    """Prior and posterior marginal density of each of ``var_names`` (arviz-plots' ``plot_prior_posterior``).
+
+    ``idata`` needs the ``prior`` and ``posterior`` groups; ``labels`` maps variable names to titles. The prior
+    curves are draws from the prior: a caption must say so.
+    """
+    import arviz_plots as azp
+
+    _check_groups(idata, "prior", "posterior")
+    pc = azp.plot_prior_posterior(idata, var_names=list(var_names), backend="matplotlib",
+                                  labeller=_labeller(labels), figure_kwargs={"figsize": (7.2, height)})
+    return _arviz_figure(pc)
+
+
+def posterior_predictive_check(idata, var_names: Sequence[str] | None = None, discrete: bool = False,
+                               labels: Mapping[str, str] | None = None, height: float = 2.6):
+    """Observed data against posterior predictive draws (arviz-plots): a rootogram for counts (``discrete``,
+    ``plot_ppc_rootogram``), else the predictive densities of ``plot_ppc_dist``.
+
+    ``idata`` needs the ``posterior_predictive`` and ``observed_data`` groups.
+    """
+    import arviz_plots as azp
+
+    _check_groups(idata, "posterior_predictive", "observed_data")
+    plot = azp.plot_ppc_rootogram if discrete else azp.plot_ppc_dist
+    pc = plot(idata, var_names=None if var_names is None else list(var_names), backend="matplotlib",
+              labeller=_labeller(labels), figure_kwargs={"figsize": (7.2, height)})
+    return _arviz_figure(pc)
+
+
+def power_scaling(idata, var_names: Sequence[str], labels: Mapping[str, str] | None = None,
+                  row_height: float = 1.9):
+    """The posterior of each of ``var_names`` when the prior (left) or the likelihood (right) is power-scaled by
+    0.8, 1 and 1.25 (arviz-plots' ``plot_psense_dist``; Kallioinen et al. 2024, Stat Comput 34:57).
+
+    ``idata`` needs the ``posterior``, ``log_prior`` and ``log_likelihood`` groups. Curves that move with the
+    prior's power mark a posterior that rests on its prior.
+    """
+    import arviz_plots as azp
+
+    _check_groups(idata, "posterior", "log_prior", "log_likelihood")
+    names = list(var_names)
+    pc = azp.plot_psense_dist(idata, var_names=names, backend="matplotlib", labeller=_labeller(labels),
+                              figure_kwargs={"figsize": (7.2, 0.6 + row_height * len(names))})
+    fig = _arviz_figure(pc)
     fig.tight_layout()
     return fig

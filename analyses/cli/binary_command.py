@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from isletbayes.analyses.cli.console import console_for, print_failures, save_note
+from isletbayes.analyses.cli.console import (console_for, print_failures, progress_enabled, progress_reporter,
+                                             save_note)
 from isletbayes.analyses.cli.options import config_command, extra_option
 
 KEYS = ("seed", "allow_large_jobs", "binary", "priors", "sampler", "sections.safety", "data.counts", "data.comparators",
@@ -15,16 +16,19 @@ KEYS = ("seed", "allow_large_jobs", "binary", "priors", "sampler", "sections.saf
 @config_command(KEYS, [
     extra_option("out", Optional[Path], None, "--out", help="output folder (binary.json, map_<end point>.nc)"),
     extra_option("as_json", bool, False, "--json", help="print the result as JSON"),
+    extra_option("quiet", bool, False, "--quiet", "-q", help="no progress display (failures are still printed)"),
 ])
-def binary(config, out: Path | None = None, as_json: bool = False) -> None:
+def binary(config, out: Path | None = None, as_json: bool = False, quiet: bool = False) -> None:
     """Posteriors of the binary end points under a panel of priors (exact), with MAP priors from comparators."""
     from isletbayes.analyses.binary import run_binary
     from isletbayes.analyses.inputs import load_inputs
     from isletbayes.data.io import to_json
 
     inputs = load_inputs(config.data)
-    result = run_binary(config.binary, priors=config.priors, sampler=config.sampler, seed=config.seed,
-                        inputs=inputs, safety=config.sections.safety)
+    with progress_reporter(progress_enabled(quiet, as_json)) as progress, \
+            progress.status("binary end points: prior panel, MAP priors from the comparator studies"):
+        result = run_binary(config.binary, priors=config.priors, sampler=config.sampler, seed=config.seed,
+                            inputs=inputs, safety=config.sections.safety)
     if out is not None:
         result.save(out)
     if as_json:

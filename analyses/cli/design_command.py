@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from isletbayes.analyses.cli.console import progress_enabled, progress_reporter
 from isletbayes.analyses.cli.options import config_command, extra_option
 
 KEYS = ("seed", "allow_large_jobs", "design", "priors.map", "priors.benchmark", "priors.benchmark_any_endpoint", "durability",
@@ -18,8 +19,9 @@ KEYS = ("seed", "allow_large_jobs", "design", "priors.map", "priors.benchmark", 
     extra_option("out", Optional[Path], None, "--out",
                  help="output folder (design.json, design_table.csv; simulation/ for simulated trials)"),
     extra_option("as_json", bool, False, "--json", help="print the result as JSON"),
+    extra_option("quiet", bool, False, "--quiet", "-q", help="no progress display (failures are still printed)"),
 ])
-def design(config, out: Path | None = None, as_json: bool = False) -> None:
+def design(config, out: Path | None = None, as_json: bool = False, quiet: bool = False) -> None:
     """Phase 3 sample size: exact OC and assurance over a grid of n, interims, simulation-based assurance.
 
     Simulations (--simulate N) draw phase 3 trials from the C-peptide re-analysis posterior, fitted with the
@@ -48,16 +50,20 @@ def design(config, out: Path | None = None, as_json: bool = False) -> None:
         check_scheduler(cfg.scheduler)
 
     def compute(simulation_dir: Path | None):
-        draws = source = None
-        if cfg.simulate:
-            from isletbayes.analyses.cpeptide import run_cpeptide
+        with progress_reporter(progress_enabled(quiet, as_json)) as progress:
+            draws = source = None
+            if cfg.simulate:
+                from isletbayes.analyses.cpeptide import run_cpeptide
 
-            fit = run_cpeptide(config.cpeptide.model_copy(update={"sensitivity": False, "psense": False}),
-                               sampler=config.sampler, seed=config.seed, inputs=inputs)
-            interrupts.checkpoint()  # a fit cut short by Ctrl-C must not seed the simulations
-            draws, source = fit.parameter_draws(4000, config.seed), fit.diagnostics
-        return run_design(cfg, seed=config.seed, design=design_inputs, simulation_draws=draws,
-                          simulation_source=source, simulation_dir=simulation_dir)
+                with progress.status("C-peptide posterior the simulated trials draw from"):
+                    fit = run_cpeptide(config.cpeptide.model_copy(update={"sensitivity": False, "psense": False}),
+                                       sampler=config.sampler, seed=config.seed, inputs=inputs)
+                interrupts.checkpoint()  # a fit cut short by Ctrl-C must not seed the simulations
+                draws, source = fit.parameter_draws(4000, config.seed), fit.diagnostics
+            with progress.status("phase 3 design: exact operating characteristics and assurance"
+                                 + (f", {cfg.simulate} simulated trials" if cfg.simulate else "")):
+                return run_design(cfg, seed=config.seed, design=design_inputs, simulation_draws=draws,
+                                  simulation_source=source, simulation_dir=simulation_dir)
 
     if out is None:
         result = compute(None)

@@ -21,26 +21,30 @@ JOBS_HELP = "MCMC sections fitted at once in separate processes (default: CPU co
 
 
 class Progress:
-    """Progress lines on stderr for the main job's events (a spinner while a section computes); failures are
-    printed even when quiet."""
+    """Progress lines on stderr for the main job's events: a spinner line while a section computes, with a bar
+    under it for each MCMC fit run in this process (:func:`~isletbayes.analyses.cli.console.progress_reporter`);
+    failures are printed even when quiet. ``reporter``: the command's progress display (a ``NoProgress`` draws
+    nothing: quiet, or stderr is not a terminal)."""
 
-    def __init__(self, quiet: bool):
-        from isletbayes.analyses.cli.console import console_for
+    def __init__(self, quiet: bool, reporter=None):
+        from isletbayes.analyses.cli.console import NoProgress, console_for
 
         self.quiet = quiet
-        self.console = console_for(stderr=True)
-        self.status = None
+        self.reporter = reporter if reporter is not None else NoProgress()
+        # lines go through the display's own console, so that they print above its live lines
+        self.console = self.reporter.console or console_for(stderr=True)
+        self.spinning = False
 
     def _stop(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
+        if self.spinning:
+            self.reporter.fit_finished()
+            self.spinning = False
 
     def _start(self, message: str) -> None:
         self._stop()
-        if not self.quiet and self.console.is_terminal:
-            self.status = self.console.status(message, spinner="dots")
-            self.status.start()
+        if not self.quiet:
+            self.reporter.fit_started(message, None)
+            self.spinning = True
 
     def line(self, message: str) -> None:
         if not self.quiet:
@@ -97,10 +101,9 @@ def main_job(config_file: Path | None, out: Path, data: Path | None, no_cache: b
              cache_dir: Path | None, quiet: bool, jobs: int | None) -> Path:
     """Run the main job and build the report; returns the report's path."""
     from isletbayes.analyses import interrupts
+    from isletbayes.analyses.cli.console import progress_enabled, progress_reporter
     from isletbayes.analyses.config import load_config
-    from isletbayes.analyses.main_job import run_main_job
     from isletbayes.data.errors import InputError
-    from isletbayes.reports.report import build_report
 
     interrupts.set_resume_hint(lambda: _resume_hint(out, cache_dir, no_cache))
     config = load_config(config_file)
@@ -109,7 +112,18 @@ def main_job(config_file: Path | None, out: Path, data: Path | None, no_cache: b
     if jobs is not None and jobs < 1:
         raise InputError(f"must be >= 1, got {jobs}", option="--jobs")
     started = time.perf_counter()
-    progress = Progress(quiet)
+    with progress_reporter(progress_enabled(quiet)) as reporter:
+        return _main_job(config, config_file, out, data, no_cache, pdf, cache_dir, jobs, started,
+                         Progress(quiet, reporter))
+
+
+def _main_job(config, config_file: Path | None, out: Path, data: Path | None, no_cache: bool, pdf: bool,
+              cache_dir: Path | None, jobs: int | None, started: float, progress: Progress) -> Path:
+    from isletbayes.analyses import interrupts
+    from isletbayes.analyses.main_job import run_main_job
+    from isletbayes.data.errors import InputError
+    from isletbayes.reports.report import build_report
+
     built = {}
 
     def finish(job) -> dict:
