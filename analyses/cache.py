@@ -11,8 +11,9 @@ An entry is a folder ``<cache root>/<analysis>/<key>/`` holding whatever the ana
 SHA-256 and size of every file. Entries are written into a temporary folder beside the final one and renamed
 into place (atomic on POSIX), and the manifest is written last, so a crash leaves no entry that looks whole.
 On lookup an entry is trusted only if its manifest reads, names the same key, every listed file exists with
-its recorded checksum, and every netCDF file opens; anything else (a half-written entry, a flipped byte, a
-truncated netCDF) is reported, removed and refitted.
+its recorded checksum, and every netCDF file opens as HDF5 of its recorded length; anything else (a half-written
+entry, a flipped byte, a truncated netCDF) is reported, removed and refitted, and so is an entry whose ``load``
+fails.
 
 Where the cache lives: ``--cache-dir`` on the command line, else the environment variable
 ``ISLETBAYES_CACHE_DIR``, else ``.isletbayes-cache/`` beside the output folder (for the default output
@@ -112,41 +113,76 @@ def canonical(obj: Any) -> Any:
     raise TypeError(f"cannot build a cache key from a {type(obj).__name__}")
 
 
-def module_closure(module: str) -> list[str]:
-    """``module`` and every isletbayes module it imports, directly or through others (read from the source
-    with ``ast``, imports inside functions included), sorted."""
-    import ast
+def _package_dirs() -> dict[str, Path]:
+    """The folder of each of isletbayes' sub-packages (``data`` -> .../data/), found without importing them."""
     import importlib.util
 
-    def origin(name: str) -> str | None:
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            return None
-        return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+    out = {}
+    for name in ("data", "models", "analyses", "reports"):
+        spec = importlib.util.find_spec(f"isletbayes.{name}")  # imports isletbayes (lazy, instant), not the layer
+        if spec is not None and spec.submodule_search_locations:
+            out[name] = Path(list(spec.submodule_search_locations)[0])
+    return out
 
-    seen: dict[str, str] = {}
+
+@lru_cache(maxsize=None)
+def _module_file(name: str) -> Path | None:
+    """The source file of the isletbayes module ``name``, or None where ``name`` is no isletbayes module (an object
+    inside one, say), found on disk without importing anything."""
+    parts = name.split(".")
+    if parts[0] != "isletbayes":
+        return None
+    if len(parts) == 1:  # the top-level package (api/), its __init__ only
+        import importlib.util
+
+        origin = importlib.util.find_spec("isletbayes").origin
+        return Path(origin) if origin and origin.endswith(".py") else None
+    base = _package_dirs().get(parts[1])
+    if base is None:
+        return None
+    path = base.joinpath(*parts[2:])
+    for candidate in (path / "__init__.py", path.with_name(path.name + ".py") if len(parts) > 2 else None):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=None)
+def _imported_names(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """The isletbayes names a source file imports (modules, and ``module.name`` for every name taken from one:
+    it may be a submodule), imports inside functions included; parsed once per file version."""
+    import ast
+
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names if a.name.startswith("isletbayes.")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith("isletbayes"):
+            names.append(node.module)
+            names += [f"{node.module}.{a.name}" for a in node.names]  # `from isletbayes.models import cpeptide`
+    return tuple(names)
+
+
+def module_closure(module: str) -> list[str]:
+    """``module`` and every isletbayes module it imports, directly or through others (read from the source
+    with ``ast``, imports inside functions included), sorted. Nothing is imported: the modules are found on disk
+    in the package folders (so a warm run pays neither the imports nor, after the first, the parsing)."""
+    seen: dict[str, Path] = {}
     todo = [module]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
-        path = origin(name)
+        path = _module_file(name)
         if path is None:
             continue
         seen[name] = path
         parents = name.split(".")
         for i in range(2, len(parents)):  # a package's __init__ runs before its modules
             todo.append(".".join(parents[:i]))
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names if a.name.startswith("isletbayes.")]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                    and node.module.startswith("isletbayes"):
-                todo.append(node.module)
-                # `from isletbayes.models import cpeptide` names a submodule
-                todo += [f"{node.module}.{a.name}" for a in node.names if origin(f"{node.module}.{a.name}")]
+        stat = path.stat()
+        todo += _imported_names(path, stat.st_mtime_ns, stat.st_size)
     return sorted(seen)
 
 
@@ -160,9 +196,7 @@ def code_fingerprint(module: str | None = None) -> str:
         files = [(str(p.relative_to(here.parent)), p) for folder in (here.parent / "data", here.parent / "models",
                                                                     here) for p in sorted(folder.rglob("*.py"))]
     else:
-        import importlib.util
-
-        files = [(name, Path(importlib.util.find_spec(name).origin)) for name in module_closure(module)]
+        files = [(name, _module_file(name)) for name in module_closure(module)]
     for name, path in files:
         digest.update(name.encode())
         digest.update(path.read_bytes())
@@ -295,7 +329,9 @@ class FitCache:
         return None
 
     def lookup(self, analysis: str, key: str) -> Path | None:
-        """The entry's folder if it exists and is whole; a broken entry is removed and None returned."""
+        """The entry's folder if it exists and is whole; a broken entry is removed and None returned (and
+        :attr:`last_corruption` says why)."""
+        self._last_corruption = ""
         entry = self.entry_dir(analysis, key)
         try:
             if not entry.is_dir():
@@ -309,13 +345,15 @@ class FitCache:
         self._last_corruption = reason
         return None
 
-    def store(self, analysis: str, key: str, material: Mapping[str, Any], write: Callable[[Path], Any]
-              ) -> Path | None:
+    def store(self, analysis: str, key: str, material: Mapping[str, Any], write: Callable[[Path], Any],
+              record: Callable[[Path], Any] | None = None) -> Path | None:
         """Run ``write(tmpdir)``, checksum what it wrote, add the manifest, rename the folder into place.
 
-        Returns the entry's folder, or None where the cache cannot be written (said once through
-        ``on_warning``; nothing half-written is left). An error of ``write`` itself is not the cache's: it
-        propagates."""
+        ``record(tmpdir)``, if given, returns a small JSON-ready summary of the entry (read back from what was just
+        written), kept in the manifest so that a hit can be described without loading the entry
+        (:meth:`record`). Returns the entry's folder, or None where the cache cannot be written (said once
+        through ``on_warning``; nothing half-written is left). An error of ``write`` or ``record`` itself is
+        not the cache's: it propagates."""
         if not (self.enabled and self.writable):
             return None
         final = self.entry_dir(analysis, key)
@@ -342,6 +380,8 @@ class FitCache:
                 raise RuntimeError(f"the {analysis} analysis saved no files to cache")
             manifest = {"format": CACHE_FORMAT, "analysis": analysis, "key": key, "files": files,
                         "key_material": material}
+            if record is not None:
+                manifest["record"] = record(tmp)
             try:
                 write_json_atomic(tmp / MANIFEST, manifest)
                 interrupts.checkpoint()  # a fit cut short by Ctrl-C must not become a cache entry
@@ -361,6 +401,18 @@ class FitCache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
+
+    def record(self, entry: Path) -> Any:
+        """The record kept in a (validated) entry's manifest by :meth:`store`, or None where there is none."""
+        try:
+            return json.loads((entry / MANIFEST).read_text(encoding="utf-8")).get("record")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    @property
+    def last_corruption(self) -> str:
+        """Why the last :meth:`lookup` found its entry broken ('' if it was whole or absent)."""
+        return self._last_corruption
 
     def get_or_compute(
         self,
@@ -426,16 +478,15 @@ def _about_cache(err: OSError, root: Path) -> bool:
 
 
 def _netcdf_unreadable(path: Path) -> str | None:
-    import xarray as xr
+    """Why a netCDF (HDF5) file cannot be opened, or None. Opening checks the file's structure and that it is as
+    long as its superblock says (a truncated file fails here); the data themselves are covered by the manifest's
+    checksum and read by the analysis' ``load``, whose failure refits the entry (:meth:`FitCache.fetch`), so
+    they are not read twice."""
+    import h5py
 
     try:
-        tree = xr.open_datatree(path, engine="h5netcdf")
-        try:
-            for node in tree.subtree:
-                for var in node.variables.values():
-                    var.values  # noqa: B018 - forces the read; a truncated file fails here
-        finally:
-            tree.close()
-    except Exception as err:  # noqa: BLE001 - h5py/h5netcdf raise many types for a damaged file
+        with h5py.File(path, "r") as handle:
+            handle.keys()
+    except Exception as err:  # noqa: BLE001 - h5py raises many types for a damaged file
         return f"{type(err).__name__}: {err}"
     return None

@@ -11,7 +11,9 @@ entry points as the command line:
 
 Each section's result is looked up in the fit cache (:mod:`isletbayes.analyses.cache`) by a hash of everything
 it depends on, computed only on a miss (the MCMC sections in separate processes, each seeded, so the numbers do
-not depend on how many run at once), and saved under ``<out>/<section>/`` by the result's own ``save``.
+not depend on how many run at once), and saved under ``<out>/<section>/`` by the result's own ``save``. A cache
+entry keeps the section's summary and fit checks (:class:`SectionRecord`) beside its files, so that a section
+from the cache is copied and indexed without reading its draws (the report reads them once, from ``<out>``).
 :func:`write_index` writes ``<out>/results.json``: the configuration and its hash, data-file hashes, per-section
 status, cache outcome, time, summary and diagnostics. Building the report is not done here: the command line
 composes this job with :mod:`isletbayes.reports` (analyses never import reports) through the ``finish`` hook of
@@ -154,8 +156,48 @@ def read_index(out: str | Path) -> ResultsIndex:
 
 
 @dataclass
+class SectionRecord:
+    """What results.json and the job's listeners need of a section, kept in its cache entry's manifest: its
+    summary (as JSON) and its fit checks. A section from the cache is described by it without loading its
+    draws; the result itself is loaded when asked for (:meth:`MainJobResult.result`)."""
+
+    summary: dict[str, Any] | None
+    fit_checks: list[FitCheck]
+
+    @classmethod
+    def of(cls, result: AnalysisResult) -> "SectionRecord":
+        import json
+
+        from isletbayes.data.io import to_json
+
+        return cls(json.loads(to_json(result.summary())), list(result.fit_checks()))
+
+    @classmethod
+    def read(cls, doc: Any) -> "SectionRecord | None":
+        """The record in a manifest (None where there is none, or it is not one of this version)."""
+        if not isinstance(doc, dict) or set(doc) != {"summary", "fit_checks"}:
+            return None
+        try:
+            return cls(doc["summary"], [FitCheck.model_validate(c) for c in doc["fit_checks"]])
+        except Exception:  # noqa: BLE001 - an unreadable record is as good as none: the result is loaded instead
+            return None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"summary": self.summary, "fit_checks": [c.model_dump(mode="json") for c in self.fit_checks]}
+
+
+def _record_of(result_type: type[AnalysisResult]) -> Callable[[Path], dict[str, Any]]:
+    """The record of a saved section, read back from its folder (so it is the loaded result's, as the report
+    will see it)."""
+    return lambda folder: SectionRecord.of(result_type.load(folder)).as_json()
+
+
+@dataclass
 class SectionRun:
-    """One section of the main job: what ran, whether it came from the cache, where it was saved."""
+    """One section of the main job: what ran, whether it came from the cache, where it was saved.
+
+    ``record`` (summary and fit checks) describes the section; ``result`` is the loaded result, None until
+    :meth:`load` reads it (a section from the cache is not loaded unless asked for)."""
 
     name: str
     status: str  # 'ok' | 'skipped' (switched off)
@@ -164,13 +206,23 @@ class SectionRun:
     cache: CacheEvent | None = None
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
+    record: SectionRecord | None = None
+    result_type: type[AnalysisResult] | None = None
 
     @property
     def title(self) -> str:
         return SECTION_TITLES[self.name]
 
+    def load(self, folder: Path) -> AnalysisResult | None:
+        """The result, loaded from ``folder`` (the section's saved files) at the first request."""
+        if self.result is None and self.result_type is not None and self.status == "ok":
+            self.result = self.result_type.load(folder)
+        return self.result
+
     @property
     def fit_checks(self) -> list[FitCheck]:
+        if self.record is not None:
+            return self.record.fit_checks
         return self.result.fit_checks() if self.result is not None else []
 
     def index_entry(self) -> dict[str, Any]:
@@ -178,7 +230,9 @@ class SectionRun:
                                  "seconds": round(self.seconds, 3), "dir": self.name if self.files else None,
                                  "files": self.files, "cache": self.cache.as_dict() if self.cache else None,
                                  "diagnostics": [c.model_dump(mode="json") for c in self.fit_checks]}
-        if self.result is not None:
+        if self.record is not None:
+            entry["summary"] = self.record.summary
+        elif self.result is not None:
             entry["summary"] = self.result.summary()
         return entry
 
@@ -203,8 +257,9 @@ class MainJobResult:
         return all(c.ok for c in self.fit_checks)
 
     def result(self, name: str) -> AnalysisResult | None:
+        """The section's result, loaded from the output folder at the first request."""
         run = self.sections.get(name)
-        return None if run is None else run.result
+        return None if run is None else run.load(self.out / name)
 
 
 # --- sections ---------------------------------------------------------------------------------------------
@@ -304,11 +359,13 @@ def _quiet_pymc() -> None:
 
 
 def compute_section(name: str, config_doc: dict, participant_data: str | None, cache_root: str | None,
-                    scratch: str, cpeptide: tuple[str, str] | None = None) -> tuple[str, float, str]:
+                    scratch: str, cpeptide: tuple[str, str] | None = None
+                    ) -> tuple[str, float, str, dict[str, Any]]:
     """Compute one section from scratch (in a worker process or in-line) and save it: into the cache when
     ``cache_root`` is given and can be written, else into ``scratch``. ``cpeptide``: (key, folder) of the
-    cpeptide section, which the design's simulations draw from. Returns the folder, the seconds it took, and a
-    warning ('' if none) to pass on: the cache could not be written."""
+    cpeptide section, which the design's simulations draw from. Returns the folder, the seconds it took, a
+    warning ('' if none) to pass on (the cache could not be written), and the section's record
+    (:class:`SectionRecord`, as JSON), read back from the saved folder."""
     _quiet_pymc()
     config = MainJobConfig.model_validate(config_doc)
     inputs = load_inputs(config.data, participant_data)
@@ -335,12 +392,15 @@ def compute_section(name: str, config_doc: dict, participant_data: str | None, c
         plan = plan_with(scratch)
         result = plan.compute()
     seconds = time.perf_counter() - started
-    folder = cache.store(name, fit_key(plan.material), plan.material, result.save) if cache is not None else None
+    record = _record_of(plan.result_type)
+    folder = (cache.store(name, fit_key(plan.material), plan.material, result.save, record=record)
+              if cache is not None else None)
     if folder is None:
         folder = Path(scratch) / name
         interrupts.checkpoint()
         result.save(folder)
-    return str(folder), seconds, "; ".join(warnings)
+        return str(folder), seconds, "; ".join(warnings), record(folder)
+    return str(folder), seconds, "; ".join(warnings), cache.record(folder)
 
 
 def replace_dir(final: Path, write: Callable[[Path], Any]) -> list[str]:
@@ -380,7 +440,7 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
                  ) -> tuple[dict[str, SectionRun], AnalysisInputs]:
     """Run every section switched on, through the cache; save each under ``out/<section>/``.
 
-    Cached sections are loaded; the others are computed, the exact ones first (a mistake in their settings
+    Cached sections are copied (not loaded: :class:`SectionRecord`); the others are computed, the exact ones first (a mistake in their settings
     stops the run in seconds), then the MCMC ones in up to ``jobs`` worker processes at once (default: as many
     as there are CPU cores, at most the number of such sections), then the design's simulations, which draw
     from the C-peptide section. ``inputs``: the data, if already loaded. Worker processes ignore Ctrl-C; on an
@@ -413,21 +473,28 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
             events[name] = CacheEvent(name, key, "disabled")
             continue
         started = time.perf_counter()
-        result, corruption = cache.fetch(name, key, plan.result_type.load)
-        if result is None:
-            events[name] = CacheEvent(name, key, "refit" if corruption else "miss", corruption)
+        entry = cache.lookup(name, key)
+        record = SectionRecord.read(cache.record(entry)) if entry is not None else None
+        result = corruption = None
+        if entry is not None and record is None:  # an entry stored without a record: load it (a failure refits)
+            result, corruption = cache.fetch(name, key, plan.result_type.load)
+        elif entry is None:
+            corruption = cache.last_corruption
+        if record is None and result is None:
+            events[name] = CacheEvent(name, key, "refit" if corruption else "miss", corruption or "")
             if corruption:
                 listener(JobEvent("damaged", name, corruption))
             continue
         events[name] = CacheEvent(name, key, "hit")
-        runs[name] = SectionRun(name, "ok", result=result, cache=events[name], seconds=time.perf_counter() - started)
+        runs[name] = SectionRun(name, "ok", result=result, cache=events[name], seconds=time.perf_counter() - started,
+                                record=record, result_type=plan.result_type)
 
     to_compute = [n for n in plans if n not in runs]
     heavy = [n for n in to_compute if n in HEAVY_SECTIONS]
     n_jobs = max(1, min(jobs or (os.cpu_count() or 1), len(heavy)))
     config_doc = config.model_dump(mode="json")
     with tempfile.TemporaryDirectory(prefix="isletbayes-scratch-") as scratch:
-        folders: dict[str, tuple[str, float, str]] = {}
+        folders: dict[str, tuple[str, float, str, dict[str, Any]]] = {}
 
         def args(n: str) -> tuple:
             cpeptide = None
@@ -438,7 +505,7 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
             cache_root = str(cache.root) if cache.enabled and cache.writable else None
             return n, config_doc, str(participant_data) if participant_data else None, cache_root, scratch, cpeptide
 
-        def finished(n: str, outcome: tuple[str, float, str]) -> None:
+        def finished(n: str, outcome: tuple[str, float, str, dict[str, Any]]) -> None:
             folders[n] = outcome
             if outcome[2]:
                 cache._unwritable(outcome[2])  # the worker could not store: say so once, store nothing more
@@ -476,9 +543,11 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
             # (exit 2) leaves the previous results as they were.
             interrupts.checkpoint()
             for name in to_compute:
-                folder, seconds, _ = folders[name]
-                result = plans[name].result_type.load(Path(folder))
-                runs[name] = SectionRun(name, "ok", result=result, cache=events[name], seconds=seconds)
+                folder, seconds, _, record = folders[name]
+                runs[name] = SectionRun(name, "ok", cache=events[name], seconds=seconds,
+                                        record=SectionRecord.read(record), result_type=plans[name].result_type)
+                if runs[name].record is None:  # cannot happen: compute_section reads every record back
+                    runs[name].result = plans[name].result_type.load(Path(folder))
                 runs[name].files = _copy_entry(Path(folder), out / name)
         except BaseException:
             interrupts.acknowledge()

@@ -75,7 +75,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import arviz as az
+import arviz_stats as azs
 import numpy as np
 import pandas as pd
 import pymc as pm
@@ -530,10 +530,10 @@ def _summary_draws(da) -> dict[str, float]:
     ds = da.rename("x").to_dataset()
     flat = np.asarray(da.values, dtype=float).ravel()
     q = np.quantile(flat, [0.025, 0.25, 0.5, 0.75, 0.975])
-    mcse_mean = float(np.asarray(az.mcse(ds, method="mean")["x"].values))
-    mcse_sd = float(np.asarray(az.mcse(ds, method="sd")["x"].values))
-    mcse_q975 = float(np.asarray(az.mcse(ds, method="quantile", prob=0.975)["x"].values))
-    ess_bulk = float(np.asarray(az.ess(ds, method="bulk")["x"].values))
+    mcse_mean = float(np.asarray(azs.mcse(ds, method="mean")["x"].values))
+    mcse_sd = float(np.asarray(azs.mcse(ds, method="sd")["x"].values))
+    mcse_q975 = float(np.asarray(azs.mcse(ds, method="quantile", prob=0.975)["x"].values))
+    ess_bulk = float(np.asarray(azs.ess(ds, method="bulk")["x"].values))
     return {"mean": float(flat.mean()), "sd": float(flat.std(ddof=1)), "q2.5": float(q[0]), "q25": float(q[1]),
             "median": float(q[2]), "q75": float(q[3]), "q97.5": float(q[4]), "mcse_mean": mcse_mean,
             "mcse_sd": mcse_sd, "mcse_q97.5": mcse_q975, "ess_bulk": ess_bulk}

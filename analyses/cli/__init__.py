@@ -3,8 +3,10 @@
 One module per command (``data_command``, ``binary_command``, ``cpeptide_command``, ``design_command``,
 ``durability_command``, ``run_command``); each builds its options from the configuration models
 (:mod:`.options`), calls the analysis entry point, and prints tables or JSON. Only this shell imports
-:mod:`isletbayes.reports` (the ``run`` and ``report`` commands compose the analyses and the report). Modules that
-need PyMC are imported inside the commands, so ``isletbayes --help`` and the ``data`` commands start without it.
+:mod:`isletbayes.reports` (the ``run`` and ``report`` commands compose the analyses and the report). A command's
+module is imported only when that command is looked up (:class:`LazyGroup`), and modules that need PyMC are
+imported inside the commands, so ``isletbayes --help`` and the ``data`` commands start without PyMC, and ``data``
+without the analyses' configuration models either.
 
 Every user mistake (:class:`~isletbayes.data.errors.InputError`, a model input out of its domain, a usage error
 caught by click) and every file-system fault a user can cause (permission denied, a read-only or full disk, a file
@@ -19,27 +21,96 @@ that cannot be written, a damaged simulation record, an implausible value kept) 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 
 import typer
+from typer.core import TyperGroup
 
-from isletbayes.analyses.cli import (binary_command, cpeptide_command, data_command, design_command,
-                                     durability_command, run_command)
+from isletbayes.analyses.cli import data_command
+
+#: The analysis commands, in the order ``--help`` lists them. Each one's module is imported when the command is
+#: looked up (to run it, or to list it in ``--help``), so that a command pays only for its own imports: ``data ...``
+#: never imports the analyses' configuration models, let alone PyMC.
+LAZY_COMMANDS: tuple[str, ...] = ("binary", "cpeptide", "design", "durability", "run", "report")
+
+
+def _command_function(name: str):
+    """The function of one analysis command (its module imported now)."""
+    if name == "binary":
+        from isletbayes.analyses.cli.binary_command import binary as function
+    elif name == "cpeptide":
+        from isletbayes.analyses.cli.cpeptide_command import cpeptide as function
+    elif name == "design":
+        from isletbayes.analyses.cli.design_command import design as function
+    elif name == "durability":
+        from isletbayes.analyses.cli.durability_command import durability as function
+    elif name == "run":
+        from isletbayes.analyses.cli.run_command import run as function
+    elif name == "report":
+        from isletbayes.analyses.cli.run_command import report as function
+    else:
+        raise KeyError(name)
+    return function
+
+
+def _load_command(name: str):
+    """The click command of one analysis command, built by typer from its function."""
+    single = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+    single.command(name)(_command_function(name))
+    return typer.main.get_command(single)
+
+
+class _LazyCommands(MutableMapping):
+    """A group's commands by name, in order; an analysis command is built on its first lookup."""
+
+    def __init__(self, loaded: MutableMapping):
+        self._loaded = dict(loaded)
+        self._order = [*self._loaded, *(n for n in LAZY_COMMANDS if n not in self._loaded)]
+
+    def __getitem__(self, name: str):
+        if name not in self._loaded:
+            if name not in LAZY_COMMANDS:
+                raise KeyError(name)
+            self._loaded[name] = _load_command(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command) -> None:
+        if name not in self._order:
+            self._order.append(name)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._order.remove(name)
+        self._loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: ``data`` is built at start-up, the analysis commands when first looked up."""
+
+    def __init__(self, **attrs):
+        super().__init__(**attrs)
+        self.commands = _LazyCommands(self.commands)
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(self.commands)
+
 
 app = typer.Typer(
     name="isletbayes",
     help="Bayesian re-analysis of the zimislecel (VX-880) phase 1/2 trial and phase 3 planning.",
+    cls=LazyGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 app.add_typer(data_command.app, name="data")
-app.command("binary")(binary_command.binary)
-app.command("cpeptide")(cpeptide_command.cpeptide)
-app.command("design")(design_command.design)
-app.command("durability")(durability_command.durability)
-app.command("run")(run_command.run)
-app.command("report")(run_command.report)
 
 
 def _command_path(argv: list[str] | None) -> str:

@@ -220,3 +220,33 @@ def test_default_cache_dir_is_beside_the_output_or_from_env(tmp_path, monkeypatc
     assert default_cache_dir(tmp_path / "reports" / "out") == (tmp_path / "reports" / ".isletbayes-cache")
     monkeypatch.setenv("ISLETBAYES_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert default_cache_dir(tmp_path / "out") == tmp_path / "elsewhere"
+
+
+def test_the_code_fingerprint_imports_nothing():
+    """Computing a key reads the sources from disk: a warm run does not import an analysis to find its key."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom isletbayes.analyses.cache import code_fingerprint, module_closure\n"
+            "before = set(sys.modules)\n"
+            "closure = module_closure('isletbayes.analyses.cpeptide')\n"
+            "code_fingerprint('isletbayes.analyses.cpeptide')\n"
+            "new = sorted(m for m in set(sys.modules) - before if m.startswith(('isletbayes', 'pymc', 'pytensor')))\n"
+            "print(len(closure), new)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n, new = out.stdout.strip().split(" ", 1)
+    assert int(n) > 5 and new == "[]"
+
+
+def test_an_entry_keeps_its_record(tmp_path):
+    cache, compute = FitCache(tmp_path / "c"), Counter()
+    material = key_material("fake", data=DATA, priors=PRIORS, settings=SETTINGS)
+    result = compute()
+    folder = cache.store("fake", fit_key(material), material, result.save,
+                         record=lambda d: {"mean": FakeFit.load(d).summary["mean"]})
+    assert cache.record(folder) == {"mean": 0.79}
+    assert cache.validate(folder, fit_key(material)) is None
+    # an entry stored without one has none
+    other = key_material("fake", data=DATA, priors=PRIORS, settings={**SETTINGS, "seed": 2})
+    assert cache.record(cache.store("fake", fit_key(other), other, result.save)) is None

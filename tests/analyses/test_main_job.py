@@ -63,11 +63,36 @@ def test_outputs_index_and_a_warm_rerun_from_cache(tmp_path):
     # the section summary in the index is the result's own summary, number for number
     assert index.sections["design"].summary == first.result("design").summary()
 
+    first_index = json.loads((out / RESULTS_INDEX).read_text())
     second = run_main_job(fast_config(), out, cache_dir=cache)
     assert {n: s.cache.status for n, s in second.sections.items() if s.cache} == {"design": "hit",
                                                                                    "durability": "hit"}
+    # a warm run copies and indexes the cached sections without loading them ...
+    assert all(s.result is None for s in second.sections.values())
+    # ... and writes the same index, summaries and diagnostics to the last digit
+    second_index = json.loads((out / RESULTS_INDEX).read_text())
+    for name in ("design", "durability"):
+        for key in ("summary", "diagnostics", "files", "status"):
+            assert second_index["sections"][name][key] == first_index["sections"][name][key], (name, key)
     assert second.result("design").summary() == first.result("design").summary()
     assert second.result("durability").summary() == first.result("durability").summary()
+
+
+def test_a_cache_entry_without_its_record_is_loaded(tmp_path):
+    """Entries stored before the manifest kept each section's record are still hits: they are loaded instead."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = run_main_job(fast_config(), out, cache_dir=cache)
+    first_index = json.loads((out / RESULTS_INDEX).read_text())
+    manifest_path = cache / "design" / first.sections["design"].cache.key / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert set(manifest["record"]) == {"summary", "fit_checks"}
+    del manifest["record"]
+    manifest_path.write_text(json.dumps(manifest))
+    again = run_main_job(fast_config(), out, cache_dir=cache)
+    assert again.sections["design"].cache.status == "hit"
+    assert again.sections["design"].result is not None  # loaded: there was no record to describe it
+    index = json.loads((out / RESULTS_INDEX).read_text())
+    assert index["sections"]["design"]["summary"] == first_index["sections"]["design"]["summary"]
 
 
 def test_a_changed_setting_refits_only_its_section(tmp_path):
