@@ -705,7 +705,8 @@ def _simulate(result: DesignResult, config: DesignConfig, seed: int, n_values, d
     if config.estimand.endpoint == "cpeptide":
         try:
             analysis = sim.CpeptideDay365Analysis(threshold_pmol_l=config.cpeptide_threshold,
-                                                  min_fraction_above=config.cpeptide_fraction, gamma=gamma)
+                                                  min_fraction_above=config.cpeptide_fraction, gamma=gamma,
+                                                  method=config.simulate_analysis)
         except ModelInputError as err:
             key = {"threshold_pmol_l": "design.cpeptide_threshold", "min_fraction_above": "design.cpeptide_fraction",
                    "gamma": "design.gamma"}.get(err.parameter, "design")

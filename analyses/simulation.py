@@ -12,7 +12,7 @@ Simulation s (i) takes population parameters :math:`\phi_s` (a draw from the C-p
 :func:`isletbayes.models.cpeptide_trajectory.posterior_parameter_draws`), (ii) simulates n new participants' C-peptide
 trajectories and day-365 insulin independence through the graft-function link
 (:func:`isletbayes.models.cpeptide_trajectory.simulate_participants`), (iii) analyses that trial as phase 3 would, and (iv)
-applies the decision rule. Two analyses are provided:
+applies the decision rule. Three analyses are provided:
 
 * :class:`InsulinIndependenceAnalysis`: r of n insulin independent, the exact beta-mixture rule of
   :mod:`isletbayes.models.operating_characteristics` (Bayesian or exact binomial); no MCMC.
@@ -21,7 +21,14 @@ applies the decision rule. Two analyses are provided:
   success when :math:`P(\pi(c_0) > q_0 \mid y) \ge \gamma`, :math:`\pi(c_0)` being the fraction of participants
   above :math:`c_0`. Defaults :math:`c_0 = 970` pmol/L (the CITR cut point of MMTT-stimulated C-peptide for the
   optimal outcome of islet transplantation, Baidal et al. 2023) and :math:`q_0 = 1/2` (the median participant
-  reaches it); both are options, the reasoning is in the model's docstring.
+  reaches it); both are options, the reasoning is in the model's docstring. Its posterior has two parameters, so
+  by default (``method="quadrature"``) it is computed by deterministic quadrature
+  (:func:`~isletbayes.models.cpeptide_endpoint.day365_posterior_quadrature`), for a whole batch of trials at once:
+  the day-365 values are simulated vectorised over trials (:meth:`TrialSimulator.simulate_cpeptide`, the same
+  draws as the per-trial simulator), reduced to sufficient statistics and integrated, with no compile, no Monte
+  Carlo error and no diagnostics to fail. ``method="mcmc"`` refits the same model by NUTS per trial (kept to
+  check the quadrature against, ``tests/analyses/test_simulation_runner.py``, and as an explicit option: design
+  ``simulate_analysis: mcmc``); its records carry the Monte Carlo standard error of the posterior probability.
 * :class:`CpeptideTrajectoryAnalysis`: the hierarchical trajectory model of :mod:`isletbayes.models.cpeptide_trajectory`
   refitted to every visit of the simulated participants; success when P(median participant's C-peptide at day
   365 > c_0 | data) >= gamma, the median participant's value being :math:`A (1 - e^{-365 \ln 2 / t_{1/2}})`.
@@ -30,23 +37,28 @@ applies the decision rule. Two analyses are provided:
 
 Engineering (this is the expensive part of the toolkit):
 
-* the analysis model is compiled **once per worker process** (``nutpie.compile_pymc_model``, refitted with
-  ``.with_data``) and reused for every simulation that worker runs;
+* an MCMC analysis model is compiled **once per structure**, through the compile cache of
+  :mod:`isletbayes.models.compiled_models` (in memory for the worker, and on disk: other workers, processes and
+  later runs load the compiled code instead of compiling it), refitted with ``.with_data``;
 * each refit keeps nutpie's raw Arrow trace and reads the draws, energies and divergence flags it needs as numpy
   arrays (:func:`sample_raw`); the convergence checks of :func:`isletbayes.models.sampling.check_diagnostics`
   (same estimators from :mod:`arviz_stats`, same thresholds) run on those arrays (:func:`array_diagnostics`),
   so no ArviZ DataTree is built per trial. Every trial's diagnostics are checked and kept in its record, and
   failures are counted in the summary;
+* work is handed out in batches (:func:`plan_batches`, :func:`run_batch`): one trial per batch for an analysis
+  that runs trial by trial, up to :data:`BATCH_TRIALS` for a batched one (the quadrature route);
 * simulations run in parallel on local worker processes (``concurrent.futures``), or on an existing Dask cluster
   given its scheduler address (``dask.distributed.Client``). The scheduler is checked before any work
   (:func:`check_scheduler`: reachable within seconds, at least one worker, every worker running the same
   isletbayes code and numerical packages), so an unusable cluster is refused, not waited for;
-* each finished simulation is written at once as its own small JSON file (written to a temporary name, fsynced,
-  renamed), so an interrupted run keeps everything it finished and a rerun resumes where it stopped. A record
-  carries the SHA-256 of the settings it was computed under and a checksum of its contents: a truncated,
-  edited or foreign record is reported (:class:`DamagedRecordWarning`), removed and recomputed, never used;
-* simulation i draws all its randomness from ``numpy.random.SeedSequence(seed, spawn_key=(i, ...))``, so results
-  are identical whatever the number of workers (or the cluster) and the order in which simulations complete;
+* each finished batch is written at once as one JSON record file (``simulations/sim_<first index>.json``,
+  written to a temporary name, fsynced, renamed), so an interrupted run keeps everything it finished and a rerun
+  resumes where it stopped. A record file carries the SHA-256 of the settings its records were computed under
+  and a checksum of its contents: a truncated, edited, foreign or misnamed file is reported
+  (:class:`DamagedRecordWarning`), removed and its simulations recomputed, never used;
+* simulation i draws all its randomness from ``numpy.random.SeedSequence(seed, spawn_key=(i, ...))``, and a
+  batched analysis computes each trial independently of the others in its batch, so the records are identical
+  whatever the number of workers (or the cluster), the batches and the order in which they complete;
 * Ctrl-C (under the command line's :class:`~isletbayes.analyses.interrupts.InterruptGuard`): local workers ignore
   it and are killed by the runner, Dask tasks are cancelled, and a refit that nutpie cut short is never written.
 """
@@ -59,7 +71,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -70,20 +82,29 @@ from isletbayes.data.io import atomic_path, to_json, write_json_atomic
 from isletbayes.models.cpeptide_endpoint import (
     DEFAULT_MIN_FRACTION_ABOVE,
     DEFAULT_THRESHOLD_PMOL_L,
+    ENDPOINT_DAY,
     PARAMETERS,
+    QUADRATURE_GRID,
     Day365Data,
     Day365Priors,
+    Day365Statistics,
     build_day365_model,
     check_decision_settings,
     day365_arrays,
     day365_data_from_long,
+    day365_posterior_quadrature,
+    day365_statistics,
+    day365_statistics_of_values,
     fraction_above,
 )
+from isletbayes.models.validation import ModelInputError
 from isletbayes.models.sampling import Diagnostics, SamplerSettings, judge
 
 MANIFEST = "simulation_manifest.json"
 SIM_DIR = "simulations"
-RECORD_FORMAT = "isletbayes-simulation/2"
+RECORD_FORMAT = "isletbayes-simulation/3"  # /3: a record file holds a batch of records
+#: Most simulated trials a batched analysis (the quadrature route) handles, and writes to one record file, per task.
+BATCH_TRIALS = 500
 PARAMETER_PICK_KEY = 1_000_000  # spawn key (i, PARAMETER_PICK_KEY): which posterior draw simulation i uses
 CPEPTIDE_DAYS = (90.0, 180.0, 270.0, 365.0)  # the phase 1/2 visit schedule (days after infusion)
 
@@ -104,6 +125,44 @@ class TrialSimulator:
 
         return simulate_participants(params, self.n_participants, np.asarray(self.days), lod=self.lod, rng=rng,
                                      link=True, cohort="phase3_simulated")
+
+    def simulate_cpeptide(self, params: Sequence, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+        """Measured (uncensored) C-peptide of ``len(params)`` trials, (trial, participant, visit), vectorised over
+        trials: trial t draws from ``rngs[t]`` exactly what :meth:`simulate` draws for its C-peptide, in the same
+        order (participant effects, then measurement errors), so its values are :meth:`simulate`'s (there
+        censored at ``lod``). No data frame and no insulin-independence draws (they come after these in the
+        stream): what a C-peptide end point needs, at a few microseconds per trial."""
+        from isletbayes.models.cpeptide_trajectory import _check_schedule, log_trajectory, rate_from_t_half
+
+        days = _check_schedule(self.n_participants, self.days)
+        n_trials, n = len(params), self.n_participants
+        if len(rngs) != n_trials:
+            raise ValueError(f"{len(rngs)} random generators for {n_trials} trials")
+        z = np.empty((n_trials, n, 2))
+        noise = np.empty((n_trials, n, days.size))
+        for t, rng in enumerate(rngs):
+            rng.standard_normal(out=z[t])
+            rng.standard_normal(out=noise[t])
+
+        def column(name):
+            return np.array([float(getattr(p, name)) for p in params])[:, None]
+
+        log_median = np.array([math.log(p.plateau_pmol_l) for p in params])[:, None]  # as simulate: math.log
+        log_plateau = log_median + column("sd_log_plateau") * z[..., 0]
+        shape = column("rise_shape")
+        rate = rate_from_t_half(column("t_half_days"), shape) * np.exp(column("sd_log_rate") * z[..., 1])
+        log_c = log_trajectory(log_plateau[..., None], rate[..., None], days,
+                               column("decline_rate_per_year")[..., None], column("decline_start_day")[..., None],
+                               shape[..., None])
+        return np.exp(log_c + column("measurement_sd")[..., None] * noise)
+
+    def visit(self, day: float) -> int:
+        """The position of ``day`` in the visit schedule (an InputError naming the analysis if it is not a visit)."""
+        days = [float(d) for d in self.days]
+        if float(day) not in days:
+            raise InputError(f"the simulated visits ({', '.join(f'{d:g}' for d in days)}) have no day {day:g}",
+                             key="design.simulate")
+        return days.index(float(day))
 
     def describe(self) -> dict:
         return {"simulator": type(self).__name__, **asdict(self)}
@@ -220,31 +279,59 @@ def array_diagnostics(fit: RawFit) -> Diagnostics:
                  treedepth_saturated=saturated)
 
 
+#: Routes of the day-365 C-peptide analysis: deterministic quadrature (default) or NUTS refits.
+Day365Method = Literal["quadrature", "mcmc"]
+
+
 @dataclass(frozen=True)
 class CpeptideDay365Analysis:
-    """Day-365 C-peptide end point (:mod:`isletbayes.models.cpeptide_endpoint`), compiled once per worker.
+    """Day-365 C-peptide end point (:mod:`isletbayes.models.cpeptide_endpoint`).
 
     Success when P(fraction of participants with C-peptide > threshold_pmol_l exceeds min_fraction_above | data)
     >= gamma; the defaults (970 pmol/L, 1/2) read "the median participant reaches the CITR level of optimal
     graft function" (see the model's docstring for the reasoning).
+
+    ``method="quadrature"`` (default): the posterior's decision quantities by deterministic quadrature
+    (:func:`~isletbayes.models.cpeptide_endpoint.day365_posterior_quadrature` on a ``grid`` of cells), for a
+    batch of trials at once (:meth:`analyse_batch`): no compile, no Monte Carlo error, no diagnostics to fail.
+    ``method="mcmc"``: NUTS refits of the same model (nutpie, compiled once through the compile cache of
+    :mod:`isletbayes.models.compiled_models`, ``sampler`` settings), one trial at a time, each fit's diagnostics
+    checked and the Monte Carlo standard error of its posterior probability recorded.
     """
 
     threshold_pmol_l: float = DEFAULT_THRESHOLD_PMOL_L
     min_fraction_above: float = DEFAULT_MIN_FRACTION_ABOVE
     gamma: float = 0.975
+    method: Day365Method = "quadrature"
     sampler: SamplerSettings = SamplerSettings(draws=1000, tune=500, chains=2, cores=1, nuts_sampler="nutpie")
+    grid: tuple[int, int] = QUADRATURE_GRID
 
     def __post_init__(self) -> None:
         check_decision_settings(self.threshold_pmol_l, self.min_fraction_above, self.gamma)
+        if self.method not in ("quadrature", "mcmc"):
+            raise ModelInputError(f"must be 'quadrature' or 'mcmc', got {self.method!r}", parameter="method")
+        object.__setattr__(self, "grid", tuple(int(g) for g in self.grid))
+
+    @property
+    def batched(self) -> bool:
+        """Whether the runner hands this analysis whole batches of trials (:meth:`analyse_batch`)."""
+        return self.method == "quadrature"
 
     def describe(self) -> dict:
-        d = asdict(self)
-        d["sampler"] = self.sampler.as_dict()
-        return {"analysis": type(self).__name__, "priors": self.priors().as_dict(), **d}
+        """What the records depend on: the sampler for the MCMC route, the grid for the quadrature."""
+        d = {"analysis": type(self).__name__, "method": self.method, "priors": self.priors().as_dict(),
+             "threshold_pmol_l": self.threshold_pmol_l, "min_fraction_above": self.min_fraction_above,
+             "gamma": self.gamma}
+        if self.method == "mcmc":
+            d["sampler"] = self.sampler.as_dict()
+        else:
+            d["grid"] = list(self.grid)
+        return d
 
     def model_key(self) -> dict:
         """The compiled model depends on the priors only (sampler and decision settings reuse it)."""
-        return {"model": "cpeptide_endpoint.build_day365_model", "priors": self.priors().as_dict()}
+        return {"model": "cpeptide_endpoint.build_day365_model", "method": self.method,
+                "priors": self.priors().as_dict()}
 
     def priors(self) -> Day365Priors:
         # centred on the threshold: a priori P(median participant above it) = 1/2, favouring neither outcome
@@ -258,20 +345,53 @@ class CpeptideDay365Analysis:
         return build_day365_model(self.data(trial), self.priors())
 
     def prepare(self, example_trial) -> Any:
-        import nutpie
+        if self.method == "quadrature":
+            return None  # nothing to compile
+        from isletbayes.models.compiled_models import compile_nutpie
 
-        return nutpie.compile_pymc_model(self.model(example_trial))
+        return compile_nutpie(self.model(example_trial))
 
     def analyse(self, prepared, trial, seed: int) -> dict:
+        """One trial (a long data frame): the quadrature of its posterior, or a NUTS refit with ``seed``."""
+        if self.method == "quadrature":
+            return self.decide_exact(day365_statistics(self.data(trial)))[0]
         fit = sample_raw(prepared.with_data(**day365_arrays(self.data(trial))), replace(self.sampler, seed=seed),
                          PARAMETERS)
         return self.decide(fit.draws["log_median_pmol_l"], fit.draws["sd_log"], array_diagnostics(fit))
 
+    def analyse_batch(self, simulator: TrialSimulator, params: Sequence,
+                      rngs: Sequence[np.random.Generator]) -> list[dict]:
+        """Simulate and analyse ``len(params)`` trials at once (quadrature route): the day-365 values of
+        :meth:`TrialSimulator.simulate_cpeptide`, censored at the LLOD, their sufficient statistics, the
+        quadrature and the rule, all vectorised over trials. Trial t's result is the one :meth:`analyse` gives on
+        :meth:`TrialSimulator.simulate` with ``rngs[t]`` (up to the order of summation of its statistics)."""
+        if self.method != "quadrature":
+            raise ValueError("analyse_batch is the quadrature route; the MCMC route analyses one trial at a time")
+        day365 = simulator.simulate_cpeptide(params, rngs)[:, :, simulator.visit(ENDPOINT_DAY)]
+        return self.decide_exact(day365_statistics_of_values(day365, float(simulator.lod)))
+
+    def decide_exact(self, stats: Day365Statistics) -> list[dict]:
+        """The decision rule and the record's summaries of each trial, by quadrature."""
+        post = day365_posterior_quadrature(stats, self.priors(), self.threshold_pmol_l, self.min_fraction_above,
+                                           self.grid)
+        success = post.success(self.gamma)
+        below = np.asarray(stats.n_censored_at_level).sum(axis=1)
+        return [{"posterior_prob": float(p), "success": bool(ok), "median_posterior_mean": float(m),
+                 "fraction_above_posterior_mean": float(f), "n_below_lod": int(b), "quadrature_edge_mass": float(e)}
+                for p, ok, m, f, b, e in zip(post.prob_fraction_above, success, post.median_posterior_mean,
+                                             post.fraction_above_posterior_mean, below, post.edge_mass)]
+
     def decide(self, log_median: np.ndarray, sd_log: np.ndarray, diag: Diagnostics) -> dict:
-        """The decision rule and the record's summaries from posterior draws (shared with the naive loop)."""
+        """The decision rule and the record's summaries from posterior draws (shared with the naive loop); the
+        Monte Carlo standard error of the posterior probability (of the indicator's mean, :mod:`arviz_stats`)
+        says how far from gamma a decision is in units of its own error."""
+        from arviz_stats.base import array_stats
+
         fraction = fraction_above(log_median, sd_log, self.threshold_pmol_l)
-        prob = float(np.mean(fraction > self.min_fraction_above))
-        return {"posterior_prob": prob, "success": bool(prob >= self.gamma),
+        above = np.asarray(fraction > self.min_fraction_above, dtype=float)
+        prob = float(np.mean(above))
+        mcse = float(array_stats.mcse(above, method="mean")) if 0.0 < prob < 1.0 else 0.0
+        return {"posterior_prob": prob, "posterior_prob_mcse": mcse, "success": bool(prob >= self.gamma),
                 "median_posterior_mean": float(np.exp(np.asarray(log_median, dtype=float)).mean()),
                 "fraction_above_posterior_mean": float(fraction.mean()),
                 "diagnostics_ok": diag.ok, "diagnostics_failures": list(diag.failures),
@@ -292,19 +412,23 @@ class CpeptideTrajectoryAnalysis:
         return {"analysis": type(self).__name__, **d}
 
     def prepare(self, example_trial) -> Any:
-        import nutpie
-
+        """The model compiled through the compile cache (:mod:`isletbayes.models.compiled_models`): in memory for
+        this worker, and on disk, so that other workers and later runs load the compiled code instead of
+        compiling it again."""
+        from isletbayes.models.compiled_models import compile_nutpie
         from isletbayes.models.cpeptide_trajectory import build_participant_model, participant_data_from_long
 
         data = participant_data_from_long(example_trial, source="simulated trial")
-        return nutpie.compile_pymc_model(build_participant_model(data, link_priors=None))
+        return compile_nutpie(build_participant_model(data, link_priors=None))
 
     def analyse(self, prepared, trial, seed: int) -> dict:
         from isletbayes.models.cpeptide_trajectory import participant_arrays, participant_data_from_long
 
         data = participant_data_from_long(trial, source="simulated trial")
-        # the analysis model has no insulin-independence link: C-peptide is the endpoint
-        arrays = {k: v for k, v in participant_arrays(data).items() if not k.startswith("ii_")}
+        # the analysis model has no insulin-independence link: C-peptide is the endpoint; containers the compiled
+        # density does not read (as CompiledRefit) are not passed on
+        used = {v.name for v in prepared.shared_var_keys}
+        arrays = {k: v for k, v in participant_arrays(data).items() if not k.startswith("ii_") and k in used}
         fit = sample_raw(prepared.with_data(**arrays), replace(self.sampler, seed=seed), TRAJECTORY_PARAMETERS)
         diag = array_diagnostics(fit)
         plateau = fit.draws["plateau_pmol_l"].ravel()
@@ -348,6 +472,23 @@ def run_one(simulator: TrialSimulator, analysis: Analysis, params, seed: int, in
             "params": _params_dict(params), **result}
 
 
+def run_batch(simulator: TrialSimulator, analysis: Analysis, params: Sequence, seed: int,
+              indices: Sequence[int]) -> list[dict]:
+    """Simulate and analyse trials ``indices`` (``params[k]`` the population parameters of trial ``indices[k]``);
+    one worker task. A batched analysis (``analysis.batched``: the quadrature route) takes them all at once,
+    vectorised; any other is run trial by trial (:func:`run_one`). Either way trial i's record depends on
+    (seed, i, its parameters) only, not on the batch it is in."""
+    if len(params) != len(indices):
+        raise ValueError(f"{len(params)} parameter draws for {len(indices)} trials")
+    if not getattr(analysis, "batched", False):
+        return [run_one(simulator, analysis, p, seed, i) for p, i in zip(params, indices)]
+    seeds = [simulation_seeds(seed, int(i)) for i in indices]
+    results = analysis.analyse_batch(simulator, params, [np.random.default_rng(data_seq) for data_seq, _ in seeds])
+    return [{"index": int(i), "data_spawn_key": [int(k) for k in data_seq.spawn_key], "fit_seed": fit_seed,
+             "params": _params_dict(p), **result}
+            for i, (data_seq, fit_seed), p, result in zip(indices, seeds, params, results)]
+
+
 def _params_dict(params) -> dict:
     return params.as_dict() if hasattr(params, "as_dict") else dict(params)
 
@@ -384,31 +525,38 @@ class DamagedRecord(ValueError):
     """Why a record file cannot be trusted."""
 
 
-def _sim_path(outdir: Path, index: int) -> Path:
-    return outdir / SIM_DIR / f"sim_{index:06d}.json"
+def _sim_path(outdir: Path, first_index: int) -> Path:
+    """The record file of the batch whose first simulation is ``first_index``."""
+    return outdir / SIM_DIR / f"sim_{first_index:06d}.json"
 
 
-def _record_checksum(settings_sha256: str, record: dict) -> str:
+def _record_checksum(settings_sha256: str, records: list[dict]) -> str:
     import hashlib
     import json
 
-    text = json.dumps({"settings_sha256": settings_sha256, "record": record}, sort_keys=True,
+    text = json.dumps({"settings_sha256": settings_sha256, "records": records}, sort_keys=True,
                       separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def record_file_text(record: dict, settings_sha256: str) -> str:
-    """A record's file: the record, the settings it was computed under (their SHA-256) and the SHA-256 of both."""
+def record_file_text(records: list[dict], settings_sha256: str) -> str:
+    """A record file: a batch of records (index order), the settings they were computed under (their SHA-256)
+    and the SHA-256 of both."""
     import json
 
-    clean = json.loads(to_json(record))  # the values as they read back (NaN -> null, numpy -> Python)
-    return to_json({"format": RECORD_FORMAT, "settings_sha256": settings_sha256,
-                    "sha256": _record_checksum(settings_sha256, clean), "record": clean}) + "\n"
+    try:  # plain Python values (as the analyses return them): json's C encoder, no indentation
+        clean = json.loads(json.dumps(records, allow_nan=False))
+    except (TypeError, ValueError):  # numpy values, NaN: as they read back (NaN -> null, numpy -> Python)
+        clean = json.loads(to_json(records))
+    return json.dumps({"format": RECORD_FORMAT, "settings_sha256": settings_sha256,
+                       "sha256": _record_checksum(settings_sha256, clean), "records": clean},
+                      separators=(",", ":")) + "\n"
 
 
-def read_record(path: Path, settings_sha256: str | None = None) -> dict:
-    """The record in ``path``, checked: whole JSON, its checksum, its index (the file's), and (when given) the
-    settings it was computed under. Raises :class:`DamagedRecord` saying why not."""
+def read_record_file(path: Path, settings_sha256: str | None = None) -> list[dict]:
+    """The records in ``path``, checked: whole JSON, its checksum, its first index (the file's name), strictly
+    increasing indices, and (when given) the settings they were computed under. Raises :class:`DamagedRecord`
+    saying why not."""
     import json
 
     try:
@@ -417,28 +565,34 @@ def read_record(path: Path, settings_sha256: str | None = None) -> dict:
         raise DamagedRecord(f"unreadable ({err})") from None
     except ValueError as err:
         raise DamagedRecord(f"not whole JSON ({err})") from None
-    if not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT or not isinstance(doc.get("record"), dict):
+    records = doc.get("records") if isinstance(doc, dict) else None
+    if (not isinstance(doc, dict) or doc.get("format") != RECORD_FORMAT or not isinstance(records, list)
+            or not records or not all(isinstance(r, dict) for r in records)):
         raise DamagedRecord("not a simulation record of this version")
-    record = doc["record"]
-    if doc.get("sha256") != _record_checksum(str(doc.get("settings_sha256")), record):
+    if doc.get("sha256") != _record_checksum(str(doc.get("settings_sha256")), records):
         raise DamagedRecord("checksum mismatch (the file was changed after it was written)")
     if settings_sha256 is not None and doc.get("settings_sha256") != settings_sha256:
         raise DamagedRecord("computed under other settings")
-    if record.get("index") != int(path.stem.split("_")[1]):
-        raise DamagedRecord(f"holds simulation {record.get('index')}, not the one its name says")
-    return record
+    indices = [r.get("index") for r in records]
+    if indices[0] != int(path.stem.split("_")[1]):
+        raise DamagedRecord(f"holds simulation {indices[0]}, not the one its name says")
+    if not all(isinstance(i, int) for i in indices) or any(b <= a for a, b in zip(indices, indices[1:])):
+        raise DamagedRecord("its simulations are not in strictly increasing order")
+    return records
 
 
-def _write_record(outdir: Path, record: dict, settings_sha256: str) -> None:
-    """Atomic and durable: temp file, fsync, rename (a reader never sees half a record)."""
-    path = _sim_path(outdir, record["index"])
-    text = record_file_text(record, settings_sha256)
+def _write_records(outdir: Path, records: list[dict], settings_sha256: str) -> Path:
+    """One batch's records in one file, atomic and durable: temp file, fsync, rename (a reader never sees half a
+    file)."""
+    path = _sim_path(outdir, records[0]["index"])
+    text = record_file_text(records, settings_sha256)
     interrupts.checkpoint()  # a fit interrupted by Ctrl-C may have returned a partial trace: write nothing
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+    return path
 
 
 def _record_files(outdir: Path) -> dict[int, Path]:
@@ -472,15 +626,24 @@ def _manifest_digest(outdir: Path) -> str | None:
 
 
 def scan_records(outdir: str | Path, settings_sha256: str | None = None) -> RecordScan:
-    """Read and check every record in ``outdir`` (against its manifest's settings when none are given)."""
+    """Read and check every record file in ``outdir`` (against its manifest's settings when none are given); a
+    file holding a simulation that an earlier file (by name) also holds is damaged (files are never written
+    overlapping)."""
     outdir = Path(outdir)
     digest = settings_sha256 if settings_sha256 is not None else _manifest_digest(outdir)
-    records, damaged = {}, []
-    for index, path in sorted(_record_files(outdir).items()):
+    records, damaged, holder = {}, [], {}
+    for _, path in sorted(_record_files(outdir).items()):
         try:
-            records[index] = read_record(path, digest)
+            batch = read_record_file(path, digest)
+            twice = [r["index"] for r in batch if r["index"] in records]
+            if twice:
+                raise DamagedRecord(f"holds simulation {twice[0]}, which {holder[twice[0]].name} holds too")
         except DamagedRecord as err:
             damaged.append((path, str(err)))
+            continue
+        for r in batch:
+            records[r["index"]] = r
+            holder[r["index"]] = path
     return RecordScan(records, damaged)
 
 
@@ -575,6 +738,7 @@ def run_simulations(
     outdir = Path(outdir)
     picks = pick_parameters(parameter_draws, seed, n_sims)
     settings = {"simulator": simulator.describe(), "analysis": analysis.describe(), "seed": seed,
+                "record_format": RECORD_FORMAT,
                 "parameter_draws_sha256": sha256_of([_params_dict(p) for p in parameter_draws])}
     digest = sha256_of(settings)
     # n_sims is not part of the manifest: a run may be extended to more simulations with the same settings
@@ -587,6 +751,7 @@ def run_simulations(
         path.unlink(missing_ok=True)
     records = {i: r for i, r in scan.records.items() if i < n_sims}
     todo = [i for i in range(n_sims) if i not in records]
+    batches = plan_batches(todo, analysis, workers)
 
     bar = None
     if progress and todo:
@@ -595,32 +760,46 @@ def run_simulations(
         bar = tqdm(total=n_sims, initial=n_sims - len(todo), desc="simulated trials", unit="trial",
                    file=sys.stderr, dynamic_ncols=True)
 
-    def done(record: dict) -> None:
-        index = record["index"]
-        record["parameter_draw"] = picks[index]
-        _write_record(outdir, record, digest)
-        records[index] = read_record(_sim_path(outdir, index), digest)  # what a resumed run will read
+    def done(batch: list[dict]) -> None:
+        for record in batch:
+            record["parameter_draw"] = picks[record["index"]]
+        path = _write_records(outdir, batch, digest)
+        for record in read_record_file(path, digest):  # what a resumed run will read
+            records[record["index"]] = record
         if bar is not None:
-            bar.update(1)
+            bar.update(len(batch))
         if on_record is not None:
-            on_record(record)
+            for record in batch:
+                on_record(record)
 
     try:
-        if todo:
+        if batches:
             if scheduler is not None:
-                _run_dask(scheduler, simulator, analysis, parameter_draws, picks, seed, todo, done)
+                _run_dask(scheduler, simulator, analysis, parameter_draws, picks, seed, batches, done)
             elif workers == 1:
-                for i in todo:
-                    done(run_one(simulator, analysis, parameter_draws[picks[i]], seed, i))
+                for batch in batches:
+                    done(run_batch(simulator, analysis, [parameter_draws[picks[i]] for i in batch], seed, batch))
             else:
-                _run_processes(workers, simulator, analysis, parameter_draws, picks, seed, todo, done)
+                _run_processes(workers, simulator, analysis, parameter_draws, picks, seed, batches, done)
     finally:
         if bar is not None:
             bar.close()
     return _summary([records[i] for i in range(n_sims)], settings, damaged)
 
 
-def _run_processes(workers, simulator, analysis, draws, picks, seed, todo, done) -> None:
+def plan_batches(todo: Sequence[int], analysis: Analysis, workers: int = 1) -> list[list[int]]:
+    """The simulations to run, in batches (one worker task and one record file each): one simulation per batch
+    for an analysis that runs trial by trial (each record on disk as soon as it is finished); up to
+    :data:`BATCH_TRIALS` for a batched one, split so that each of ``workers`` has work. The batches change the
+    files and the tasks, never the records."""
+    todo = [int(i) for i in todo]
+    if not getattr(analysis, "batched", False):
+        return [[i] for i in todo]
+    size = max(1, min(BATCH_TRIALS, math.ceil(len(todo) / max(1, int(workers)))))
+    return [todo[k:k + size] for k in range(0, len(todo), size)]
+
+
+def _run_processes(workers, simulator, analysis, draws, picks, seed, batches, done) -> None:
     import multiprocessing
 
     # 'forkserver': workers are forked from a server process that has only imported modules (no sampler has run
@@ -634,7 +813,8 @@ def _run_processes(workers, simulator, analysis, draws, picks, seed, todo, done)
                                initargs=(os.getpid(),))
     try:
         with interrupts.children_ignore_interrupts():  # workers (and the fork server) start here
-            futures = [pool.submit(run_one, simulator, analysis, draws[picks[i]], seed, i) for i in todo]
+            futures = [pool.submit(run_batch, simulator, analysis, [draws[picks[i]] for i in batch], seed, batch)
+                       for batch in batches]
         for fut in as_completed(futures):
             done(fut.result())
     except BaseException:
@@ -761,7 +941,7 @@ def check_scheduler(address: str, *, timeout: float | None = None) -> int:
         client.close()
 
 
-def _run_dask(scheduler, simulator, analysis, draws, picks, seed, todo, done) -> None:
+def _run_dask(scheduler, simulator, analysis, draws, picks, seed, batches, done) -> None:
     from distributed import Client
     from distributed import as_completed as dask_as_completed
 
@@ -770,8 +950,9 @@ def _run_dask(scheduler, simulator, analysis, draws, picks, seed, todo, done) ->
     futures = []
     try:
         sim_f, ana_f = client.scatter([simulator, analysis], broadcast=True)
-        futures = [client.submit(run_one, sim_f, ana_f, draws[picks[i]], seed, i, pure=False, key=f"sim-{seed}-{i}")
-                   for i in todo]
+        futures = [client.submit(run_batch, sim_f, ana_f, [draws[picks[i]] for i in batch], seed, batch, pure=False,
+                                 key=f"sim-{seed}-{batch[0]}-{len(batch)}")
+                   for batch in batches]
         # as_completed must be given the client's loop: with set_as_default=False there is no default client
         # to take it from ("No clients found")
         for fut in dask_as_completed(futures, loop=client.loop):

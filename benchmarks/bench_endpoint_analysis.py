@@ -7,14 +7,17 @@ compiled models from the compile cache, cold and warm (``python -m benchmarks en
    ~ LogNormal(log 60, 0.3), rate sd 0.3), so that posterior probabilities spread across gamma = 0.975 and a
    share of the trials has participants below the LLOD.
 2. The same trials analysed two ways, with the default decision rule (970 pmol/L, q0 = 1/2, gamma = 0.975):
-   * MCMC: :class:`CpeptideDay365Analysis`'s route (nutpie model compiled once, ``with_data`` per trial, 1000
-     draws x 2 chains after 500 tuning steps, raw trace, diagnostics on arrays);
-   * quadrature: :func:`isletbayes.models.cpeptide_endpoint.day365_posterior_quadrature`, one trial per call (as
-     the runner would call it) and all trials in one call.
+   * MCMC: ``CpeptideDay365Analysis(method="mcmc")``'s route (model compiled once through the compile cache,
+     ``with_data`` per trial, 1000 draws x 2 chains after 500 tuning steps, raw trace, diagnostics on arrays);
+   * quadrature: :func:`isletbayes.models.cpeptide_endpoint.day365_posterior_quadrature`, one trial per call and
+     all trials in one call (the runner's default route calls it once per batch of trials).
    Printed: time per trial and the ratio; decisions that differ, each with the MCMC probability's distance from
    gamma in Monte Carlo standard errors (MCSE of the indicator's mean, ``arviz_stats``); z-scores
    (MCMC - exact) / MCSE of the three decision quantities.
-3. Assurance at scale: 10,000 simulated trials analysed by quadrature (simulation and analysis timed apart).
+3. Assurance at scale, end to end on one core: :func:`isletbayes.analyses.simulation.run_simulations` with the
+   default (quadrature) route, 10,000 trials from 4,000 parameter draws: picking the draws, simulating the
+   participants (vectorised), sufficient statistics, quadrature, decisions and checksummed record files in
+   batches; beside it the same runner by MCMC (per-trial cost measured on a few hundred trials, times 10,000).
 4. Grid convergence of the quadrature on the comparison trials.
 5. Compile cache (:mod:`isletbayes.models.compiled_models`): for the day-365 model, the MAP meta-analysis and the
    two C-peptide trajectory models, in fresh processes: ``nutpie.compile_pymc_model``, a cold cache (compile +
@@ -38,6 +41,7 @@ import tempfile
 import textwrap
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -97,10 +101,13 @@ def _mcmc(data, seed: int) -> dict:
     from isletbayes.analyses import simulation as sim
     from isletbayes.models.cpeptide_endpoint import PARAMETERS, build_day365_model, day365_arrays, fraction_above
 
-    analysis = sim.CpeptideDay365Analysis()
+    from isletbayes.models.compiled_models import default_cache
+
+    analysis = sim.CpeptideDay365Analysis(method="mcmc")
     t0 = time.perf_counter()
-    prepared = nutpie_compile(build_day365_model(data[0], analysis.priors()))  # what analysis.prepare compiles
+    prepared = _compile_cached(build_day365_model(data[0], analysis.priors()))  # what analysis.prepare compiles
     compile_s = time.perf_counter() - t0
+    compile_source = default_cache().last.source if default_cache().last else "?"
     out = {k: np.empty(len(data)) for k in ("prob", "prob_mcse", "median", "median_mcse", "fraction",
                                              "fraction_mcse")}
     failures = 0
@@ -118,14 +125,15 @@ def _mcmc(data, seed: int) -> dict:
             out[name][i] = draws.mean()
             out[name + "_mcse"][i] = float(array_stats.mcse(draws, method="mean"))
         assert abs(out["prob"][i] - record["posterior_prob"]) < 1e-12
-    out.update(per_trial_s=(time.perf_counter() - t0) / len(data), compile_s=compile_s, diagnostic_failures=failures)
+    out.update(per_trial_s=(time.perf_counter() - t0) / len(data), compile_s=compile_s, compile_source=compile_source,
+               diagnostic_failures=failures)
     return out
 
 
-def nutpie_compile(model):
-    import nutpie
+def _compile_cached(model):
+    from isletbayes.models.compiled_models import compile_nutpie
 
-    return nutpie.compile_pymc_model(model)
+    return compile_nutpie(model)
 
 
 def _quadrature(data) -> dict:
@@ -167,6 +175,48 @@ def _compare(mcmc: dict, quad) -> dict:
                              "mcses_from_gamma": float(abs(mcmc["prob"][i] - GAMMA) / mcmc["prob_mcse"][i])
                              if mcmc["prob_mcse"][i] > 0 else float("inf")} for i in differ]
     return out
+
+
+ASSURANCE_DRAWS = 4000
+
+
+def bench_assurance(n_trials: int, mcmc_per_trial_s: float) -> dict:
+    """run_simulations end to end (quadrature route, one worker in this process), then a resume of the same run."""
+    from isletbayes.analyses import simulation as sim
+
+    draws = _parameters(np.random.default_rng(2), ASSURANCE_DRAWS)
+    simulator, analysis = sim.TrialSimulator(N_PARTICIPANTS), sim.CpeptideDay365Analysis()
+    phases = {"analyse_s": 0.0, "records_s": 0.0}
+    real_batch, real_write, real_read = sim.run_batch, sim._write_records, sim.read_record_file
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[name] += time.perf_counter() - t
+        return wrapper
+
+    with tempfile.TemporaryDirectory() as folder:
+        sim.run_batch, sim._write_records = timed("analyse_s", real_batch), timed("records_s", real_write)
+        sim.read_record_file = timed("records_s", real_read)
+        try:
+            t0 = time.perf_counter()
+            summary = sim.run_simulations(simulator, analysis, draws, n_sims=n_trials, seed=2, outdir=folder)
+            runner_s = time.perf_counter() - t0
+        finally:
+            sim.run_batch, sim._write_records, sim.read_record_file = real_batch, real_write, real_read
+        t0 = time.perf_counter()
+        resumed = sim.run_simulations(simulator, analysis, draws, n_sims=n_trials, seed=2, outdir=folder)
+        resume_s = time.perf_counter() - t0
+        files = len(list((Path(folder) / sim.SIM_DIR).glob("sim_*.json")))
+    assert resumed.records == summary.records
+    return {"trials": n_trials, "runner_s": runner_s, "analyse_s": phases["analyse_s"],
+            "records_s": phases["records_s"], "setup_s": runner_s - phases["analyse_s"] - phases["records_s"],
+            "resume_s": resume_s, "record_files": files, "assurance": summary.assurance, "mcse": summary.mcse,
+            "max_edge_mass": max(r["quadrature_edge_mass"] for r in summary.records),
+            "mcmc_estimate_s": mcmc_per_trial_s * n_trials}
 
 
 def _convergence(data) -> list[dict]:
@@ -312,19 +362,20 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{label:24s} {c['n']:7d} {c['max_abs_z']:8.2f} {c['share_abs_z_le_3']:13.3f} "
               f"{c['zero_mcse_max_abs_diff']:26.2e}")
 
-    big, big_sim_s = _simulate(n_assurance, seed=2)
-    from isletbayes.models.cpeptide_endpoint import day365_posterior_quadrature, day365_statistics
-
-    t0 = time.perf_counter()
-    result = day365_posterior_quadrature(day365_statistics(big))
-    analyse_s = time.perf_counter() - t0
-    assurance = float(np.mean(result.success(GAMMA)))
-    mcse = math.sqrt(assurance * (1 - assurance) / n_assurance)
-    figures["assurance"] = {"trials": n_assurance, "simulate_s": big_sim_s * n_assurance, "analyse_s": analyse_s,
-                            "assurance": assurance, "mcse": mcse, "max_edge_mass": float(result.edge_mass.max())}
-    print(f"\nassurance by quadrature: {n_assurance} trials analysed in {analyse_s:.1f} s on one core "
-          f"(simulating them took {big_sim_s * n_assurance:.1f} s more): assurance {assurance:.4f}, MCSE {mcse:.4f} "
-          f"(benchmark scenario); largest edge mass {result.edge_mass.max():.1e}")
+    figures["assurance"] = bench_assurance(n_assurance, mcmc_per_trial_s=base + sim_s)
+    a = figures["assurance"]
+    print(f"\nassurance end to end on one core: run_simulations, {n_assurance} trials of {N_PARTICIPANTS} from "
+          f"{ASSURANCE_DRAWS} parameter draws (benchmark scenario), quadrature route, records in "
+          f"{a['record_files']} checksummed files")
+    print(f"{'route':58s} {'seconds':>10s} {'x faster':>9s}")
+    print(f"{'MCMC runner (compiled once; simulate + fit per trial x trials)':58s} {a['mcmc_estimate_s']:10.1f} "
+          f"{1.0:9.1f}")
+    print(f"{'quadrature runner, end to end (target < 30 s)':58s} {a['runner_s']:10.2f} "
+          f"{a['mcmc_estimate_s'] / a['runner_s']:9.1f}")
+    print(f"  of which: picking draws + settings {a['setup_s']:.2f} s, simulating + analysing "
+          f"{a['analyse_s']:.2f} s, writing and re-reading records {a['records_s']:.2f} s")
+    print(f"assurance {a['assurance']:.4f}, MCSE {a['mcse']:.4f}; resumed run (all records read back, checked): "
+          f"{a['resume_s']:.2f} s; largest quadrature edge mass {a['max_edge_mass']:.1e}")
 
     conv = _convergence(data)
     figures["convergence"] = conv

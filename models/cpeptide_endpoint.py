@@ -105,6 +105,8 @@ API
 ``build_day365_model(data, priors) -> pm.Model``;
 ``fraction_above(log_median, sd_log, threshold_pmol_l) -> ndarray`` (posterior draws of :math:`\pi(c_0)`);
 ``Day365Statistics``; ``day365_statistics(trials) -> Day365Statistics`` (sufficient statistics of many trials);
+``day365_statistics_of_values(cpeptide_pmol_l, lod_pmol_l) -> Day365Statistics`` (the same from a (trials,
+participants) array, vectorised);
 ``day365_posterior_quadrature(trials, priors, threshold_pmol_l, min_fraction_above, grid) -> Day365Posterior``.
 """
 
@@ -354,6 +356,30 @@ def day365_statistics(trials: Day365Data | Sequence[Day365Data] | Day365Statisti
     return Day365Statistics(np.array([float(a["n_detected"]) for a in arrays]),
                             np.array([float(a["mean_log_detected"]) for a in arrays]),
                             np.array([float(a["ssd_log_detected"]) for a in arrays]), levels, counts)
+
+
+def day365_statistics_of_values(cpeptide_pmol_l, lod_pmol_l: float) -> Day365Statistics:
+    """The sufficient statistics of T trials of n participants each from a (T, n) array of C-peptide values, all
+    measured by one assay with LLOD ``lod_pmol_l``: a value at or under the LLOD is censored there (as
+    :func:`day365_data_from_long` reads such a row). Vectorised over trials: the phase 3 simulations call it once
+    for thousands of trials; the same statistics as :func:`day365_statistics` of the trials one by one (up to the
+    order of summation)."""
+    values = np.asarray(cpeptide_pmol_l, dtype=float)
+    if values.ndim != 2 or values.shape[1] < 1:
+        raise ModelInputError(f"must be a (trials, participants) array, got shape {values.shape}",
+                              parameter="cpeptide_pmol_l")
+    if not (isinstance(lod_pmol_l, (int, float)) and math.isfinite(lod_pmol_l) and lod_pmol_l > 0):
+        raise ModelInputError(f"must be a number > 0, got {lod_pmol_l!r}", parameter="lod_pmol_l")
+    if not np.all(np.isfinite(values)):
+        raise ModelInputError("must be finite", parameter="cpeptide_pmol_l")
+    detected = values > lod_pmol_l
+    n_detected = detected.sum(axis=1)
+    log_y = np.log(np.where(detected, values, 1.0))  # log 1 = 0 stands in for the censored values
+    mean = np.divide(log_y.sum(axis=1), n_detected, out=np.zeros(values.shape[0]), where=n_detected > 0)
+    ssd = np.sum(np.where(detected, (log_y - mean[:, None]) ** 2, 0.0), axis=1)
+    censored = (values.shape[1] - n_detected).astype(float)
+    return Day365Statistics(n_detected.astype(float), mean, ssd, np.full((values.shape[0], 1), math.log(lod_pmol_l)),
+                            censored[:, None])
 
 
 @dataclass(frozen=True)

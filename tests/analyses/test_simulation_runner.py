@@ -9,6 +9,8 @@ import sys
 import textwrap
 import time
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -79,12 +81,14 @@ def _flip_success(path):
     import json
 
     doc = json.loads(path.read_text())
-    doc["record"]["success"] = not doc["record"]["success"]
+    doc["records"][0]["success"] = not doc["records"][0]["success"]
     path.write_text(json.dumps(doc))
 
 
 def _edit_a_number(path):
-    path.write_text(path.read_text().replace('"r": ', '"r": 1', 1))
+    text = path.read_text()
+    assert '"r":' in text
+    path.write_text(text.replace('"r":', '"r":1', 1))
 
 
 def _empty(path):
@@ -213,8 +217,9 @@ def test_other_settings_in_the_same_folder_are_refused(reference, tmp_path):
 
 @pytest.fixture(scope="module")
 def cpeptide_runs(tmp_path_factory):
-    """Two identical 3-trial runs of the C-peptide end point (one compile serves both) and the compiled model."""
-    analysis = sim.CpeptideDay365Analysis(threshold_pmol_l=600.0)
+    """Two identical 3-trial runs of the C-peptide end point by MCMC (one compile serves both) and the compiled
+    model."""
+    analysis = sim.CpeptideDay365Analysis(threshold_pmol_l=600.0, method="mcmc")
     sim._PREPARED.clear()
     root = tmp_path_factory.mktemp("cpeptide")
     a = sim.run_simulations(SIMULATOR, analysis, DRAWS, n_sims=3, seed=5, outdir=root / "a")
@@ -229,6 +234,7 @@ def test_cpeptide_refit_compiles_once_and_is_reproducible(cpeptide_runs):
     assert [r["posterior_prob"] for r in a.records] == [r["posterior_prob"] for r in b.records]
     assert all(r["diagnostics_ok"] for r in a.records), [r["diagnostics_failures"] for r in a.records]
     assert a.n_diagnostic_failures == 0 and all(r["diagnostics"]["n_draws"] == 1000 for r in a.records)
+    assert all(0.0 <= r["posterior_prob_mcse"] < 0.05 for r in a.records)
     # the posterior median tracks the simulated truth's median participant at day 365 (plateau, nearly reached)
     for r in a.records:
         truth = r["params"]["plateau_pmol_l"]
@@ -266,7 +272,7 @@ def test_failed_diagnostics_are_counted_in_the_summary(cpeptide_runs, tmp_path):
     from isletbayes.models.sampling import SamplerSettings
 
     analysis, _, _, _, _ = cpeptide_runs
-    short = sim.CpeptideDay365Analysis(threshold_pmol_l=600.0,
+    short = sim.CpeptideDay365Analysis(threshold_pmol_l=600.0, method="mcmc",
                                        sampler=SamplerSettings(draws=25, tune=25, chains=2, cores=1))
     summary = sim.run_simulations(SIMULATOR, short, DRAWS, n_sims=2, seed=5, outdir=tmp_path)
     assert len(sim._PREPARED) == 1  # same model, other sampler settings: the compiled model is reused
@@ -283,3 +289,159 @@ def test_decision_settings_are_checked():
         sim.CpeptideDay365Analysis(min_fraction_above=1.0)
     with pytest.raises(ModelInputError, match="gamma"):
         sim.CpeptideDay365Analysis(gamma=1.0)
+    with pytest.raises(ModelInputError, match="method"):
+        sim.CpeptideDay365Analysis(method="laplace")
+
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the quadrature route: batched, exact, the MCMC route's decisions
+# ------------------------------------------------------------------------------------------------------------
+SIMULATOR_50 = sim.TrialSimulator(50)
+
+
+def _spread_of_draws(rng, n):
+    """Population parameters spread so that posterior probabilities spread across gamma (a test scenario, as the
+    benchmark's), some with late decline and a rise shape other than 1 (every branch of the simulator)."""
+    return [PopulationParameters(plateau_pmol_l=float(np.exp(rng.normal(np.log(1000.0), 0.3))),
+                                 t_half_days=float(np.exp(rng.normal(np.log(60.0), 0.3))),
+                                 sd_log_plateau=float(rng.uniform(0.4, 2.2)), sd_log_rate=0.3,
+                                 measurement_sd=float(rng.uniform(0.15, 0.35)), alpha=1.5, beta=1.0,
+                                 decline_rate_per_year=float(rng.choice([0.0, 0.3])), decline_start_day=200.0,
+                                 rise_shape=float(rng.choice([1.0, 1.7])))
+            for _ in range(n)]
+
+
+def test_the_batched_simulator_draws_the_per_trial_simulators_values(seed):
+    draws = _spread_of_draws(np.random.default_rng(seed(50)), 6)
+    seqs = [sim.simulation_seeds(seed(9), i)[0] for i in range(6)]
+    measured = SIMULATOR_50.simulate_cpeptide(draws, [np.random.default_rng(q) for q in seqs])
+    assert measured.shape == (6, 50, 4)
+    for t, (params, q) in enumerate(zip(draws, seqs)):
+        df = SIMULATOR_50.simulate(params, np.random.default_rng(q))
+        rows = df[df["measure"] == "cpeptide"]
+        values = rows["value"].to_numpy().reshape(50, 4)
+        below = rows["below_lod"].to_numpy().reshape(50, 4)
+        np.testing.assert_array_equal(measured[t] <= SIMULATOR_50.lod, below)
+        np.testing.assert_array_equal(np.where(below, SIMULATOR_50.lod, measured[t]), values)  # the same draws
+
+
+def test_a_batch_gives_each_trials_own_analysis(seed):
+    """run_batch (vectorised) against the per-trial path (data frame, its statistics, the quadrature of one)."""
+    rng = np.random.default_rng(seed(51))
+    draws = _spread_of_draws(rng, 8)
+    draws[0] = replace(draws[0], plateau_pmol_l=60.0, sd_log_plateau=1.5)  # many values below the LLOD
+    analysis = sim.CpeptideDay365Analysis()
+    batch = sim.run_batch(SIMULATOR_50, analysis, draws, seed(3), list(range(10, 18)))
+    assert batch[0]["n_below_lod"] > 0
+    for record, params in zip(batch, draws):
+        one = sim.run_one(SIMULATOR_50, analysis, params, seed(3), record["index"])
+        assert one.keys() == record.keys()
+        for key in ("posterior_prob", "median_posterior_mean", "fraction_above_posterior_mean"):
+            assert record[key] == pytest.approx(one[key], rel=1e-9, abs=1e-12)
+        assert (record["success"], record["n_below_lod"], record["data_spawn_key"], record["fit_seed"]) == \
+            (one["success"], one["n_below_lod"], one["data_spawn_key"], one["fit_seed"])
+        assert record["quadrature_edge_mass"] < 1e-10
+
+
+@pytest.fixture(scope="module")
+def quadrature_reference(tmp_path_factory):
+    draws = _spread_of_draws(np.random.default_rng(52), 40)
+    summary = sim.run_simulations(SIMULATOR_50, sim.CpeptideDay365Analysis(), draws, n_sims=300, seed=13,
+                                  outdir=tmp_path_factory.mktemp("quad"))
+    return draws, summary
+
+
+def _quad(outdir, draws, **kw):
+    kw.setdefault("n_sims", 300)
+    return sim.run_simulations(SIMULATOR_50, sim.CpeptideDay365Analysis(), draws, seed=13, outdir=outdir, **kw)
+
+
+def test_quadrature_records_are_identical_whatever_the_workers_and_batches(quadrature_reference, tmp_path,
+                                                                          monkeypatch):
+    draws, reference = quadrature_reference
+    assert 0 < reference.n_success < reference.n_sims and reference.n_diagnostic_failures == 0
+    two = _quad(tmp_path / "two", draws, workers=2)
+    monkeypatch.setattr(sim, "BATCH_TRIALS", 7)
+    small = _quad(tmp_path / "small", draws)
+    assert two.records == reference.records and small.records == reference.records
+    assert len(list((tmp_path / "two" / sim.SIM_DIR).glob("sim_*.json"))) == 2  # one batch per worker
+    assert len(list((tmp_path / "small" / sim.SIM_DIR).glob("sim_*.json"))) == 43  # ceil(300 / 7)
+
+
+def test_quadrature_run_resumes_and_is_extended_batch_by_batch(quadrature_reference, tmp_path, monkeypatch):
+    draws, reference = quadrature_reference
+    monkeypatch.setattr(sim, "BATCH_TRIALS", 50)
+    seen = []
+
+    def stop_after_two_batches(record):
+        seen.append(record["index"])
+        if len(seen) == 100:
+            raise KeyboardInterrupt
+
+    _quad(tmp_path, draws, n_sims=120)  # a shorter run first: extended below to 300
+    with pytest.raises(KeyboardInterrupt):
+        _quad(tmp_path, draws, on_record=stop_after_two_batches)
+    assert sim.finished_indices(tmp_path) == set(range(220))
+    redone = []
+    resumed = _quad(tmp_path, draws, on_record=lambda r: redone.append(r["index"]))
+    assert redone == list(range(220, 300))
+    assert resumed.records == reference.records
+
+
+@pytest.mark.parametrize("damage, reason", [(_truncate, "not whole JSON"), (_flip_success, "checksum mismatch")],
+                         ids=["truncated", "edited"])
+def test_a_damaged_batch_file_is_recomputed_whole(quadrature_reference, tmp_path, monkeypatch, damage, reason):
+    draws, reference = quadrature_reference
+    monkeypatch.setattr(sim, "BATCH_TRIALS", 100)
+    _quad(tmp_path, draws)
+    damage(tmp_path / sim.SIM_DIR / "sim_000100.json")
+    reports, redone = [], []
+    again = _quad(tmp_path, draws, on_damaged=reports.append, on_record=lambda r: redone.append(r["index"]))
+    assert len(reports) == 1 and reason in reports[0] and "sim_000100.json" in reports[0]
+    assert redone == list(range(100, 200))
+    assert again.records == reference.records
+
+
+def test_overlapping_record_files_are_damaged(quadrature_reference, tmp_path, monkeypatch):
+    draws, reference = quadrature_reference
+    monkeypatch.setattr(sim, "BATCH_TRIALS", 100)
+    _quad(tmp_path, draws)
+    folder = tmp_path / sim.SIM_DIR
+    # a whole file of this run whose name says 100 and whose simulations are 100..199, copied under another
+    # name: it is then misnamed; a file holding 150..199 named 150 overlaps 100..199
+    digest = sim._manifest_digest(tmp_path)
+    batch = sim.read_record_file(folder / "sim_000100.json", digest)
+    (folder / "sim_000150.json").write_text(sim.record_file_text(batch[50:], digest))
+    scan = sim.scan_records(tmp_path)
+    assert [(p.name, "sim_000100.json holds too" in why) for p, why in scan.damaged] == [("sim_000150.json", True)]
+    assert [scan.records[i] for i in range(300)] == reference.records
+
+
+def test_quadrature_and_mcmc_routes_decide_alike_within_monte_carlo_error(seed, tmp_path):
+    """The same simulated trials analysed by both routes: every MCMC probability within 4 of its MCSE of the
+    quadrature's (where its MCSE is 0, all draws on one side, within 0.01); decisions differ only where the MCMC
+    probability is within 4 MCSE of gamma; and no more of them than the MCMC error allows: the expected number of
+    disagreements, sum_i Phi(-|P_i - gamma| / MCSE_i) (P_i exact), plus 4 of its Poisson sds and one."""
+    from scipy.stats import norm
+
+    draws = _spread_of_draws(np.random.default_rng(seed(53)), 40)
+    n_sims = 36
+    quad = sim.run_simulations(SIMULATOR_50, sim.CpeptideDay365Analysis(), draws, n_sims=n_sims, seed=seed(14),
+                               outdir=tmp_path / "quad")
+    mcmc = sim.run_simulations(SIMULATOR_50, sim.CpeptideDay365Analysis(method="mcmc"), draws, n_sims=n_sims,
+                               seed=seed(14), outdir=tmp_path / "mcmc")
+    assert mcmc.n_diagnostic_failures == 0
+    exact = np.array([r["posterior_prob"] for r in quad.records])
+    p = np.array([r["posterior_prob"] for r in mcmc.records])
+    mcse = np.array([r["posterior_prob_mcse"] for r in mcmc.records])
+    assert 0.0 < exact.min() < 0.5 < exact.max() < 1.0  # probabilities spread on both sides of 1/2
+    informative = mcse > 0
+    assert np.all(np.abs(p - exact)[informative] < 4.0 * mcse[informative])
+    assert np.all(np.abs(p - exact)[~informative] < 0.01)
+    gamma = 0.975
+    differ = (p >= gamma) != (exact >= gamma)
+    assert np.all(np.abs(p - gamma)[differ] <= 4.0 * mcse[differ])
+    expected = float(np.sum(norm.sf(np.abs(exact - gamma)[informative] / mcse[informative])))
+    assert differ.sum() <= expected + 4.0 * np.sqrt(expected) + 1.0
+    assert [r["data_spawn_key"] for r in quad.records] == [r["data_spawn_key"] for r in mcmc.records]

@@ -329,3 +329,33 @@ def test_quadrature_agrees_with_nuts_within_monte_carlo_error(seed):
                 assert abs(draws.mean() - exact) < 0.01
             else:
                 assert abs(draws.mean() - exact) < 4.0 * mcse
+
+
+def test_statistics_of_a_values_array_are_those_of_the_trials_one_by_one(seed):
+    """The vectorised statistics (the simulations' route) against day365_statistics of each trial's Day365Data,
+    with trials all detected, partly censored, with one detected value and all censored; then the quadrature of
+    both agrees."""
+    rng = np.random.default_rng(seed(365))
+    values = np.exp(rng.normal(np.log([[900.0], [40.0], [5.0], [1.0]]), 1.0, size=(4, 30)))
+    values[2, 1:] = 2.0  # one detected value at most
+    values[2, 0] = 50.0
+    values[3] = 1.0  # all censored
+    values[1, 0] = 13.0  # exactly at the LLOD: censored, as day365_data_from_long reads it
+    st = ce.day365_statistics_of_values(values, 13.0)
+    trials = [ce.Day365Data(np.where(v <= 13.0, 13.0, v), np.full(30, 13.0), v <= 13.0) for v in values]
+    one_by_one = ce.day365_statistics(trials)
+    assert st.n_detected.tolist() == one_by_one.n_detected.tolist() == [30.0, float((values[1] > 13).sum()), 1.0, 0.0]
+    assert 0 < st.n_detected[1] < 30
+    np.testing.assert_allclose(st.mean_log_detected, one_by_one.mean_log_detected, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(st.ssd_log_detected, one_by_one.ssd_log_detected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(st.log_lod_levels, one_by_one.log_lod_levels)
+    np.testing.assert_array_equal(st.n_censored_at_level, one_by_one.n_censored_at_level)
+    a, b = ce.day365_posterior_quadrature(st), ce.day365_posterior_quadrature(one_by_one)
+    np.testing.assert_allclose(a.prob_fraction_above, b.prob_fraction_above, rtol=1e-9, atol=1e-12)
+    for bad, parameter in ((values[0], "cpeptide_pmol_l"), (np.full((2, 3), np.nan), "cpeptide_pmol_l")):
+        with pytest.raises(ModelInputError) as err:
+            ce.day365_statistics_of_values(bad, 13.0)
+        assert err.value.parameter == parameter
+    with pytest.raises(ModelInputError) as err:
+        ce.day365_statistics_of_values(values, 0.0)
+    assert err.value.parameter == "lod_pmol_l"
