@@ -152,6 +152,11 @@ def estimate_design(config: Any, *, n_participants: int = 12, n_observations: in
     return out
 
 
+def estimate_binary(config: Any, *, n_studies: int = 20) -> list[Estimate]:
+    """``isletbayes binary``: the MAP prior fit (the prior panel is exact)."""
+    return [fit_estimate(config.sampler, n_studies + 8, "the MAP prior fit")]
+
+
 def estimate_cpeptide(config: Any, *, n_participants: int = 12, n_observations: int = 48) -> list[Estimate]:
     """``isletbayes cpeptide``: its fits are held one at a time (the sensitivity refits run one after another)."""
     return [fit_estimate(config.sampler, cpeptide_parameter_count(n_participants, n_observations),
@@ -165,7 +170,7 @@ def estimate_main_job(config: Any, *, n_participants: int = 12, n_observations: 
     s = config.sections
     out: list[Estimate] = []
     if s.binary:
-        out.append(fit_estimate(config.sampler, n_studies + 8, "the MAP prior fit"))
+        out += estimate_binary(config, n_studies=n_studies)
     if s.cpeptide:
         out.append(fit_estimate(config.sampler, cpeptide_parameter_count(n_participants, n_observations),
                                 "the C-peptide fit"))

@@ -8,6 +8,7 @@ from typing import Any, Optional
 from isletbayes.analyses.cli.console import (console_for, print_failures, progress_enabled, progress_reporter,
                                              save_note)
 from isletbayes.analyses.cli.options import config_command, extra_option
+from isletbayes.analyses.cli.saving import checked_output, locked_output, save_result
 
 KEYS = ("seed", "allow_large_jobs", "binary", "priors", "sampler", "sections.safety", "data.counts", "data.comparators",
         "data.include_unverified", "data.allow_outliers")
@@ -20,17 +21,21 @@ KEYS = ("seed", "allow_large_jobs", "binary", "priors", "sampler", "sections.saf
 ])
 def binary(config, out: Path | None = None, as_json: bool = False, quiet: bool = False) -> None:
     """Posteriors of the binary end points under a panel of priors (exact), with MAP priors from comparators."""
-    from isletbayes.analyses.binary import run_binary
+    from isletbayes.analyses import budget, interrupts
+    from isletbayes.analyses.binary import BinaryResult, run_binary
     from isletbayes.analyses.inputs import load_inputs
     from isletbayes.data.io import to_json
 
+    out = checked_output(out, BinaryResult)
     inputs = load_inputs(config.data)
-    with progress_reporter(progress_enabled(quiet, as_json)) as progress, \
-            progress.status("binary end points: prior panel, MAP priors from the comparator studies"):
-        result = run_binary(config.binary, priors=config.priors, sampler=config.sampler, seed=config.seed,
-                            inputs=inputs, safety=config.sections.safety)
-    if out is not None:
-        result.save(out)
+    budget.check(budget.estimate_binary(config), allow=budget.allow_large(config))
+    with locked_output(out):
+        with progress_reporter(progress_enabled(quiet, as_json)) as progress, \
+                progress.status("binary end points: prior panel, MAP priors from the comparator studies"):
+            result = run_binary(config.binary, priors=config.priors, sampler=config.sampler, seed=config.seed,
+                                inputs=inputs, safety=config.sections.safety)
+        interrupts.checkpoint()  # a fit cut short by Ctrl-C is never written
+        save_result(result, out)
     if as_json:
         print(to_json(result.summary()))
     else:

@@ -7,6 +7,7 @@ from typing import Optional
 
 from isletbayes.analyses.cli.console import progress_enabled, progress_reporter
 from isletbayes.analyses.cli.options import config_command, extra_option
+from isletbayes.analyses.cli.saving import checked_output, locked_output, save_result
 
 KEYS = ("seed", "durability", "data.participant_data", "data.counts", "data.include_unverified",
         "data.allow_outliers")
@@ -19,17 +20,21 @@ KEYS = ("seed", "durability", "data.participant_data", "data.counts", "data.incl
 ])
 def durability(config, out: Path | None = None, as_json: bool = False, quiet: bool = False) -> None:
     """Durability of insulin independence to year 5 under donor-islet attrition scenarios (not findings)."""
-    from isletbayes.analyses.durability import run_durability
+    from isletbayes.analyses import budget, interrupts
+    from isletbayes.analyses.durability import DurabilityResult, run_durability
     from isletbayes.analyses.inputs import load_inputs
     from isletbayes.data.io import to_json
 
+    out = checked_output(out, DurabilityResult)
     inputs = load_inputs(config.data)
-    with progress_reporter(progress_enabled(quiet, as_json)) as progress, \
-            progress.status("durability: multi-state model on a grid, follow-up precision by simulation"):
-        result = run_durability(config.durability, seed=config.seed, phase12=inputs.count("insulin_independence"),
-                                durability=inputs.durability)
-    if out is not None:
-        result.save(out)
+    budget.check(budget.durability_estimates(config.durability), allow=budget.allow_large(config))
+    with locked_output(out):
+        with progress_reporter(progress_enabled(quiet, as_json)) as progress, \
+                progress.status("durability: multi-state model on a grid, follow-up precision by simulation"):
+            result = run_durability(config.durability, seed=config.seed,
+                                    phase12=inputs.count("insulin_independence"), durability=inputs.durability)
+        interrupts.checkpoint()  # a run cut short by Ctrl-C is never written
+        save_result(result, out)
     print(to_json(result.summary()) if as_json else format_durability(result))
 
 
