@@ -29,24 +29,29 @@ convention, zero-avoiding because an exact fit is implausible, after Chung et al
 tau belongs to the published means, not to any participant: :func:`simulate_participants` and
 :func:`posterior_parameter_draws` carry sigma only.
 
-Participant effects, adaptively centred. With few or uninformative visits the non-centred form (theta_i = mu + sd
-z_i) samples well; with many informative participants it does not (the posterior of each z_i narrows as 1/sd, and
-R-hat of sd_k failed at 200 participants). Each effect is sampled in partially centred coordinates
-(Papaspiliopoulos, Roberts & Skold 2007, Stat. Sci. 22:59; Gorinova, Moore & Hoffman 2020, ICML)
+Participant effects, adaptively standardised. With few or uninformative visits the non-centred form
+(theta_i = mu + sd z_i) samples well; with many informative participants it does not (the posterior of each z_i
+narrows as 1/sd, and R-hat of sd_k failed at 200 participants), and the centred form fails the other way. The
+default 'adaptive' parametrisation standardises each effect by an approximation of its conditional posterior
+(in the spirit of partial centring, Papaspiliopoulos, Roberts & Skold 2007, Stat. Sci. 22:59, and of Gorinova,
+Moore & Hoffman 2020, ICML): given a normal summary theta_hat_i ~ Normal(theta_i, I_i^(-1/2)) of participant i's
+likelihood, with information I_i and score b_i = I_i (theta_hat_i - mu), v_i = sd^2 I_i,
 
-    theta_hat_i ~ Normal(lam_i mu, sd^lam_i),   theta_i = mu + sd^(1 - lam_i) (theta_hat_i - lam_i mu),
-    lam_i = s^2 I_i / (1 + s^2 I_i)
+    theta_i = mu + sd^2 b_i / (1 + v_i) + sd / sqrt(1 + v_i) u_i,   u_i ~ Normal(-sd b_i / sqrt(1 + v_i), sqrt(1 + v_i)).
 
-(the weight that makes the normal-normal conditional posterior of theta_hat_i independent of the scale), I_i the
-Fisher information of participant i's detected values about theta_i (n_i / sigma^2 for the log plateau;
-sum_j s_ij^2 / sigma^2 for the log rate, s = u / expm1(u), u = k t) at the priors' medians, and s^2 the
-between-participant variance estimated from the data by moments (:func:`centring_weights`; the weights are
-``pm.Data``, in :func:`participant_arrays` with ``centring=True``, so a refit on new data recomputes them). A participant whose own
-data pin the effect relative to the spread (s^2 I_i large) is centred, one with little data (few visits,
-censored values) non-centred; the density of theta is Normal(mu, sd) exactly (the Jacobian sd^(1 - lam_i) is part
-of the normal density of theta_hat). ``parametrisation='non_centred'`` (the default: at 12 participants it
-calibrates best, see ``analyses/results/sbc_cpeptide.json``) and ``'centred'`` are the two extremes;
-``benchmarks/bench_cpeptide_scale.py`` compares all three at 12 to 1,000 participants.
+Given everything else the map u_i -> theta_i is affine and the law of u_i is the one that makes theta_i ~
+Normal(mu, sd) exactly: the model is unchanged whatever I_i and b_i are (a test checks the log density against the
+non-centred model). For the log rate, I_i and b_i come from participant i's curve linearised at a reference log
+rate r_i computed from the data alone (:func:`participant_geometry` profiles each participant's detected values over
+the level on a grid of rates), with the level integrated over its prior Normal(log A, sd_A) (generalised least
+squares); for the log plateau given the rate they are exact (n_i / sigma^2). Both use the sampled population
+parameters, never the effect they standardise. The population plateau itself is sampled as the median
+participant's log C-peptide at a data-derived reference day (:func:`_population_parameters_sheared`, also an exact
+change of variables), which removes the plateau-t_half ridge of a cohort still rising at its last visit. The data
+constants are ``pm.Data`` (:func:`participant_arrays` with ``centring=True``), so a refit on new data recomputes
+them. In the kept SBC (``analyses/results/sbc_cpeptide.json``, 12 participants) 1 of 100 fits failed a
+diagnostic, against 11 of 55 with the non-centred effects; ``parametrisation='non_centred'`` and ``'centred'``
+remain available, and ``benchmarks/bench_cpeptide_scale.py`` compares all three at 12 to 1,000 participants.
 
 The rise shape h: h = 1 is the saturating exponential of DESIGN.md, concave from day 0, and the default of the
 model builders (the phase 3 simulations refit that participant model). Each concave curve through the origin has
@@ -405,11 +410,11 @@ def _line(rows: pd.DataFrame) -> int | None:
     return int(idx) + 2 if isinstance(idx, (int, np.integer)) else None
 
 
-def participant_arrays(data: ParticipantData, centring: bool = False,
+def participant_arrays(data: ParticipantData, centring: bool = True,
                        priors: TrajectoryPriors = TrajectoryPriors()) -> dict[str, np.ndarray]:
-    """The ``pm.Data`` values of :func:`build_participant_model`, by container name (for refits). ``centring``:
-    add the weights of :func:`centring_weights` (needed to refit the 'adaptive' parametrisation; pass the priors
-    the model was built with)."""
+    """The ``pm.Data`` values of :func:`build_participant_model`, by container name (for refits). ``centring``
+    (default): add the constants of :func:`participant_geometry`, which the 'adaptive' parametrisation (the default)
+    reads; pass ``centring=False`` to refit a 'non_centred' or 'centred' model, which has no such containers."""
     out = {
         "obs_participant": data.obs_participant,
         "obs_day": data.obs_day,
@@ -417,7 +422,7 @@ def participant_arrays(data: ParticipantData, centring: bool = False,
         "obs_lod": data.obs_lod,
     }
     if centring:
-        out["plateau_centring"], out["rate_centring"] = centring_weights(data, priors)
+        out.update(participant_geometry(data, priors).as_arrays())
     if data.ii_value.size:
         out["ii_participant"] = data.ii_participant
         out["ii_value"] = data.ii_value
@@ -517,83 +522,198 @@ def _log_median_rate(t_half, shape):
     return log_ln2_over_h - pt.log(t_half), log_ln2_over_h
 
 
-#: Parametrisations of the participant effects (see the module docstring): ``adaptive`` (the default) centres
-#: each participant's effect as far as their own data inform it; the other two are the classical extremes.
+#: Parametrisations of the participant effects (see the module docstring): ``adaptive`` standardises each
+#: participant's effects by their approximate conditional posterior; the other two are the classical extremes.
 PARAMETRISATIONS = ("adaptive", "non_centred", "centred")
 
+#: grid of log rates (per day) on which :func:`participant_geometry` profiles each participant's data: t_half from
+#: half a day to 20 years (rates outside it only ever occur in the prior's far tails)
+_RATE_GRID = np.linspace(math.log(LN2 / 7300.0), math.log(LN2 / 0.5), 321)
+#: sd of the broad reference prior on log k_i under which each participant's rate likelihood is summarised
+_REFERENCE_RATE_SD = 1.0
 
-def _effect(name: str, mu, sd, weight, parametrisation: str):
-    """A participant effect theta_i ~ Normal(mu, sd), sampled in partially centred coordinates
-    theta_hat_i ~ Normal(lam_i mu, sd^lam_i), theta_i = mu + sd^(1 - lam_i) (theta_hat_i - lam_i mu)
-    (Papaspiliopoulos, Roberts & Skold 2007; Gorinova, Moore & Hoffman 2020), with the centring weight
-    lam_i = ``weight`` (module docstring). lam_i = 0 is the non-centred, lam_i = 1 the centred parametrisation."""
+
+def _effect(name: str, mu, sd, parametrisation: str, information=None, score=None):
+    """A participant effect theta_i ~ Normal(mu, sd), in the coordinates of ``parametrisation``.
+
+    'non_centred': theta_i = mu + sd z_i; 'centred': theta_i itself. 'adaptive': standardised by the conditional
+    posterior that a normal likelihood theta_hat_i ~ Normal(theta_i, I_i^(-1/2)) would give, with
+    ``information`` I_i and ``score`` b_i = I_i (theta_hat_i - mu) (both may depend on other sampled variables,
+    never on theta_i):
+
+        v_i = sd^2 I_i,    theta_i = mu + sd^2 b_i / (1 + v_i) + sd / sqrt(1 + v_i) u_i,
+        u_i ~ Normal(-sd b_i / sqrt(1 + v_i), sqrt(1 + v_i)).
+
+    Given everything else the map u_i -> theta_i is affine, and the law of u_i above is exactly the one that
+    makes theta_i ~ Normal(mu, sd): the model is unchanged, whatever I_i and b_i. Where participant i's likelihood
+    is that normal, the conditional posterior of u_i is Normal(0, 1) whatever mu and sd: the effects no longer
+    pull on the population parameters (no funnel, at any sd). v_i -> 0 is the non-centred, v_i -> infinity the
+    centred parametrisation (Papaspiliopoulos, Roberts & Skold 2007 partially centre by the weight v_i / (1 + v_i);
+    this also shifts by the conditional mean, as a Laplace approximation would)."""
     if parametrisation == "non_centred":
         raw = pm.Normal(name, 0.0, 1.0, dims="participant")
         return mu + sd * raw
     if parametrisation == "centred":
         return pm.Normal(name, mu, sd, dims="participant")
-    lam = weight
-    raw = pm.Normal(name, lam * mu, sd**lam, dims="participant")
-    return mu + sd ** (1.0 - lam) * (raw - lam * mu)
+    v = sd**2 * information
+    root = pt.sqrt(1.0 + v)
+    raw = pm.Normal(name, -sd * score / root, root, dims="participant")
+    return mu + sd**2 * score / (1.0 + v) + sd / root * raw
 
 
-def centring_weights(data: ParticipantData,
-                     priors: TrajectoryPriors = TrajectoryPriors()) -> tuple[np.ndarray, np.ndarray]:
-    """The centring weights lam_i = s^2 I_i / (1 + s^2 I_i) of each participant's log plateau and log rate
-    (module docstring), from the data alone (never from the sampled parameters: a weight that moved with them
-    would move theta_i by (d lam) mu at fixed theta_hat_i and couple every effect to them).
+@dataclass(frozen=True)
+class ParticipantGeometry:
+    """Data-derived constants of the 'adaptive' parametrisation (:func:`participant_geometry`), one per participant:
+    ``rate_reference``, the log rate at which the model linearises participant i's curve, and, for reports and
+    tests, the normal summary Normal(rate_estimate, rate_information^(-1/2)) of the participant's likelihood for
+    log k_i with the level profiled out, at the pooled residual ``measurement_sd``. Any reference gives the same
+    model (an exact change of variables); a good one gives a posterior that NUTS samples in few, even steps."""
 
-    I_i: Fisher information of participant i's detected values about the effect, sum_j s_ij^2 / sigma^2 with
-    s = d log C / d theta (1 for the plateau; u / expm1(u), u = k t, for the rate) at the priors' medians of sigma
-    and k (exponential rise); censored values count as carrying none. s^2: the between-participant variance,
-    estimated from the data by moments (the spread of per-participant estimates less their noise, floored at
-    (0.05)^2; the prior median when fewer than 3 participants give an estimate). Many informative participants
-    with a real spread give weights near 1 (centred); few, noisy or alike participants weights near 0."""
+    rate_reference: np.ndarray
+    rate_estimate: np.ndarray
+    rate_information: np.ndarray
+    measurement_sd: float
+    reference_day: float
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """The ``pm.Data`` containers of the adaptive model, by name."""
+        return {"rate_reference": self.rate_reference, "reference_day": np.asarray(self.reference_day)}
+
+
+def participant_geometry(data: ParticipantData, priors: TrajectoryPriors = TrajectoryPriors()) -> ParticipantGeometry:
+    """The constants of the 'adaptive' parametrisation, from the data alone (a ``pm.Data`` container: a refit on
+    new data passes new ones, ``participant_arrays``; the sampled parameters never enter them).
+
+    Each participant's detected log values x_ij are profiled over the level on a grid of log rates g (exponential
+    rise): RSS_i(g) = min_a sum_j (x_ij - a - log(1 - exp(-e^g t_ij)))^2; exp(-RSS_i / (2 s^2)) is the likelihood
+    of the log rate with the level integrated out under a flat prior (up to a constant). s is the pooled residual
+    sd at each participant's best rate (n_i - 2 degrees of freedom each; the prior median when fewer than 10 in
+    all). Under a broad reference prior Normal(m, 1) (m the pooled best rate) that likelihood gives a posterior
+    mean M_i (the reference log rate) and variance V_i; the normal likelihood with the same effect has information
+    I_i = 1 / V_i - 1 and estimate (M_i / V_i - m) / I_i. Where the data say little (a rise already complete at
+    the first visit makes the likelihood one-sided; censored values count as carrying nothing), I_i is small.
+    """
     detected = ~np.asarray(data.obs_censored, dtype=bool)
-    who, day, value, n = data.obs_participant, data.obs_day, data.obs_value, data.n_participants
-    sigma2 = priors.measurement_sd_median**2
-    u = rate_from_t_half(priors.t_half_median_days) * day
-    sens = u / np.expm1(u)
-    n_det = np.bincount(who, detected, minlength=n)
-    info_plateau = n_det / sigma2
-    info_rate = np.bincount(who, detected * sens**2, minlength=n) / sigma2
-    half_normal_median = 0.6744897501960817
-    floor2 = 0.05**2
-    # plateau: per participant, mean of log y - log g(t; k) over detected visits
-    resid = np.log(value) - np.log(-np.expm1(-u))
+    n = data.n_participants
+    who, day, value = data.obs_participant[detected], data.obs_day[detected], data.obs_value[detected]
+    n_det = np.bincount(who, minlength=n).astype(float)
     has = n_det > 0
-    s2_plateau = (priors.spread_plateau_scale * half_normal_median) ** 2
-    if has.sum() >= 3:
-        means = np.bincount(who, resid * detected, minlength=n)[has] / n_det[has]
-        s2_plateau = max(float(np.var(means, ddof=1) - np.mean(sigma2 / n_det[has])), floor2)
-    # rate: from each participant's first and last detected values (the plateau cancels in their ratio)
-    s2_rate = (priors.spread_rate_scale * half_normal_median) ** 2
-    estimates, noise = [], []
-    for i in range(n):
-        mine = np.flatnonzero((who == i) & detected)
-        if mine.size < 2:
-            continue
-        first, last = mine[np.argmin(day[mine])], mine[np.argmax(day[mine])]
-        ratio = float(np.clip(value[first] / value[last], 0.02, 0.98))
-        estimates.append(math.log(-math.log1p(-ratio)) - math.log(day[first]))
-        noise.append(2.0 * sigma2 / max(sens[first], 0.05) ** 2)
-    if len(estimates) >= 3:
-        s2_rate = max(float(np.var(estimates, ddof=1) - np.mean(noise)), floor2)
-    return s2_plateau * info_plateau / (1 + s2_plateau * info_plateau), s2_rate * info_rate / (1 + s2_rate * info_rate)
+    resid = np.log(value)[:, None] - np.log(-np.expm1(-np.exp(_RATE_GRID[None, :]) * day[:, None]))  # obs x grid
+    s1 = np.zeros((n, _RATE_GRID.size))
+    s2 = np.zeros((n, _RATE_GRID.size))
+    np.add.at(s1, who, resid)
+    np.add.at(s2, who, resid**2)
+    rss = np.where(has[:, None], s2 - s1**2 / np.maximum(n_det, 1.0)[:, None], 0.0)
+    several = n_det > 2  # residual degrees of freedom left after each participant's own level and rate
+    dof = float(np.sum(n_det[several] - 2.0))
+    sigma = math.sqrt(rss[several].min(axis=1).sum() / dof) if dof >= 10 else priors.measurement_sd_median
+    sigma = max(sigma, 0.02)
+    m = float(_RATE_GRID[np.argmin(rss.sum(axis=0))]) if has.any() else float(
+        math.log(rate_from_t_half(priors.t_half_median_days)))
+    log_post = -(rss - rss.min(axis=1, keepdims=True)) / (2.0 * sigma**2) - 0.5 * (
+        (_RATE_GRID[None, :] - m) / _REFERENCE_RATE_SD) ** 2
+    post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    mean = post @ _RATE_GRID
+    var = np.maximum(post @ _RATE_GRID**2 - mean**2, 1e-8)
+    information = np.maximum(1.0 / var - 1.0 / _REFERENCE_RATE_SD**2, 0.0)
+    estimate = np.where(information > 1e-6, (mean / var - m / _REFERENCE_RATE_SD**2) / np.maximum(information, 1e-6), m)
+    # the population reference day: where the sensitivity of the median curve to the log rate is its mean over
+    # the detected visits (at the pooled rate), the level there is uncorrelated with the rate to first order
+    sens = _rise_sensitivity(math.exp(m) * day) if day.size else np.array([0.5])
+    reference_day = float(_inverse_rise_sensitivity(sens.mean()) / math.exp(m))
+    return ParticipantGeometry(rate_reference=mean, rate_estimate=estimate, rate_information=information,
+                               measurement_sd=sigma, reference_day=reference_day)
 
 
-def _population(priors: TrajectoryPriors, late_decline: bool, rise_shape: bool, centring, n_participants: int,
+def _rise_sensitivity(u):
+    """d log(1 - exp(-u)) / d log u = u / expm1(u): 1 at u = 0, falling to 0 once the rise is complete."""
+    u = np.maximum(np.asarray(u, dtype=float), 1e-12)
+    return u / np.expm1(u)
+
+
+def _inverse_rise_sensitivity(s):
+    """u with u / expm1(u) = s, 0 < s < 1 (bisection on log u; the sensitivity is decreasing)."""
+    s = float(np.clip(s, 1e-9, 1.0 - 1e-9))
+    lo, hi = -30.0, 6.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _rise_sensitivity(math.exp(mid)) > s else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
+
+
+def _population_parameters_sheared(priors: TrajectoryPriors, late_decline: bool, rise_shape: bool, reference_day):
+    """The population priors of :func:`_population_parameters`, with the plateau sampled as the median
+    participant's log C-peptide at ``reference_day`` (a data constant), c = log A + log(1 - exp(-(k t_ref)^h)),
+    given t_half (and h): when the cohort is still rising at its last visit, the data pin that level and leave
+    A and t_half on a ridge along which A k is constant; c and t_half are not on it. Given t_half and h, c is
+    log A shifted, so its prior is Normal(log A_median + log(1 - exp(-(k t_ref)^h)), plateau_log_sd) and
+    ``plateau_pmol_l`` (a Deterministic) has exactly its LogNormal prior."""
+    t_half = pm.LogNormal("t_half_days", mu=math.log(priors.t_half_median_days), sigma=priors.t_half_log_sd)
+    sd_a = pm.HalfNormal("sd_log_plateau", sigma=priors.spread_plateau_scale)
+    sd_k = pm.HalfNormal("sd_log_rate", sigma=priors.spread_rate_scale)
+    sigma = pm.LogNormal("measurement_sd", mu=math.log(priors.measurement_sd_median),
+                         sigma=priors.measurement_sd_log_sd)
+    shape, decline = _shape_and_decline(priors, late_decline, rise_shape)
+    rise = _log_trajectory_tensor(0.0, _log_median_rate(t_half, shape)[0], reference_day, None, 0.0, shape)
+    level = pm.Normal("log_median_cpeptide_reference_day", mu=math.log(priors.plateau_median_pmol_l) + rise,
+                      sigma=priors.plateau_log_sd)
+    plateau = pm.Deterministic("plateau_pmol_l", pt.exp(level - rise))
+    return plateau, t_half, sd_a, sd_k, sigma, shape, decline
+
+
+def _segment_sum(values, index, like):
+    """sum of ``values`` per participant (``index`` the participant of each value; ``like`` has one per participant)."""
+    return pt.inc_subtensor(pt.zeros_like(like)[index], values)
+
+
+def _population(priors: TrajectoryPriors, late_decline: bool, rise_shape: bool, geometry, n_participants: int,
                 parametrisation: str):
-    """Population priors and the latent participants; returns the tensors the likelihoods need."""
+    """Population priors and the latent participants; returns the tensors the likelihoods need.
+
+    'adaptive' (``geometry``: the data containers): log k_i standardised by a normal summary of participant i's
+    likelihood for it (the curve linearised at a data-derived reference rate, the level integrated over its
+    prior), then log A_i given k_i by its exact conditional likelihood (:func:`_effect`). Both summaries are
+    computed in the model from the data and the sampled population parameters (sigma, sd_A, mu_A, h, decline),
+    never from the effect they standardise."""
     if parametrisation not in PARAMETRISATIONS:
         raise ModelInputError(f"must be one of {', '.join(PARAMETRISATIONS)}, got {parametrisation!r}",
                               parameter="parametrisation")
-    plateau, t_half, sd_a, sd_k, sigma = _population_parameters(priors)
-    shape, decline = _shape_and_decline(priors, late_decline, rise_shape)
+    if parametrisation == "adaptive":
+        plateau, t_half, sd_a, sd_k, sigma, shape, decline = _population_parameters_sheared(
+            priors, late_decline, rise_shape, geometry["reference_day"])
+    else:
+        plateau, t_half, sd_a, sd_k, sigma = _population_parameters(priors)
+        shape, decline = _shape_and_decline(priors, late_decline, rise_shape)
     log_rate, log_ln2_over_h = _log_median_rate(t_half, shape)
-    weight_plateau, weight_rate = centring
-    log_plateau_i = _effect("log_plateau_effect", pt.log(plateau), sd_a, weight_plateau, parametrisation)
-    log_rate_i = _effect("log_rate_effect", log_rate, sd_k, weight_rate, parametrisation)
+    if parametrisation == "adaptive":
+        participant, day, value, detected, reference = (geometry[k] for k in (
+            "participant", "day", "value", "detected", "rate_reference"))
+        log_a, var_a, var_e = pt.log(plateau), sd_a**2, sigma**2
+        # the rate: participant i's curve linearised in log k_i at the reference r_i (sensitivities s_ij, residuals
+        # e_ij), the level integrated over its prior Normal(mu_A, sd_A): generalised least squares with the
+        # covariance sigma^2 I + sd_A^2 11' of a participant's values gives the information and score about log k_i
+        w = pt.exp(reference[participant] + pt.log(day))
+        if shape is not None:
+            w = w**shape
+        sens = detected * w / pt.expm1(w) * (1.0 if shape is None else shape)
+        resid = detected * (pt.log(value) - _log_trajectory_tensor(0.0, reference[participant], day, decline,
+                                                                   priors.decline_start_day, shape))
+        n_i = _segment_sum(detected, participant, reference)
+        s1, s2 = _segment_sum(sens, participant, reference), _segment_sum(sens**2, participant, reference)
+        se, e1 = _segment_sum(sens * resid, participant, reference), _segment_sum(resid, participant, reference)
+        gamma = var_a / (var_e + n_i * var_a)  # <= 1 / n_i, so the information is >= 0 (Cauchy-Schwarz)
+        info = s2 - gamma * s1**2
+        score = se - log_a * s1 - gamma * s1 * (e1 - n_i * log_a) + info * (reference - log_rate)
+        log_rate_i = _effect("log_rate_effect", log_rate, sd_k, parametrisation, info / var_e, score / var_e)
+        # the level given the rate, exactly: participant i's detected log values are log A_i + f_ij(k_i) +
+        # Normal(0, sigma), information n_i / sigma^2, score sum_j (x_ij - f_ij(k_i) - mu_A) / sigma^2
+        curve = _log_trajectory_tensor(0.0, log_rate_i[participant], day, decline, priors.decline_start_day, shape)
+        level_score = (_segment_sum(detected * (pt.log(value) - curve), participant, reference) - n_i * log_a) / var_e
+        log_plateau_i = _effect("log_plateau_effect", log_a, sd_a, parametrisation, n_i / var_e, level_score)
+    else:
+        log_plateau_i = _effect("log_plateau_effect", pt.log(plateau), sd_a, parametrisation)
+        log_rate_i = _effect("log_rate_effect", log_rate, sd_k, parametrisation)
     pm.Deterministic("plateau_participant", pt.exp(log_plateau_i), dims="participant")
     pm.Deterministic("t_half_participant", pt.exp(log_ln2_over_h - log_rate_i), dims="participant")
     return log_plateau_i, log_rate_i, sigma, decline, shape
@@ -609,10 +729,10 @@ def _link(link_priors: LinkPriors, log_c365):
 
 def build_participant_model(data: ParticipantData, priors: TrajectoryPriors = TrajectoryPriors(),
                             link_priors: LinkPriors | None = LinkPriors(), late_decline: bool = False,
-                            rise_shape: bool = False, parametrisation: str = "non_centred") -> pm.Model:
+                            rise_shape: bool = False, parametrisation: str = "adaptive") -> pm.Model:
     """The trajectory model (and, when the data hold day-365 insulin independence and ``link_priors`` is given,
     the link) on participant-level data; every data array is a ``pm.Data`` container (see :func:`participant_arrays`).
-    ``parametrisation`` of the participant effects: 'non_centred' (default), 'adaptive' or 'centred' (module docstring).
+    ``parametrisation`` of the participant effects: 'adaptive' (default), 'non_centred' or 'centred' (module docstring).
     """
     coords = {"participant": list(data.participant_ids), "observation": np.arange(data.obs_day.size)}
     use_link = link_priors is not None and data.ii_value.size > 0
@@ -623,13 +743,14 @@ def build_participant_model(data: ParticipantData, priors: TrajectoryPriors = Tr
         obs_day = pm.Data("obs_day", data.obs_day, dims="observation")
         obs_value = pm.Data("obs_value", data.obs_value, dims="observation")
         obs_lod = pm.Data("obs_lod", data.obs_lod, dims="observation")
-        centring = (None, None)
-        if parametrisation == "adaptive":  # the weights are data: refits pass participant_arrays(..., centring=True)
-            weights = centring_weights(data, priors)
-            centring = (pm.Data("plateau_centring", weights[0], dims="participant"),
-                        pm.Data("rate_centring", weights[1], dims="participant"))
+        geometry = None
+        if parametrisation == "adaptive":  # data-derived constants: refits pass participant_arrays(..., centring=True)
+            geometry = {name: pm.Data(name, value, dims="participant" if np.ndim(value) else None)
+                        for name, value in participant_geometry(data, priors).as_arrays().items()}
+            geometry.update(participant=obs_participant, day=obs_day, value=obs_value,
+                            detected=pt.cast(pt.gt(obs_value, obs_lod), "float64"))
         log_plateau_i, log_rate_i, sigma, decline, shape = _population(
-            priors, late_decline, rise_shape, centring, data.n_participants, parametrisation)
+            priors, late_decline, rise_shape, geometry, data.n_participants, parametrisation)
         mu = _log_trajectory_tensor(log_plateau_i[obs_participant], log_rate_i[obs_participant], obs_day, decline,
                                     priors.decline_start_day, shape)
         pm.Censored("cpeptide", pm.LogNormal.dist(mu=mu, sigma=sigma), lower=obs_lod, upper=None,

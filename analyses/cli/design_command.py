@@ -56,7 +56,8 @@ def design(config, out: Path | None = None, as_json: bool = False, quiet: bool =
                 from isletbayes.analyses.cpeptide import run_cpeptide
 
                 with progress.status("C-peptide posterior the simulated trials draw from"):
-                    fit = run_cpeptide(config.cpeptide.model_copy(update={"sensitivity": False, "psense": False}),
+                    fit = run_cpeptide(config.cpeptide.model_copy(update={"sensitivity": False, "psense": False,
+                                                                      "holdout_check": False}),
                                        sampler=config.sampler, seed=config.seed, inputs=inputs)
                 interrupts.checkpoint()  # a fit cut short by Ctrl-C must not seed the simulations
                 draws, source = fit.parameter_draws(4000, config.seed), fit.diagnostics

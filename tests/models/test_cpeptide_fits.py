@@ -25,9 +25,9 @@ RECOVERY = SamplerSettings(draws=1000, tune=1000, chains=4, cores=2,
 SBC_SETTINGS = RECOVERY
 KEPT_SBC = {"sbc_cpeptide.json": {"cpeptide_participant", "cpeptide_means", "graft_function_hypothetical"}}
 MAX_FAILING_PER_100 = 3
-#: PARTICIPANT_FITS_NOT_ROBUST: in the kept SBC, 11 of 55 participant-level fits (12 participants, 0.99) failed a
-#: diagnostic (R-hat 1.010-1.023, ESS just under 400), so a test asserting that one such fit converges would fail
-#: on some seeds: the two tests that do are slow-marked until the participant model's geometry is fixed.
+#: The participant model samples in its 'adaptive' coordinates (models/cpeptide_trajectory.py): with the classical
+#: non-centred effects 11 of 55 SBC fits failed a diagnostic; see analyses/results/sbc_cpeptide.json for the kept
+#: run of the adaptive model. The small SBC (8 fits, ~2 minutes) stays slow-marked for time, not for robustness.
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,6 @@ def _recover(refit, truth, n, seed):
     return idata
 
 
-@pytest.mark.slow  # see PARTICIPANT_FITS_NOT_ROBUST
 def test_one_compiled_model_refits_two_data_sets_and_recovers_both(participant_refit, seed):
     """12 participants: the same compiled model, refitted with ``with_data``, recovers two different truths."""
     high = cpm.PopulationParameters(1500.0, 70.0, 0.3, 0.3, 0.15, alpha=1.5, beta=1.0)
@@ -65,11 +64,17 @@ def test_one_compiled_model_refits_two_data_sets_and_recovers_both(participant_r
         for name in ("plateau_pmol_l", "t_half_days", "measurement_sd"):
             lo, hi = _interval(fits[label], name)
             assert lo < getattr(truth, name) < hi, (label, name, lo, hi)
-    # and the two posteriors are told apart: the plateau intervals do not overlap
-    assert _interval(fits["low"], "plateau_pmol_l")[1] < _interval(fits["high"], "plateau_pmol_l")[0]
+    # and the two posteriors are told apart where the data inform them: the median participant's day-365 C-peptide
+    # (the plateau of the slow 'low' cohort is an extrapolation beyond its last visit, so its upper tail is long)
+    def c365(idata):
+        post = idata["posterior"]
+        draws = post["plateau_pmol_l"] * -np.expm1(-np.log(2.0) * 365.0 / post["t_half_days"])
+        return np.quantile(draws.values.ravel(), [0.0005, 0.9995])
+
+    assert c365(fits["low"])[1] < c365(fits["high"])[0]
 
 
-@pytest.mark.slow  # see PARTICIPANT_FITS_NOT_ROBUST
+@pytest.mark.slow  # 8 fits: about 2 minutes on 2 cores
 def test_participant_model_sbc_small(participant_problem, seed):
     n = 8
     res = calibration.run_sbc(participant_problem, n, SBC_SETTINGS.__class__(**{**SBC_SETTINGS.as_dict(),
@@ -148,8 +153,9 @@ def test_graft_function_model_sbc_small(seed):
     assert res["n_fits_failing_diagnostics"] <= 2, res["diagnostic_failures"]
 
 
-@pytest.mark.slow
 def test_recovery_with_50_participants(seed):
+    """50 participants (the adaptive parametrisation, compiled on one data set and refitted on another): every
+    diagnostic passes and the 99.9% intervals of the population parameters cover the truth."""
     truth = cpm.PopulationParameters(1200.0, 90.0, 0.35, 0.3, 0.2, alpha=1.5, beta=1.0)
     template = cpm.participant_data_from_long(cpm.simulate_participants(truth, 50, DAYS,
                                                                         rng=np.random.default_rng(seed(0))))

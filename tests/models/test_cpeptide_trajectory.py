@@ -133,46 +133,73 @@ def test_participant_likelihood_matches_censored_lognormal_and_bernoulli(seed):
     assert logp == pytest.approx(expected, rel=1e-9)
 
 
-def test_adaptive_centring_is_a_change_of_variables_of_the_same_model(seed):
-    """The adaptive model's density at its coordinates theta_hat equals the centred model's density at
-    theta = mu + sd^(1 - lam) (theta_hat - lam mu) times the Jacobian sd^(1 - lam) (the likelihood is the same)."""
-    df = cpm.simulate_participants(TRUTH, 6, [1.0, 30.0, 90.0, 365.0], rng=np.random.default_rng(seed(60)))
+def _effects_and_log_jacobian(model):
+    """The centred model's coordinates (log A, log A_i, log k_i) as functions of the adaptive model's value
+    variables, and log |det| of their Jacobian with respect to the adaptive model's own coordinates (the median
+    level at the reference day and the effects; the other coordinates are shared), by automatic differentiation:
+    an independent check of the hand-derived change of variables."""
+    import pytensor
+    from pytensor.gradient import jacobian
+
+    outputs = [pt.log(model["plateau_pmol_l"]).reshape((1,)), pt.log(model["plateau_participant"]),
+               -pt.log(model["t_half_participant"])]  # log k_i up to the constant log(ln 2) / h
+    outputs = model.replace_rvs_by_values(outputs)
+    own = [model.rvs_to_values[model[name]]
+           for name in ("log_median_cpeptide_reference_day", "log_plateau_effect", "log_rate_effect")]
+    theta = pt.concatenate(outputs)
+    jac = pt.concatenate([jacobian(theta, v).reshape((theta.shape[0], -1)) for v in own], axis=1)
+    compiled = pytensor.function(list(model.value_vars), [*outputs, jac], on_unused_input="ignore")
+
+    def transform(**point):
+        log_plateau, log_a, log_k, jac = compiled(**point)
+        return float(log_plateau[0]), log_a, log_k, np.linalg.slogdet(jac)[1]
+
+    return transform
+
+
+@pytest.mark.parametrize("rise_shape", [False, True])
+def test_adaptive_parametrisation_is_a_change_of_variables_of_the_same_model(seed, rise_shape):
+    """The adaptive model's density at its coordinates u equals the centred model's density at
+    (log A, log A_i, log k_i) = theta(u) times |det d theta / d u| (the likelihood and priors are the same), at
+    random coordinates and population values, with censored values."""
+    df = cpm.simulate_participants(TRUTH, 7, [1.0, 30.0, 90.0, 365.0], rng=np.random.default_rng(seed(60)))
     data = cpm.participant_data_from_long(df)
-    adaptive = cpm.build_participant_model(data, parametrisation="adaptive")
-    centred = cpm.build_participant_model(data, parametrisation="centred")
-    lam_a, lam_k = cpm.centring_weights(data)
-    assert np.all((lam_a > 0) & (lam_a < 1)) and np.all((lam_k >= 0) & (lam_k < 1))
+    assert data.obs_censored.any()
+    adaptive = cpm.build_participant_model(data, parametrisation="adaptive", rise_shape=rise_shape)
+    centred = cpm.build_participant_model(data, parametrisation="centred", rise_shape=rise_shape)
+    transform = _effects_and_log_jacobian(adaptive)
+    logp_adaptive, logp_centred = adaptive.compile_logp(), centred.compile_logp()
     rng = np.random.default_rng(seed(61))
-    raw_a, raw_k = rng.normal(7.0, 0.5, 6), rng.normal(-4.5, 0.5, 6)
-    p = TRUTH
-    sd_a, sd_k = p.sd_log_plateau, p.sd_log_rate
-    mu_a, mu_k = math.log(p.plateau_pmol_l), math.log(cpm.rate_from_t_half(p.t_half_days))
-    theta_a = mu_a + sd_a ** (1 - lam_a) * (raw_a - lam_a * mu_a)
-    theta_k = mu_k + sd_k ** (1 - lam_k) * (raw_k - lam_k * mu_k)
-
-    def point(model, a, k):
-        return {key: v for key, v in {**_point(model, p), "log_plateau_effect": a, "log_rate_effect": k,
-                                      "alpha": 1.5, "beta": 1.0}.items() if v is not None}
-
-    log_jacobian = np.sum((1 - lam_a) * math.log(sd_a)) + np.sum((1 - lam_k) * math.log(sd_k))
-    assert adaptive.compile_logp()(point(adaptive, raw_a, raw_k)) == pytest.approx(
-        centred.compile_logp()(point(centred, theta_a, theta_k)) + log_jacobian, rel=1e-9)
+    for _ in range(5):
+        point = {name: np.asarray(value) + rng.normal(0.0, 0.5, np.shape(value))
+                 for name, value in adaptive.initial_point().items()}
+        log_plateau, log_a, log_k, log_det = transform(**point)
+        h = math.exp(point["rise_shape_log__"]) if rise_shape else 1.0
+        shared = {k: v for k, v in point.items()
+                  if k not in ("log_median_cpeptide_reference_day", "log_plateau_effect", "log_rate_effect")}
+        theta_point = {**shared, "plateau_pmol_l_log__": log_plateau, "log_plateau_effect": log_a,
+                       "log_rate_effect": log_k + math.log(math.log(2.0)) / h}
+        assert logp_adaptive(point) == pytest.approx(logp_centred(theta_point) + log_det, rel=1e-10, abs=1e-8)
 
 
-def test_centring_weights_follow_the_information(seed):
-    # many visits and a real spread: weights near 1 (centred); one visit, all alike: small weights
-    spread = cpm.PopulationParameters(1200.0, 60.0, 0.6, 0.5, 0.1)
-    rich = cpm.participant_data_from_long(cpm.simulate_participants(
-        spread, 40, [30.0, 60.0, 90.0, 180.0, 270.0, 365.0], rng=np.random.default_rng(seed(62)), link=False))
-    # one visit each, measured with the prior's median sd: the spread of the values is all noise
-    alike = cpm.participant_data_from_long(cpm.simulate_participants(
-        cpm.PopulationParameters(1200.0, 60.0, 0.01, 0.01, 0.18), 200, [365.0],
-        rng=np.random.default_rng(seed(63)), link=False))
-    assert cpm.centring_weights(rich)[0].min() > 0.9
-    assert cpm.centring_weights(alike)[0].max() < 0.25
-    arrays = cpm.participant_arrays(rich, centring=True)
-    np.testing.assert_array_equal(arrays["plateau_centring"], cpm.centring_weights(rich)[0])
-    assert "plateau_centring" not in cpm.participant_arrays(rich)
+def test_adaptive_geometry_follows_the_information(seed):
+    # a participant whose rise is complete by the first visit tells little about the rate (small information), a
+    # slow riser a lot; the summaries sit near the true rates where the data inform them, and the population
+    # reference day lies among the visits
+    slow = cpm.PopulationParameters(1000.0, 150.0, 0.3, 0.05, 0.1)
+    fast = cpm.PopulationParameters(1000.0, 5.0, 0.3, 0.05, 0.1)
+    days = [90.0, 180.0, 270.0, 365.0]
+    frames = [cpm.simulate_participants(p, 30, days, rng=np.random.default_rng(seed(62 + i)), link=False)
+              .assign(participant=lambda d, i=i: f"{i}-" + d["participant"]) for i, p in enumerate((slow, fast))]
+    data = cpm.participant_data_from_long(pd.concat(frames, ignore_index=True))
+    g = cpm.participant_geometry(data)
+    assert np.median(g.rate_information[:30]) > 2 * np.median(g.rate_information[30:])
+    # 30 slow participants, each rate known to about +-0.3 (sd 0.05 between them): the median within 0.2
+    assert np.median(g.rate_estimate[:30]) == pytest.approx(math.log(cpm.rate_from_t_half(150.0)), abs=0.2)
+    assert 90.0 <= g.reference_day <= 365.0
+    arrays = cpm.participant_arrays(data)
+    np.testing.assert_array_equal(arrays["rate_reference"], g.rate_reference)
+    assert "rate_reference" not in cpm.participant_arrays(data, centring=False)
 
 
 # The cohort-means likelihood against an independent computation: the exact moments of the mean of n participants
