@@ -1,7 +1,7 @@
 """Work bounded before it starts: the memory and time a run would need, estimated from its settings and checked
 against this machine before anything is fitted or written.
 
-The configuration's bounds (``analyses/config.py``: ``sampler.draws`` <= 10^6, ``durability.n_draws`` <= 10^7,
+The configuration's bounds (``analyses/config.py``: ``sampler.draws`` <= 10^6, ``durability.follow_up_simulations`` <= 10^5,
 ``design.n_max`` <= 5000, ...) refuse absurd single values. What they cannot see is a product of sensible ones
 (64 chains of 10^6 draws; 10^5 simulated trials on 200 local workers), so each command that runs heavy work adds
 up an estimate first (:func:`estimate_main_job`, :func:`estimate_design`) and :func:`check` refuses it, naming
@@ -44,8 +44,6 @@ RECORD_BYTES = 8 * 1024
 SECONDS_PER_TRIAL = {"InsulinIndependenceAnalysis": 0.016, "CpeptideDay365Analysis": 0.05,
                      "CpeptideTrajectoryAnalysis": 2.0}
 COMPILE_S = 30.0
-#: Bytes per Monte Carlo draw of the durability scenarios (5 scenarios x 5 years of float64, with temporaries).
-DURABILITY_BYTES_PER_DRAW = 5 * 5 * 8 * 3
 
 
 @dataclass(frozen=True)
@@ -120,12 +118,10 @@ def simulation_estimates(design: Any, analysis: str) -> list[Estimate]:
 
 
 def durability_estimates(durability: Any) -> list[Estimate]:
-    """The durability section's Monte Carlo draws, where its configuration has them (``durability.n_draws``);
-    the multi-state model computes on a fixed grid, bounded by its own configuration keys."""
-    n_draws = getattr(durability, "n_draws", None)
-    if n_draws is None:
-        return []
-    return [Estimate("the durability scenarios", "durability.n_draws", memory=n_draws * DURABILITY_BYTES_PER_DRAW)]
+    """Nothing to add up: the multi-state model computes on a fixed grid and its follow-up simulations are bounded
+    one by one by the configuration (``durability.follow_up_simulations`` <= 10^5 data sets of at most 5,000
+    participants per follow-up length), which keeps the section's memory and time small whatever the values."""
+    return []
 
 
 def cpeptide_parameter_count(n_participants: int = 12, n_observations: int = 48) -> int:

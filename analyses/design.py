@@ -570,8 +570,8 @@ def estimand_statement(config: DesignConfig) -> str:
     e = config.estimand
     r = e.resolved()
     if r["endpoint"] == "cpeptide":
-        what = (f"the fraction of participants whose day-365 stimulated C-peptide exceeds {config.cpeptide_threshold:g} "
-                "pmol/L")
+        what = ("the fraction of participants whose day-365 stimulated C-peptide exceeds "
+                f"{config.cpeptide_threshold:g} pmol/L")
     elif r["endpoint"] == "composite_primary":
         what = "the phase 1/2 composite (free of severe hypoglycaemia with HbA1c < 7% or a 1-point fall) at day 365"
     elif r["anchor"] == "onset":
@@ -579,8 +579,9 @@ def estimand_statement(config: DesignConfig) -> str:
                 f"(onset between days {r['window_start_day']:g} and {r['window_end_day']:g})"
                 + (", and free of severe hypoglycaemia" if r["she_free"] else ""))
     else:
-        what = (f"insulin independent from day {r['window_start_day']:g} to day {r['window_end_day']:g}"
-                + (", and free of severe hypoglycaemia" if r["she_free"] else ""))
+        start, end = r["window_start_day"], r["window_end_day"]
+        when = f"at day {end:g}" if start == end else f"from day {start:g} to day {end:g}"
+        what = f"insulin independent {when}" + (", and free of severe hypoglycaemia" if r["she_free"] else "")
     return (f"Estimand ({e.preset}): the share of participants {what}. Intercurrent events: death {e.death}, "
             f"withdrawal {e.withdrawal} (probability {e.withdrawal_probability:g}, a convention), prohibited "
             f"glucocorticoid exposure {e.glucocorticoid}.")
@@ -673,7 +674,8 @@ def _assumptions(config: DesignConfig, result: DesignResult, design: DesignInput
                              "source"),
            Assumption(what="phase 1/2 count", value=result.phase12.get("statement", ""),
                       source="data/published/zimislecel_counts.csv"),
-           Assumption(what="analysis prior", value=config.analysis_prior, source="configuration (design.analysis_prior)"),
+           Assumption(what="analysis prior", value=config.analysis_prior,
+                      source="configuration (design.analysis_prior)"),
            Assumption(what="phase 3 size as announced", value=f"about {config.planned_n}",
                       source="reference_values.csv (Managed Healthcare Executive, secondary)")]
     for prior in result.design_priors:

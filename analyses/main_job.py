@@ -440,10 +440,10 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
                  ) -> tuple[dict[str, SectionRun], AnalysisInputs]:
     """Run every section switched on, through the cache; save each under ``out/<section>/``.
 
-    Cached sections are copied (not loaded: :class:`SectionRecord`); the others are computed, the exact ones first (a mistake in their settings
-    stops the run in seconds), then the MCMC ones in up to ``jobs`` worker processes at once (default: as many
-    as there are CPU cores, at most the number of such sections), then the design's simulations, which draw
-    from the C-peptide section. ``inputs``: the data, if already loaded. Worker processes ignore Ctrl-C; on an
+    Cached sections are copied (not loaded: :class:`SectionRecord`); the others are computed, the exact ones
+    first (a mistake in their settings stops the run in seconds), then the MCMC ones in up to ``jobs`` worker
+    processes at once (default: as many as there are CPU cores, at most the number of such sections), then the
+    design's simulations, which draw from the C-peptide section. ``inputs``: the data, if already loaded. Worker processes ignore Ctrl-C; on an
     interrupt they are stopped at once (what they were fitting is lost, every section already stored in the
     cache is kept)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed

@@ -20,9 +20,11 @@ Models (the analysis defaults, nutpie, 4 chains x 1000 draws after 1000 tuning s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from isletbayes.analyses.calibration import GRAFT_FUNCTION_TARGET_ACCEPT, RESULTS_DIR
 from isletbayes.analyses.provenance import provenance
@@ -119,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {summary[name]['n_failing']} of {len(mine)} fits failing; max R-hat "
               f"{summary[name]['max_rhat']:.4f}; min ESS {summary[name]['min_ess_bulk']:.0f}/"
               f"{summary[name]['min_ess_tail']:.0f}; divergences {summary[name]['total_divergences']}")
+    # the models not run now keep their kept results (``--only`` refreshes one model, not the file)
+    kept = json.loads(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).exists() else {}
+    summary = {**{k: v for k, v in kept.get("summary", {}).items() if k not in which}, **summary}
+    fit_rows = [f for f in kept.get("fits", []) if f["model"] not in which] + [asdict(f) for f in fits]
     write_json_atomic(args.out, {"analysis": "seed_robustness", "summary": summary,
-                                 "fits": [asdict(f) for f in fits],
+                                 "fits": fit_rows,
                                  "provenance": provenance(sampler=settings.as_dict(), n_seeds=args.n_seeds,
                                                           first_seed=args.first_seed,
                                                           target_accept={"cpeptide_means": MEANS_TARGET_ACCEPT,

@@ -50,6 +50,48 @@ def _fmt(x: float, spec: str) -> str:
     return "n/a" if x is None or x != x else format(x, spec)
 
 
+def _comparison_items(ep) -> list[Any]:
+    """The headline (the comparator as a distribution), the tau-prior block and the tipping point of one end
+    point, where it has comparator studies."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if ep.comparison is None:
+        return []
+    delta = ep.comparison.attrs.get("delta", float("nan"))
+    items: list[Any] = []
+    headline = Table(title=f"{ep.endpoint}: zimislecel against the donor-islet rate as a distribution (robust MAP "
+                           "predictive of a new donor-islet study)", title_justify="left")
+    for col in ("prior", "P(rate - donor rate > 0)", f"P(rate - donor rate > {delta:g})"):
+        headline.add_column(col, justify="left" if col == "prior" else "right")
+    for name, row in ep.comparison.iterrows():
+        headline.add_row(name, f"{row['p_better']:.0%}", f"{row['p_better_by_delta']:.0%}")
+    items.append(headline)
+    if ep.tau_panel:
+        tau = Table(title="the amount of borrowing is the tau prior (uniform prior on zimislecel's rate)",
+                    title_justify="left")
+        for col in ("tau prior", "MAP ESS (ELIR)", "tau median", "MAP mean (95%)", "P(better)",
+                    f"P(better by {delta:g})", "conclusive"):
+            tau.add_column(col, justify="left" if col == "tau prior" else "right")
+        for row in ep.tau_panel:
+            lo, hi = row.map_interval95
+            tau.add_row(row.tau_prior, f"{row.map_ess_elir:.1f}", f"{row.tau_median:.2f}",
+                        f"{row.map_mean:.2f} ({lo:.2f}-{hi:.2f})", f"{row.p_better:.0%}",
+                        f"{row.p_better_by_delta:.0%}", "yes" if row.conclusive else "no")
+        items.append(tau)
+    tp = ep.tipping_point
+    if tp is not None:
+        if tp.ess is None:
+            said = f"holds at every borrowed ESS up to {tp.ess_max:g}"
+        elif tp.ess == 0:
+            said = "fails even without borrowing"
+        else:
+            said = f"fails once a prior at the benchmark is worth about {tp.ess:.0f} participants"
+        items.append(Text(f"tipping point: P(rate > {tp.benchmark:.2f}, a fixed benchmark) >= {tp.probability:g} "
+                          f"{said}"))
+    return items
+
+
 def format_tables(result) -> list[Any]:
     """One rich table per end point (rows: priors) plus a safety table, as a list of renderables."""
     from rich.table import Table
@@ -62,11 +104,12 @@ def format_tables(result) -> list[Any]:
         title = (f"{endpoint}: {ep.r}/{ep.n} (observed {ep.r / ep.n:.3f}; Clopper-Pearson exact 95% CI "
                  f"{lo:.3f}-{hi:.3f}); ESS = prior ELIR effective sample size; conflict p = Box's "
                  f"prior-predictive p; next {m}: predicted responders, mean (95% interval)")
+        items += _comparison_items(ep)
         table = Table(title=title, title_justify="left")
         for col in ("prior", "prior mean", "ESS", "post. mean", "median", "95% ETI", "95% HDI"):
             table.add_column(col, justify="left" if col == "prior" else "right")
         for label, value in ep.thresholds.items():
-            table.add_column(f"P(>{value:.2f})" if label == "comparator" else f"P(>{label})", justify="right")
+            table.add_column(f"P(>{value:.2f}) fixed" if label == "comparator" else f"P(>{label})", justify="right")
         table.add_column("conflict p", justify="right")
         table.add_column(f"next {m}", justify="right")
         for name, row in ep.table.iterrows():

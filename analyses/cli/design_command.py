@@ -10,7 +10,8 @@ from typing import Optional
 from isletbayes.analyses.cli.console import progress_enabled, progress_reporter
 from isletbayes.analyses.cli.options import config_command, extra_option
 
-KEYS = ("seed", "allow_large_jobs", "design", "priors.map", "priors.benchmark", "priors.benchmark_any_endpoint", "durability",
+KEYS = ("seed", "allow_large_jobs", "design", "priors.map", "priors.benchmark", "priors.benchmark_any_endpoint",
+        "durability",
         "data.participant_data", "data.counts", "data.comparators", "data.include_unverified", "data.allow_outliers",
         "cpeptide", "sampler")
 
@@ -128,7 +129,8 @@ def format_table(result) -> str:
         if result.p0_panel is not None:
             lines.append("p0 panel (calibrated rule; smallest n meeting every target under the primary design prior):")
             for p0, row in result.p0_panel.iterrows():
-                first = "none in grid" if row["first_n"] is None or row["first_n"] != row["first_n"] else int(row["first_n"])
+                missing = row["first_n"] is None or row["first_n"] != row["first_n"]  # None or NaN
+                first = "none in grid" if missing else int(row["first_n"])
                 lines.append(f"  p0 = {p0:.3f}{' (benchmark)' if row['benchmark'] else ''}: gamma "
                              f"{row['gamma'] if row['gamma'] == row['gamma'] else '-'}, n = {first}")
     if result.interim is not None and len(result.interim):

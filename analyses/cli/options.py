@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,7 +197,8 @@ def key_to_option(err: InputError, options: Sequence[ConfigOption]) -> InputErro
         option = max(named, key=lambda o: len(o.key.rsplit(".", 1)[-1])).primary
     message = err.message
     for key, flag in sorted(by_key.items(), key=lambda kv: -len(kv[0])):
-        message = message.replace(key, flag)
+        # a key named as a word, not as part of a longer key, and not where a message shows YAML ('key: value')
+        message = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w.]|: )", flag, message)
     return InputError(message, file=err.file, line=err.line, column=err.column, option=option)
 
 

@@ -28,8 +28,9 @@ def test_command_line_and_main_job_agree_to_the_last_digit(small_report, command
     args = {
         "binary": ["binary", *sampler_options(config)],
         "cpeptide": ["cpeptide", *sampler_options(config), "--no-sensitivity"],
+        # the design's MAP-updated and donor-like design priors are MCMC fits: same sampler settings
         "design": ["design", "--n-min", str(config.design.n_min), "--n-max", str(config.design.n_max),
-                   "--n-step", str(config.design.n_step), "--seed", str(config.seed)],
+                   "--n-step", str(config.design.n_step), *sampler_options(config)],
     }[command]
     capsys.readouterr()
     assert main([*args, "--json"]) == 0

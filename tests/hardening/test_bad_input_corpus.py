@@ -105,9 +105,6 @@ def case(id: str, argv: str, *where: str, files: dict | None = None, folders: tu
     CASES.append(Case(id, tuple(argv.split()), where, files or {}, folders, known))
 
 
-#: Options whose block validator reports the block's key, not the option the user typed (analyses/cli/options.py
-#: maps only a field's own key to its option).
-BLOCK_DOOR = "a block-level validator error from options names the key, not the option (cli/options.key_to_option)"
 
 
 # --- participant-level files (data check, design --data, durability --data, report --data) ----------------
@@ -310,8 +307,8 @@ OPTION_CASES = [
     ("design-p0-text", "design --p0 half", "--p0"),
     ("design-rule", "design --rule frequentist", "option --rule"),
     ("design-estimand", "design --estimand survival", "option --estimand"),
-    ("design-estimand-timing", "design --estimand composite_day365 --persistence-days 30", "option --",
-     BLOCK_DOOR),
+    ("design-estimand-timing", "design --estimand composite_day365 --persistence-days 30",
+     "option --persistence-days"),
     ("design-seed-negative", "design --seed -1", "option --seed"),
     ("design-seed-2-32", "design --seed 4294967296", "option --seed"),
     ("design-seed-text", "design --seed abc", "--seed"),
@@ -332,7 +329,7 @@ OPTION_CASES = [
      "option --discount-ess"),
     ("design-interim", "design --interim 1.5", "option --interim"),
     ("design-interim-text", "design --interim half", "option --interim"),
-    ("design-cpeptide-without-simulate", "design --estimand cpeptide_day365", "option --", BLOCK_DOOR),
+    ("design-cpeptide-without-simulate", "design --estimand cpeptide_day365", "option --simulate"),
     ("design-cpeptide-fraction", "design --estimand cpeptide_day365 --simulate 2 --cpeptide-fraction 1.5 --out {out}",
      "option --cpeptide-fraction"),
     ("design-unknown-option", "design --bogus 1", "--bogus", "isletbayes design --help"),
@@ -363,9 +360,8 @@ OPTION_CASES = [
     ("unknown-command", "analyse", "analyse"),
 ]
 for id, argv, *where in OPTION_CASES:
-    known = where.pop() if where[-1] == BLOCK_DOOR else ""
     case(f"option-{id}", argv, *where, folders=("folder",) if "folder" in argv else (),
-         files=NO_MAP if "nomap" in argv else None, known=known)
+         files=NO_MAP if "nomap" in argv else None)
 
 # --- file-system faults a user can cause --------------------------------------------------------------------
 
@@ -413,6 +409,7 @@ def previous_output(tmp_path_factory) -> Path:
     for rel, text in {"results.json": '{"format": "isletbayes-results/2", "note": "a previous run"}\n',
                       "report.html": "<html>a previous report</html>\n",
                       "design.json": '{"note": "a previous design"}\n', "design_table.csv": "n\n10\n",
+                      "durability.json": "{}\n",
                       "design/design.json": "{}\n", "durability/durability.json": "{}\n",
                       "simulation/simulation_manifest.json": '{"settings_sha256": "0"}\n'}.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_summary_numbers_are_the_results(small_report):
     assert numbers["design"]["first_n"] == design.recommendations[0].n.first
     # the headline compares against the comparator as a distribution, and says so
     p_better = binary.endpoints["insulin_independence"].comparison.loc["uniform", "p_better"]
-    assert f"the probability that zimislecel's rate is higher is {100 * p_better:.0f}%" in html
+    assert f"the probability that zimislecel's rate is higher is {100 * p_better:.0f}%" in unescape(html)
     # the exact uniform posterior of 10/12 is Beta(11, 3)
     assert mean == pytest.approx(11 / 14)
 
