@@ -593,7 +593,11 @@ def _exact_design(result: DesignResult, config: DesignConfig, design: DesignInpu
 
     endpoint = config.estimand.endpoint
     rows = comparator_rows(design.inputs, endpoint, design.priors)
-    map_fit = endpoint_map(rows, design.priors, design.sampler, seed, design.inputs.comparators)
+    # the MAP prior (an MCMC fit) only where a design prior or the control arm is built from it: an exact design
+    # without them answers in well under a second
+    needs_map = config.two_sample or any(name.strip().lower() in ("map_updated", "donor_like")
+                                         for name in config.design_priors)
+    map_fit = endpoint_map(rows, design.priors, design.sampler, seed, design.inputs.comparators) if needs_map else None
     priors, phase12, notes = estimand_priors(config, design, seed, map_fit)
     result.design_priors, result.phase12 = priors, phase12
     result.notes.extend(notes)

@@ -1,7 +1,8 @@
 """The participant-level C-peptide model at 12, 50, 200 and 1,000 participants.
 
 ``python -m benchmarks cpeptide_scale`` (``--quick``: 12 and 50 participants). Run directly,
-``python -m benchmarks.bench_cpeptide_scale [--quick] [--full] [--parametrisations=a,b] [--no-rstan]``.
+``python -m benchmarks.bench_cpeptide_scale [--quick] [--full] [--sizes=12,200] [--parametrisations=a,b]
+[--no-rstan]``.
 
 Issue 15, item 4: the model must sample cleanly (every check of ``check_diagnostics``: R-hat <= 1.01, bulk and
 tail ESS >= 100 per chain, no divergent transitions, E-BFMI >= 0.3, no saturated tree depth) at every size. For
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     for arg in argv:
         if arg.startswith("--parametrisations="):
             parametrisations = tuple(arg.split("=", 1)[1].split(","))
+        if arg.startswith("--sizes="):
+            sizes = tuple(int(x) for x in arg.split("=", 1)[1].split(","))
     full = "--full" in argv
     with_rstan = "--no-rstan" not in argv and rstan_available()
     if "--no-rstan" not in argv and not with_rstan:

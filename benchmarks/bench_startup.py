@@ -114,7 +114,7 @@ def main(argv: list[str]) -> dict:
                 # the exact path alone: design priors that need no MCMC (the phase 1/2 posterior, discounted and
                 # robustified), the day-365 estimand (no durability model), the binomial rule
                 "design --exact-only (n 20..100)": ["design", "--n-min", "20", "--n-max", "100", "--estimand",
-                                                    "insulin_independence_day365", "--design-priors",
+                                                    "insulin_independence_day365", "--design-prior",
                                                     "phase12,discounted,robust"],
                 "design (n 20..100, defaults)": ["design", "--n-min", "20", "--n-max", "100"]}
     figures: dict[str, dict] = {}
