@@ -37,6 +37,7 @@ def baseline_tree(dest: Path, commit: str = BEFORE) -> Path | None:
                              capture_output=True)
     if archive.returncode != 0:
         return None
+    dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     shim = dest / "shim" / "isletbayes"
     shim.mkdir(parents=True)
