@@ -102,6 +102,15 @@ class TippingPointSummary(ResultModel):
     ess_max: float
     table: Frame  # ess, posterior mean, P(rate > benchmark), conclusive
 
+    @property
+    def verdict(self) -> str:
+        """What happens to the conclusion as borrowing grows, in words (the console and the report say it alike)."""
+        if self.ess is None:
+            return f"holds at every borrowed ESS up to {self.ess_max:g}"
+        if self.ess == 0:
+            return "fails even without borrowing"
+        return f"fails once a prior at the benchmark is worth about {self.ess:.0f} participants"
+
 
 class EndpointPanel(ResultModel):
     """One end point under every member of the prior panel."""

@@ -619,15 +619,9 @@ def _borrowing_blocks(ctx: ReportContext, e, name: str) -> list:
                        for k, v in e.map.ess["elir"].items() if v == v}
         fig = figures.tipping_point(tab["ess"].to_numpy(), tab["prob_above_p0"].to_numpy(), tp.probability, tp.ess,
                                     f"{tp.benchmark:.2f}", map_ess)
-        if tp.ess is None:
-            words = f"holds whatever the borrowing, up to an ESS of {tp.ess_max:.0f}"
-        elif tp.ess == 0:
-            words = "does not hold even without borrowing"
-        else:
-            words = f"tips when a prior worth about {tp.ess:.0f} participants is borrowed at the benchmark"
         blocks.append(figure(fig, f"Tipping point of the {name} comparison",
                              f"P({name} rate > {tp.benchmark:.2f}) against the effective sample size of a beta prior "
-                             f"centred on that fixed benchmark; the conclusion P >= {tp.probability:g} {words}. "
+                             f"centred on that fixed benchmark; the conclusion P >= {tp.probability:g} {tp.verdict}. "
                              "The benchmark and the threshold are conventions; the dash-dotted lines mark what the "
                              "MAP priors borrow."))
     if e.definitions is not None and len(e.definitions):

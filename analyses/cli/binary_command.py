@@ -81,14 +81,8 @@ def _comparison_items(ep) -> list[Any]:
         items.append(tau)
     tp = ep.tipping_point
     if tp is not None:
-        if tp.ess is None:
-            said = f"holds at every borrowed ESS up to {tp.ess_max:g}"
-        elif tp.ess == 0:
-            said = "fails even without borrowing"
-        else:
-            said = f"fails once a prior at the benchmark is worth about {tp.ess:.0f} participants"
         items.append(Text(f"tipping point: P(rate > {tp.benchmark:.2f}, a fixed benchmark) >= {tp.probability:g} "
-                          f"{said}"))
+                          f"{tp.verdict}"))
     return items
 
 

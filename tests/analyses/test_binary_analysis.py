@@ -191,3 +191,16 @@ def test_cli_bad_options_exit_2(capsys, args, needle):
     assert code == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_tipping_point_verdict_names_each_outcome():
+    import pandas as pd
+
+    from isletbayes.analyses.binary import TippingPointSummary
+
+    def summary(ess):
+        return TippingPointSummary(benchmark=0.55, probability=0.95, ess=ess, ess_max=200.0, table=pd.DataFrame())
+
+    assert summary(None).verdict == "holds at every borrowed ESS up to 200"
+    assert summary(0.0).verdict == "fails even without borrowing"
+    assert summary(7.6).verdict == "fails once a prior at the benchmark is worth about 8 participants"
