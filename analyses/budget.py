@@ -155,8 +155,14 @@ def estimate_binary(config: Any, *, n_studies: int = 20) -> list[Estimate]:
 
 def estimate_cpeptide(config: Any, *, n_participants: int = 12, n_observations: int = 48) -> list[Estimate]:
     """``isletbayes cpeptide``: its fits are held one at a time (the sensitivity refits run one after another)."""
-    return [fit_estimate(config.sampler, cpeptide_parameter_count(n_participants, n_observations),
+    return [fit_estimate(_cpeptide_sampler(config), cpeptide_parameter_count(n_participants, n_observations),
                          "the C-peptide fit")]
+
+
+def _cpeptide_sampler(config: Any) -> Any:
+    """The sampler block with the most draws per chain any C-peptide fit takes (the joint model has its own)."""
+    draws = max(config.sampler.draws, config.cpeptide.graft_function_draws or 0)
+    return config.sampler.model_copy(update={"draws": draws})
 
 
 def estimate_main_job(config: Any, *, n_participants: int = 12, n_observations: int = 48,
@@ -168,8 +174,7 @@ def estimate_main_job(config: Any, *, n_participants: int = 12, n_observations: 
     if s.binary:
         out += estimate_binary(config, n_studies=n_studies)
     if s.cpeptide:
-        out.append(fit_estimate(config.sampler, cpeptide_parameter_count(n_participants, n_observations),
-                                "the C-peptide fit"))
+        out += estimate_cpeptide(config, n_participants=n_participants, n_observations=n_observations)
     if s.design and config.design.simulate:
         out += simulation_estimates(config.design, design_analysis_name(config.design))
     if s.durability:

@@ -15,15 +15,18 @@ parameters to rank and a ``draw(rng) -> (truth, arrays)`` function giving the tr
 arrays of one simulated data set. Replicate r uses ``numpy.random.default_rng([seed, r])`` and sampler seed
 ``seed + r``, so results do not depend on the order or number of workers.
 
-``python -m isletbayes.analyses.calibration`` runs the problems: the participant-level likelihood with the
-exponential rise, as the phase 3 simulations refit it (:data:`PARTICIPANT_TARGET_ACCEPT`); the cohort-means
-likelihood with the free rise shape and the curve misfit, as ``isletbayes cpeptide`` fits it (0.99); and the joint
-model of every published aggregate (:mod:`isletbayes.models.graft_function`, hypothetical strategy,
-:data:`GRAFT_FUNCTION_TARGET_ACCEPT`). ``--only NAME --out FILE`` runs one. Defaults: 100 replicates per problem,
-4 chains x 1000 draws after 1000 tuning steps (a fit passing the ESS check then has >= 400 effective draws, so the
-99 thinned draws are close to independent). Each finished replicate is appended to ``FILE.<problem>.jsonl``; a
-rerun with the same arguments resumes from it (the same replicates, seeds and results), so a long run can be
-interrupted. On the shared, loaded 2 cores where the kept runs were made, a replicate took 1 to 4 minutes.
+``python -m isletbayes.analyses.calibration`` runs the problems, each at the settings its analysis fits it with:
+the participant-level likelihood with the exponential rise, as the phase 3 simulations refit it
+(:data:`PARTICIPANT_TARGET_ACCEPT`); the cohort-means likelihood with the free rise shape and the curve misfit, as
+``isletbayes cpeptide`` fits it; and the joint model of every published aggregate
+(:mod:`isletbayes.models.graft_function`, hypothetical strategy), at the C-peptide analysis's target acceptance
+(:data:`CPEPTIDE_TARGET_ACCEPT`) and, for the joint model, its own draws per chain (:data:`GRAFT_FUNCTION_DRAWS`).
+``--only NAME --out FILE`` runs one. Defaults: 100 replicates per problem, 4 chains x 1000 draws (the joint model:
+its own number) after 1000 tuning steps (a fit passing the ESS check then has >= 400 effective draws, so the 99
+thinned draws are close to independent). Each finished replicate is appended to ``FILE.<problem>.jsonl``; a rerun
+with the same arguments resumes from it (the same replicates, seeds and results), so a long run can be
+interrupted. On 2 cores a replicate takes 5 to 30 seconds (minutes when the machine is shared). Runs at settings
+that were tried and rejected are kept in ``results/sbc_rejected_settings.json``.
 
 Why not the kept library simuk: it draws the data from the model's own prior predictive and refits with
 ``pm.sample`` (one compilation per replicate). The cohort-means and joint models approximate the law of their
@@ -45,17 +48,22 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
+from isletbayes.analyses.config import CpeptideConfig
 from isletbayes.analyses.provenance import provenance
 from isletbayes.data.io import write_json_atomic
 from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models import graft_function as gfm
 from isletbayes.models.graft_link import IntercurrentStrategy, LinkPriors
-from isletbayes.models.sampling import SamplerSettings, check_diagnostics
+from isletbayes.models.sampling import MASS_MATRICES, SamplerSettings, check_diagnostics
 
 N_RANK_DRAWS = 99
-#: target_accept of the joint model (the analysis default): at 0.95, 6 of 20 fits to the published data failed a
-#: diagnostic (5 divergent transitions in all, R-hat up to 1.014); at 0.99, none of 20 (seed_robustness.json)
-GRAFT_FUNCTION_TARGET_ACCEPT = 0.99
+#: the C-peptide analysis defaults the cohort-means and joint problems are fitted with (``cpeptide.target_accept``,
+#: ``cpeptide.graft_function_draws``). target_accept: at 0.95, 6 of 20 fits of the joint model to the published data
+#: failed a diagnostic (5 divergent transitions in all, R-hat up to 1.014); at 0.99, none of 20. Draws of the joint
+#: model: see ``CpeptideConfig.graft_function_draws`` and analyses/results/sbc_rejected_settings.json
+_CPEPTIDE_DEFAULTS = CpeptideConfig()
+CPEPTIDE_TARGET_ACCEPT = _CPEPTIDE_DEFAULTS.target_accept
+GRAFT_FUNCTION_DRAWS = _CPEPTIDE_DEFAULTS.graft_function_draws
 #: target_accept of the participant-level model: at 0.95, 4 of the first 9 SBC fits had divergent transitions
 PARTICIPANT_TARGET_ACCEPT = 0.99
 FAMILY_ALPHA = 0.01
@@ -69,7 +77,8 @@ class SBCProblem:
     parameters: tuple[str, ...]
     draw: Callable[[np.random.Generator], tuple[dict[str, float], dict[str, np.ndarray]]]
     description: str = ""
-    target_accept: float = 0.9  # the setting the model is fitted with in practice
+    target_accept: float = 0.9  # the settings the model is fitted with in practice
+    draws: int | None = None  # draws per chain, where the analysis fits this model with its own number
 
 
 def n_bins(n_replicates: int) -> int:
@@ -237,7 +246,7 @@ def cpeptide_means_problem(n_participants: int = 12, days=SBC_DAYS,
     return SBCProblem("cpeptide_means", model, _parameters(rise_shape) + ("curve_misfit_sd",), draw,
                       f"means of {n_participants} simulated participants at days {list(days)} (times the curve "
                       f"misfit exp(delta_t)) and their day-365 insulin-independence count; {_shape_words(rise_shape)}",
-                      target_accept=0.99)
+                      target_accept=CPEPTIDE_TARGET_ACCEPT)
 
 
 def graft_function_problem(strategy: IntercurrentStrategy | str = IntercurrentStrategy.HYPOTHETICAL,
@@ -259,7 +268,8 @@ def graft_function_problem(strategy: IntercurrentStrategy | str = IntercurrentSt
     return SBCProblem(f"graft_function_{strategy.value}", model, gfm.GRAFT_FUNCTION_PARAMETERS, draw,
                       f"every published aggregate of 12 participants simulated jointly (cohort means, detectable "
                       f"count, ranges of TIR, HbA1c and baseline insulin dose, insulin outcomes with 2 glucocorticoid-"
-                      f"exposed participants); {strategy.assumption}", target_accept=GRAFT_FUNCTION_TARGET_ACCEPT)
+                      f"exposed participants); {strategy.assumption}", target_accept=CPEPTIDE_TARGET_ACCEPT,
+                      draws=GRAFT_FUNCTION_DRAWS)
 
 
 
@@ -269,12 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m isletbayes.analyses.calibration",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--replicates", type=int, default=100)
-    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=None,
+                        help="draws per chain (default: each problem's own, else 1000)")
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--target-accept", type=float, default=None,
                         help="default: each problem's own (0.99 for each)")
+    parser.add_argument("--mass-matrix", choices=MASS_MATRICES, default="diag")
     parser.add_argument("--seed", type=int, default=20250620)
     parser.add_argument("--only", choices=["participant", "means", "graft_function"], default=None)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "sbc_cpeptide.json")
@@ -288,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(graft_function_problem())
     results = []
     for problem in problems:
-        settings = SamplerSettings(draws=args.draws, tune=args.tune, chains=args.chains, cores=args.cores,
+        settings = SamplerSettings(draws=args.draws or problem.draws or 1000, tune=args.tune, chains=args.chains, cores=args.cores,
                                    target_accept=args.target_accept or problem.target_accept,
-                                   nuts_sampler="nutpie", seed=args.seed)
+                                   nuts_sampler="nutpie", seed=args.seed, mass_matrix=args.mass_matrix)
         res = run_sbc(problem, args.replicates, settings, seed=args.seed, progress=True,
                       checkpoint=args.out.with_suffix(f".{problem.name}.jsonl"))
         results.append(res)

@@ -20,6 +20,7 @@ key; the command line names the option instead when the value came from an optio
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -37,6 +38,7 @@ TauPrior = Literal["halfnormal", "halfcauchy", "halft", "lognormal", "exponentia
 #: Classes of comparator end-point definitions that differ from zimislecel's (isletbayes.analyses.donor_benchmark)
 DEFINITION_CLASSES = ("counted_from_last_infusion", "stricter_composite")
 NutsSampler = Literal["nutpie", "pymc"]
+MassMatrix = Literal["diag", "low_rank"]  # isletbayes.models.sampling.MASS_MATRICES
 
 
 def setting(default: Any = ..., description: str = "", *, option: str | None = None, **constraints: Any) -> Any:
@@ -339,6 +341,10 @@ class CpeptideConfig(Block):
         0.99, "NUTS target acceptance for this model (null = sampler.target_accept): the cohort-means likelihood "
               "keeps a mild funnel when all noise sds are small", option="--cpeptide-target-accept", gt=0.5,
         lt=1.0)
+    graft_function_draws: int | None = setting(
+        2000, "draws per chain of every fit of the joint graft-function model (null = sampler.draws): its slowest "
+              "parameter, the plateau spread, has about 800 effective draws in 4 x 1000, and with 1000 draws 8 of 100 "
+              "calibration fits failed R-hat <= 1.01 by chance", ge=10, le=1_000_000)
     cohort: str | None = setting(None, "fit one cohort of the participant data (null = all cohorts pooled)")
     priors: TrajectoryPriorsConfig = setting(TrajectoryPriorsConfig(), "trajectory priors")
     link_priors: LinkPriorsConfig = setting(LinkPriorsConfig(), "graft-function link priors (logit link of the "
@@ -659,18 +665,24 @@ class SamplerConfig(Block):
     draws: int = setting(1000, "draws per chain after tuning", ge=10, le=1_000_000)
     tune: int = setting(1000, "tuning (warm-up) steps per chain", ge=10, le=1_000_000)
     chains: int = setting(4, "independent chains (R-hat needs at least 2)", ge=1, le=64)
-    cores: int = setting(1, "chains run in parallel on this many processes", ge=1, le=256)
+    cores: int | None = setting(None, "chains sampled in parallel (null = as many as there are chains, at most the "
+                                      "machine's CPU cores); the draws do not depend on it", ge=1, le=256)
     target_accept: float = setting(0.95, "higher = smaller steps, fewer divergences, slower", gt=0.5, lt=1.0)
     nuts_sampler: NutsSampler = setting("nutpie", "nutpie (fastest passing sampler, benchmarks/bench_cpeptide.py) "
                                                   "or pymc", option="--sampler")
+    mass_matrix: MassMatrix = setting("diag", "warm-up adaptation of the NUTS metric: diag (one scale per "
+                                              "parameter) or low_rank (also the directions in which parameters "
+                                              "move together; pymc: a dense metric)")
 
     def settings(self, seed: int, target_accept: float | None = None):
         """The models' SamplerSettings for one fit seeded ``seed`` (``target_accept`` overrides this block's)."""
         from isletbayes.models.sampling import SamplerSettings
 
-        return SamplerSettings(draws=self.draws, tune=self.tune, chains=self.chains, cores=self.cores,
+        cores = self.cores or max(1, min(self.chains, os.cpu_count() or 1))
+        return SamplerSettings(draws=self.draws, tune=self.tune, chains=self.chains, cores=cores,
                                target_accept=self.target_accept if target_accept is None else target_accept,
-                               nuts_sampler=self.nuts_sampler, seed=int(seed))
+                               nuts_sampler=self.nuts_sampler, seed=int(seed),
+                               mass_matrix=self.mass_matrix)
 
 
 class MainJobConfig(Block):

@@ -33,7 +33,11 @@ published means at the default settings (seeds 1-4, all passing their diagnostic
 The free shape nests the exponential and loses nothing if h = 1 is true; its cost is one weakly informed
 parameter (see the contraction table and the side-by-side fits). ``--exponential-rise`` fits h = 1.
 
-Every fit is checked with :func:`~isletbayes.models.sampling.check_diagnostics`; failures are kept in the result
+Every fit of the joint model takes its own ``cpeptide.graft_function_draws`` draws per chain (2000 by default;
+:meth:`ModelSpec.sampler_settings`): its slowest parameter, the plateau spread, has about 800 effective draws in
+4 x 1000, where R-hat, itself an estimate, crosses 1.01 by chance in a few fits in a hundred (the kept calibration,
+``analyses/calibration.py``). Every fit is checked with :func:`~isletbayes.models.sampling.check_diagnostics`;
+failures are kept in the result
 (:meth:`CpeptideResult.fit_checks`). Entry point: :func:`run_cpeptide` (the ``cpeptide`` configuration block in,
 :class:`CpeptideResult` out).
 """
@@ -197,6 +201,7 @@ class ModelSpec:
     strategy: str = "hypothetical"  # glucocorticoid exposure (joint model only)
     late_decline: bool = False
     rise_shape: bool = False
+    graft_function_draws: int | None = None  # draws per chain of the joint model's fits (None: the sampler's)
 
     @property
     def mode(self) -> str:
@@ -210,6 +215,12 @@ class ModelSpec:
     def means(self) -> cpm.CohortMeans | None:
         """The cohort means the model's PPC replicates (None for participant-level data)."""
         return self.data.means if self.mode == "graft_function" else self.data if self.mode == "cohort_means" else None
+
+    def sampler_settings(self, settings: SamplerSettings) -> SamplerSettings:
+        """The settings this model is fitted with: ``settings``, with the joint model's own draws per chain."""
+        if self.mode == "graft_function" and self.graft_function_draws is not None:
+            return replace(settings, draws=int(self.graft_function_draws))
+        return settings
 
     def build(self) -> pm.Model:
         if self.mode == "graft_function":
@@ -236,9 +247,9 @@ class ModelSpec:
 
 
 def fit_checked(spec: ModelSpec, settings: SamplerSettings):
-    """Build, fit and check one model; returns (model, idata, diagnostics)."""
+    """Build, fit and check one model (at ``spec.sampler_settings(settings)``); returns (model, idata, diagnostics)."""
     model = spec.build()
-    idata = fit(model, settings)
+    idata = fit(model, spec.sampler_settings(settings))
     diagnostics = check_diagnostics(idata)
     return model, idata, diagnostics
 
@@ -722,13 +733,13 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
             notes.append("No day-365 insulin-independence rows: the link is not fitted.")
     spec = ModelSpec(data=data, priors=priors, link_priors=link_priors, graft_priors=graft_priors,
                      strategy=config.glucocorticoid, late_decline=config.late_decline,
-                     rise_shape=config.rise_shape)
+                     rise_shape=config.rise_shape, graft_function_draws=config.graft_function_draws)
     if not config.late_decline:
         notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat; the "
                      "plateau is a model extrapolation, C(365) the quantity the data cover.")
     model, idata, diag = fit_checked(spec, settings)
     names = spec.parameter_names(model)
-    add_arviz_groups(spec, model, idata, settings, spec.all_parameters(model))
+    add_arviz_groups(spec, model, idata, spec.sampler_settings(settings), spec.all_parameters(model))
     last_day = 730.0 if config.late_decline else 365.0
     days = np.linspace(0.0, last_day, int(last_day // 5) + 1)
     ppc = _ppc_rows(*_replicates(spec, idata, seed))
@@ -772,7 +783,7 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
             if spec.mode == "graft_function" and shape_free:
                 means_contraction = contraction_table(m, i, s.parameter_names(m), seed)
     main_check = _fit_check("fitted model", spec, idata, ppc, seed)
-    run_settings = {"sampler": settings.as_dict(), "config": config.model_dump(mode="json"),
+    run_settings = {"sampler": spec.sampler_settings(settings).as_dict(), "config": config.model_dump(mode="json"),
                     "decline_start_day": priors.decline_start_day}
     contraction = contraction_table(model, idata, spec.all_parameters(model), seed)
     return CpeptideResult(
@@ -794,7 +805,8 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
         inputs=data_inputs,
         settings=run_settings,
         idata=idata,
-        provenance=provenance(seed=seed, sampler=settings.as_dict(), cpeptide=config.model_dump(mode="json"),
+        provenance=provenance(seed=seed, sampler=spec.sampler_settings(settings).as_dict(),
+                              cpeptide=config.model_dump(mode="json"),
                               data=data_inputs),
     )
 

@@ -7,12 +7,15 @@ failures; nothing is dropped or refitted.
 
 Models (the analysis defaults, nutpie, 4 chains x 1000 draws after 1000 tuning steps):
 
-* ``cpeptide_means``: the cohort-means model (free rise shape, curve misfit, logit link to 10/12),
-  target_accept 0.99 (its posterior keeps a mild funnel between the curve and the noise scales: at 0.9 the
-  published-means fit shows a few divergent transitions per 4000 draws, none at 0.99);
+* ``cpeptide_means``: the cohort-means model (free rise shape, curve misfit, logit link to 10/12) (its posterior
+  keeps a mild funnel between the curve and the noise scales: at target_accept 0.9 the published-means fit shows a
+  few divergent transitions per 4000 draws, none at 0.99);
 * ``graft_function_hypothetical`` and ``graft_function_treatment_policy``: the joint model of every published
-  aggregate (:mod:`isletbayes.models.graft_function`) under each strategy for glucocorticoid exposure, at
-  :data:`isletbayes.analyses.calibration.GRAFT_FUNCTION_TARGET_ACCEPT`.
+  aggregate (:mod:`isletbayes.models.graft_function`) under each strategy for glucocorticoid exposure.
+
+All at the C-peptide analysis defaults (``cpeptide.target_accept``; the joint model at its own
+``cpeptide.graft_function_draws`` draws per chain: :data:`isletbayes.analyses.calibration.CPEPTIDE_TARGET_ACCEPT`
+and ``GRAFT_FUNCTION_DRAWS``).
 
 ``python -m isletbayes.analyses.seed_robustness`` writes ``analyses/results/seed_robustness.json``.
 """
@@ -26,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from isletbayes.analyses.calibration import GRAFT_FUNCTION_TARGET_ACCEPT, RESULTS_DIR
+from isletbayes.analyses.calibration import CPEPTIDE_TARGET_ACCEPT, GRAFT_FUNCTION_DRAWS, RESULTS_DIR
 from isletbayes.analyses.provenance import provenance
 from isletbayes.data.io import write_json_atomic
 from isletbayes.models import cpeptide_trajectory as cpm
@@ -34,7 +37,6 @@ from isletbayes.models import graft_function as gfm
 from isletbayes.models.graft_link import IntercurrentStrategy
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics
 
-MEANS_TARGET_ACCEPT = 0.99
 MODELS = ("cpeptide_means", "graft_function_hypothetical", "graft_function_treatment_policy")
 
 
@@ -55,7 +57,8 @@ class SeedFit:
 
 
 def published_models(which=MODELS):
-    """(name, model, parameter names, target_accept) of each default model on the bundled published data."""
+    """(name, model, parameter names, target_accept, draws per chain or None) of each default model on the bundled
+    published data."""
     from isletbayes.data import load_continuous, load_counts, load_cpeptide_means
 
     cp, cont, counts = load_cpeptide_means(), load_continuous(), load_counts()
@@ -68,24 +71,26 @@ def published_models(which=MODELS):
                                 n_participants=int(used["n"].iloc[0]), ii_count=int(ii["r"].iloc[0]))
         model = cpm.build_means_model(means, rise_shape=True)
         names = list(cpm.POPULATION_PARAMETERS) + ["curve_misfit_sd", "rise_shape", "alpha", "beta"]
-        out.append(("cpeptide_means", model, names, MEANS_TARGET_ACCEPT))
+        out.append(("cpeptide_means", model, names, CPEPTIDE_TARGET_ACCEPT, None))
     data = gfm.graft_function_data_from_tables(cp, cont, counts)
     for strategy in IntercurrentStrategy:
         name = f"graft_function_{strategy.value}"
         if name in which:
             model = gfm.build_graft_function_model(data, strategy=strategy)
-            out.append((name, model, list(gfm.GRAFT_FUNCTION_PARAMETERS), GRAFT_FUNCTION_TARGET_ACCEPT))
+            out.append((name, model, list(gfm.GRAFT_FUNCTION_PARAMETERS), CPEPTIDE_TARGET_ACCEPT,
+                        GRAFT_FUNCTION_DRAWS))
     return out
 
 
 def run(n_seeds: int = 20, first_seed: int = 1, which=MODELS, settings: SamplerSettings = SamplerSettings(),
         progress: bool = True) -> list[SeedFit]:
     fits = []
-    for name, model, names, target_accept in published_models(which):
+    for name, model, names, target_accept, draws in published_models(which):
         refit = cpm.CompiledRefit(model)
         for seed in range(first_seed, first_seed + n_seeds):
             start = time.perf_counter()
-            idata = refit.sample({}, replace(settings, seed=seed, target_accept=target_accept))
+            idata = refit.sample({}, replace(settings, seed=seed, target_accept=target_accept,
+                                             draws=draws or settings.draws))
             d = check_diagnostics(idata, var_names=names)
             fit = SeedFit(name, seed, d.ok, d.max_rhat, d.min_ess_bulk, d.min_ess_tail, d.divergences, d.min_ebfmi,
                           d.failures, time.perf_counter() - start)
@@ -129,9 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "fits": fit_rows,
                                  "provenance": provenance(sampler=settings.as_dict(), n_seeds=args.n_seeds,
                                                           first_seed=args.first_seed,
-                                                          target_accept={"cpeptide_means": MEANS_TARGET_ACCEPT,
-                                                                         "graft_function":
-                                                                             GRAFT_FUNCTION_TARGET_ACCEPT})})
+                                                          target_accept=CPEPTIDE_TARGET_ACCEPT,
+                                                          graft_function_draws=GRAFT_FUNCTION_DRAWS)})
     print(f"wrote {args.out}")
     return 0 if all(f.ok for f in fits) else 1
 

@@ -236,7 +236,7 @@ def sample_raw(compiled, settings: SamplerSettings, var_names: Sequence[str]) ->
 
     raw = nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                         cores=settings.cores, seed=settings.seed, progress_bar=False, save_warmup=False,
-                        return_raw_trace=True, target_accept=settings.target_accept)
+                        return_raw_trace=True, **settings.nutpie_options())
     # nutpie catches Ctrl-C and returns the draws made so far: under the command line's interrupt guard this
     # raises KeyboardInterrupt instead (elsewhere the draw count below refuses a partial trace)
     interrupts.checkpoint()

@@ -607,7 +607,7 @@ def sample_nutpie(model, settings, var_names: Sequence[str] | None = None, cache
         start = time.time()
         idata = nutpie.sample(compiled, draws=settings.draws, tune=tune, chains=settings.chains, cores=settings.cores,
                               seed=nutpie_seed(settings.seed, settings.chains), save_warmup=False,
-                              store_unconstrained=False, progress_bar=False, target_accept=settings.target_accept,
+                              store_unconstrained=False, progress_bar=False, **settings.nutpie_options(),
                               **progress)
     patch_nutpie_idata(idata, model, sampling_time=time.time() - start)
     return idata

@@ -1018,4 +1018,4 @@ class CompiledRefit:
         compiled = self.compiled.with_data(**arrays) if arrays else self.compiled
         return nutpie.sample(compiled, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                              cores=settings.cores, seed=settings.seed, progress_bar=False,
-                             target_accept=settings.target_accept)
+                             **settings.nutpie_options())

@@ -62,11 +62,22 @@ TREEDEPTH_SATURATED_MAX = 0  # transitions allowed to hit the maximum tree depth
 GROUPS = ("prior", "prior_predictive", "posterior_predictive", "log_likelihood", "log_prior", "observed_data")
 _SEED_KEYS = {"prior": 1, "posterior_predictive": 2}
 _TREEDEPTH_NAMES = ("reached_max_treedepth", "maxdepth_reached")  # PyMC's NUTS, nutpie
+#: warm-up adaptations of the mass matrix (SamplerSettings.mass_matrix)
+MASS_MATRICES = ("diag", "low_rank")
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Every setting of a NUTS run. ``nuts_sampler``: 'nutpie' (default: fastest passing sampler in benchmarks/bench_cpeptide.py) or 'pymc'."""
+    """Every setting of a NUTS run. ``nuts_sampler``: 'nutpie' (default: fastest passing sampler in benchmarks/bench_cpeptide.py) or 'pymc'.
+
+    ``mass_matrix``: how warm-up adapts the metric. 'diag' (default) learns one scale per parameter; 'low_rank'
+    (nutpie's low-rank modified mass matrix) also learns the few directions in which parameters move together, which
+    a posterior with strongly correlated parameters needs (on a 0.995-correlated Gaussian it gives about 17 times the
+    effective draws; tests/models/test_sampling.py). It is not the default of any model here: on the joint
+    graft-function model it failed more calibration fits than 'diag' (analyses/results/sbc_rejected_settings.json).
+    Under PyMC's own NUTS, 'low_rank' adapts a dense mass matrix (``init="jitter+adapt_full"``), the nearest it
+    offers. ``cores`` never changes the draws (each chain has its own seed).
+    """
 
     draws: int = 1000
     tune: int = 1000
@@ -75,6 +86,15 @@ class SamplerSettings:
     target_accept: float = 0.9
     nuts_sampler: str = "nutpie"
     seed: int = 20250620
+    mass_matrix: str = "diag"
+
+    def __post_init__(self) -> None:
+        if self.mass_matrix not in MASS_MATRICES:
+            raise ValueError(f"mass_matrix must be one of {MASS_MATRICES}, got {self.mass_matrix!r}")
+
+    def nutpie_options(self) -> dict:
+        """The keyword arguments of ``nutpie.sample`` these settings fix besides draws, chains and seed."""
+        return {"target_accept": self.target_accept, "adaptation": self.mass_matrix}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -292,6 +312,8 @@ def fit(model: pm.Model, settings: SamplerSettings = SamplerSettings(), var_name
             var_names=var_names,
             model=model,
             target_accept=settings.target_accept,  # PyMC routes it to whichever NUTS implementation runs
+            **({"init": "jitter+adapt_full"} if settings.mass_matrix == "low_rank" and settings.nuts_sampler == "pymc"
+               else {}),
             **({"callback": _pymc_progress_callback(advance)} if advance is not None else {}),
         )
     return add_groups(idata, model, groups, settings) if groups else idata

@@ -50,7 +50,7 @@ def pytest_report_header(config):
 #: real (the same models on the same data), only less precise than the main job's.
 FAST_CONFIG = {
     "sampler": {"draws": 200, "tune": 300, "chains": 2, "cores": 1},
-    "cpeptide": {"sensitivity": False},
+    "cpeptide": {"sensitivity": False, "graft_function_draws": 200},
     "design": {"n_min": 10, "n_max": 40, "n_step": 5},
     "durability": {"follow_up_simulations": 20},
 }

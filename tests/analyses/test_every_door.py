@@ -18,7 +18,8 @@ from isletbayes.analyses.cli import main
 
 def sampler_options(config) -> list[str]:
     s = config.sampler
-    return ["--draws", str(s.draws), "--tune", str(s.tune), "--chains", str(s.chains), "--cores", str(s.cores),
+    cores = [] if s.cores is None else ["--cores", str(s.cores)]
+    return ["--draws", str(s.draws), "--tune", str(s.tune), "--chains", str(s.chains), *cores,
             "--seed", str(config.seed)]
 
 
@@ -27,7 +28,8 @@ def test_command_line_and_main_job_agree_to_the_last_digit(small_report, command
     config = small_report.index.config
     args = {
         "binary": ["binary", *sampler_options(config)],
-        "cpeptide": ["cpeptide", *sampler_options(config), "--no-sensitivity"],
+        "cpeptide": ["cpeptide", *sampler_options(config), "--no-sensitivity",
+                     "--graft-function-draws", str(config.cpeptide.graft_function_draws)],
         # the design's MAP-updated and donor-like design priors are MCMC fits: same sampler settings
         "design": ["design", "--n-min", str(config.design.n_min), "--n-max", str(config.design.n_max),
                    "--n-step", str(config.design.n_step), *sampler_options(config)],

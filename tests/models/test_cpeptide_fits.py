@@ -85,18 +85,15 @@ def test_participant_model_sbc_small(participant_problem, seed):
     assert res["n_fits_failing_diagnostics"] <= 2, res["diagnostic_failures"]
 
 
-#: A known gap, kept visible: in the kept SBC of the joint graft-function model 8 of 100 fits fail a diagnostic
-#: (R-hat 1.010-1.015 on the spread of the plateau and the TIR/HbA1c level-slope pairs; ranks uniform). Sampling
-#: three levels in decorrelated coordinates moved the failures to the plateau spread without lowering their
-#: number (10 of 100); issue 10, item 4 stays open until it is at most 3. Strict: the test fails once it is fixed,
-#: so the mark cannot outlive the gap.
-GRAFT_SBC_GAP = pytest.mark.xfail(strict=True, reason="joint graft-function model: 8 of 100 SBC fits fail a "
-                                                      "diagnostic (target: at most 3)")
+#: The settings (target_accept, draws per chain) each kept SBC problem must have been run with: the analysis
+#: defaults it stands for (the C-peptide analysis's for the means and joint models, the phase 3 simulations' for the
+#: participant model)
+KEPT_SETTINGS = {"cpeptide_participant": (calibration.PARTICIPANT_TARGET_ACCEPT, 1000),
+                 "cpeptide_means": (calibration.CPEPTIDE_TARGET_ACCEPT, 1000),
+                 "graft_function_hypothetical": (calibration.CPEPTIDE_TARGET_ACCEPT, calibration.GRAFT_FUNCTION_DRAWS)}
 
 
-@pytest.mark.parametrize("problem", [
-    "cpeptide_participant", "cpeptide_means",
-    pytest.param("graft_function_hypothetical", marks=GRAFT_SBC_GAP)])
+@pytest.mark.parametrize("problem", ["cpeptide_participant", "cpeptide_means", "graft_function_hypothetical"])
 def test_kept_sbc_results_are_calibrated(problem):
     """The kept SBC results: uniform ranks for every parameter of every model, at most 3 of 100 fits failing.
     A kept run of fewer than 100 replicates (interrupted; it resumes from its .jsonl checkpoint) is reported as a
@@ -108,6 +105,8 @@ def test_kept_sbc_results_are_calibrated(problem):
         res = next(r for r in kept["results"] if r["problem"] == problem)
         assert all(len(r) == res["n_replicates"] for r in res["ranks"].values())
         assert res["sampler"]["chains"] * res["sampler"]["draws"] >= 10 * calibration.N_RANK_DRAWS
+        assert (res["sampler"]["target_accept"], res["sampler"]["draws"]) == KEPT_SETTINGS[problem]
+        assert res["sampler"].get("mass_matrix", "diag") == "diag"
         assert res["uniform"] and not res["failed_parameters"], (res["problem"], res["tests"])
         if res["n_replicates"] < 100:
             pytest.skip(f"kept SBC run partial, finish it with python -m isletbayes.analyses.calibration: "
@@ -122,6 +121,9 @@ def test_kept_seed_robustness_result():
     fewer than 20 seeds run so far is reported as a skip, never as a pass."""
     kept = json.loads((calibration.RESULTS_DIR / "seed_robustness.json").read_text(encoding="utf-8"))
     assert {"cpeptide_means", "graft_function_hypothetical"} <= set(kept["summary"])
+    run = kept["provenance"]["settings"]  # run at the analysis defaults
+    assert run["target_accept"] == calibration.CPEPTIDE_TARGET_ACCEPT
+    assert run["graft_function_draws"] == calibration.GRAFT_FUNCTION_DRAWS
     partial = []
     for name, row in kept["summary"].items():
         assert row["n_failing"] == 0, (name, row)
@@ -154,7 +156,7 @@ def test_means_model_sbc_small(seed):
 @pytest.mark.slow
 def test_graft_function_model_sbc_small(seed):
     problem = calibration.graft_function_problem()
-    res = calibration.run_sbc(problem, 12, SamplerSettings(draws=1000, tune=1000, chains=4, cores=2,
+    res = calibration.run_sbc(problem, 12, SamplerSettings(draws=problem.draws, tune=1000, chains=4, cores=2,
                                                             target_accept=problem.target_accept, seed=seed(3)),
                               seed=seed(7))
     assert res["uniform"], res["tests"]
