@@ -5,7 +5,8 @@ nutpie) and records :func:`~isletbayes.models.sampling.check_diagnostics` of eve
 ESS >= 100 per chain, no divergent transitions, E-BFMI >= 0.3. A seed whose fit fails is reported with its
 failures; nothing is dropped or refitted.
 
-Models (the analysis defaults, nutpie, 4 chains x 1000 draws after 1000 tuning steps):
+Models (the analysis defaults, nutpie, 4 chains x 1000 draws, the joint model its own number, after 1000 tuning
+steps):
 
 * ``cpeptide_means``: the cohort-means model (free rise shape, curve misfit, logit link to 10/12) (its posterior
   keeps a mild funnel between the curve and the noise scales: at target_accept 0.9 the published-means fit shows a
