@@ -497,12 +497,22 @@ def means_arrays(means: CohortMeans) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------- models
+def _spread_parameters(priors: TrajectoryPriors):
+    """sd_A ~ HalfNormal(spread_plateau_scale), sd_k ~ HalfNormal(spread_rate_scale), the scales held in ``pm.Data``
+    containers (``prior_spread_plateau_scale``, ``prior_spread_rate_scale``): models that differ only in them
+    (the spread-prior sensitivity refits) share one compiled model (``compiled_models``) and cost their sampling
+    only."""
+    plateau_scale = pm.Data("prior_spread_plateau_scale", float(priors.spread_plateau_scale))
+    rate_scale = pm.Data("prior_spread_rate_scale", float(priors.spread_rate_scale))
+    return (pm.HalfNormal("sd_log_plateau", sigma=plateau_scale),
+            pm.HalfNormal("sd_log_rate", sigma=rate_scale))
+
+
 def _population_parameters(priors: TrajectoryPriors):
     """Population-level priors (inside a model context): A, t_half, sd_A, sd_k, sigma."""
     plateau = pm.LogNormal("plateau_pmol_l", mu=math.log(priors.plateau_median_pmol_l), sigma=priors.plateau_log_sd)
     t_half = pm.LogNormal("t_half_days", mu=math.log(priors.t_half_median_days), sigma=priors.t_half_log_sd)
-    sd_a = pm.HalfNormal("sd_log_plateau", sigma=priors.spread_plateau_scale)
-    sd_k = pm.HalfNormal("sd_log_rate", sigma=priors.spread_rate_scale)
+    sd_a, sd_k = _spread_parameters(priors)
     sigma = pm.LogNormal("measurement_sd", mu=math.log(priors.measurement_sd_median),
                          sigma=priors.measurement_sd_log_sd)
     return plateau, t_half, sd_a, sd_k, sigma
@@ -650,8 +660,7 @@ def _population_parameters_sheared(priors: TrajectoryPriors, late_decline: bool,
     log A shifted, so its prior is Normal(log A_median + log(1 - exp(-(k t_ref)^h)), plateau_log_sd) and
     ``plateau_pmol_l`` (a Deterministic) has exactly its LogNormal prior."""
     t_half = pm.LogNormal("t_half_days", mu=math.log(priors.t_half_median_days), sigma=priors.t_half_log_sd)
-    sd_a = pm.HalfNormal("sd_log_plateau", sigma=priors.spread_plateau_scale)
-    sd_k = pm.HalfNormal("sd_log_rate", sigma=priors.spread_rate_scale)
+    sd_a, sd_k = _spread_parameters(priors)
     sigma = pm.LogNormal("measurement_sd", mu=math.log(priors.measurement_sd_median),
                          sigma=priors.measurement_sd_log_sd)
     shape, decline = _shape_and_decline(priors, late_decline, rise_shape)

@@ -437,17 +437,23 @@ def range_logp(value, node_mean, log_weight, sd, n: int, transform: str, roundin
     return logp - 0.5 * ((inner - mu_t) / sd_inner) ** 2 - pt.log(sd_inner) - 0.5 * math.log(2 * math.pi)
 
 
-def insulin_logp(value, log_share_node_mean, log_weight, sd, strategy: IntercurrentStrategy):
-    """Per-participant log-likelihood of (independent, dose cut, exposed) rows (graft_link.insulin_outcome_loglik)."""
+def insulin_logp(value, log_share_node_mean, log_weight, sd, strategy):
+    """Per-participant log-likelihood of (independent, dose cut, exposed) rows (graft_link.insulin_outcome_loglik).
+
+    ``strategy``: an :class:`IntercurrentStrategy`, or a 0-d tensor equal to 1 under the hypothetical strategy and 0
+    under the treatment policy (the model's ``hypothetical_strategy`` container, so that both strategies share one
+    compiled model)."""
+    if isinstance(strategy, (str, IntercurrentStrategy)):
+        strategy = float(IntercurrentStrategy(strategy) is IntercurrentStrategy.HYPOTHETICAL)
+    hypothetical = pt.as_tensor(strategy) > 0.5
     independent = value[:, 0] > 0.5
     log_cut = pt.log(value[:, 1])
     exposed = value[:, 2] > 0.5
     density = _mixture_logpdf(log_cut, log_share_node_mean, log_weight, sd)
     bound = pt.switch(independent, 0.0, log_cut)
     above = pt.logsumexp(log_weight + _normal_logsf((bound[:, None] - log_share_node_mean) / sd), axis=-1)
-    if strategy is IntercurrentStrategy.HYPOTHETICAL:
-        return pt.switch(independent | exposed, above, density)
-    return pt.switch(independent, above, density)
+    # hypothetical: an exposed participant's dose cut is a lower bound on the share; treatment policy: as observed
+    return pt.switch(independent | (exposed & hypothetical), above, density)
 
 
 def _rounding_var(summary: RangeSummary) -> float:
@@ -550,11 +556,14 @@ def build_graft_function_model(data: GraftFunctionData, priors: cpm.TrajectoryPr
         share_mean = m365 - pt.log(need)
         share_sd = pt.sqrt(v365 + s_need**2)
 
-        def insulin(value, mean, sd):
-            return insulin_logp(value, pt.stack([mean]), one, sd, strategy)
+        # the strategy is a data flag: both strategies share one compiled model (compiled_models)
+        hypothetical = pm.Data("hypothetical_strategy", float(strategy is IntercurrentStrategy.HYPOTHETICAL))
 
-        pm.CustomDist("insulin", share_mean, share_sd, logp=insulin, observed=data_vars["insulin_obs"],
-                      signature="(),()->(3)", dims=("participant", "insulin_outcome"))
+        def insulin(value, mean, sd, hypothetical):
+            return insulin_logp(value, pt.stack([mean]), one, sd, hypothetical)
+
+        pm.CustomDist("insulin", share_mean, share_sd, hypothetical, logp=insulin, observed=data_vars["insulin_obs"],
+                      signature="(),(),()->(3)", dims=("participant", "insulin_outcome"))
         pm.Deterministic("p_insulin_independent_population", pt.exp(_normal_logsf(-share_mean / share_sd)))
     return model
 
