@@ -1010,8 +1010,11 @@ class CompiledRefit:
     def __init__(self, model: pm.Model):
         import nutpie
 
+        from isletbayes.models.compiled_models import exact_float_code
+
         self.model = model
-        self.compiled = nutpie.compile_pymc_model(model)
+        with exact_float_code():  # the code every other route compiles (compiled_models, "Reproducibility")
+            self.compiled = nutpie.compile_pymc_model(model)
         self.data_names = {v.name for v in model.data_vars}
         # containers the compiled density reads (one the density does not read, such as the centring weights of a
         # non-centred participant model, cannot change the fit and is not passed on)
