@@ -300,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(graft_function_problem())
     results = []
     for problem in problems:
-        settings = SamplerSettings(draws=args.draws or problem.draws or 1000, tune=args.tune, chains=args.chains, cores=args.cores,
-                                   target_accept=args.target_accept or problem.target_accept,
+        settings = SamplerSettings(draws=args.draws or problem.draws or 1000, tune=args.tune, chains=args.chains,
+                                   cores=args.cores, target_accept=args.target_accept or problem.target_accept,
                                    nuts_sampler="nutpie", seed=args.seed, mass_matrix=args.mass_matrix)
         res = run_sbc(problem, args.replicates, settings, seed=args.seed, progress=True,
                       checkpoint=args.out.with_suffix(f".{problem.name}.jsonl"))

@@ -738,8 +738,9 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
         notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat; the "
                      "plateau is a model extrapolation, C(365) the quantity the data cover.")
     model, idata, diag = fit_checked(spec, settings)
+    main_settings = spec.sampler_settings(settings)  # what the main fit ran with (the joint model's own draws)
     names = spec.parameter_names(model)
-    add_arviz_groups(spec, model, idata, spec.sampler_settings(settings), spec.all_parameters(model))
+    add_arviz_groups(spec, model, idata, main_settings, spec.all_parameters(model))
     last_day = 730.0 if config.late_decline else 365.0
     days = np.linspace(0.0, last_day, int(last_day // 5) + 1)
     ppc = _ppc_rows(*_replicates(spec, idata, seed))
@@ -783,7 +784,7 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
             if spec.mode == "graft_function" and shape_free:
                 means_contraction = contraction_table(m, i, s.parameter_names(m), seed)
     main_check = _fit_check("fitted model", spec, idata, ppc, seed)
-    run_settings = {"sampler": spec.sampler_settings(settings).as_dict(), "config": config.model_dump(mode="json"),
+    run_settings = {"sampler": main_settings.as_dict(), "config": config.model_dump(mode="json"),
                     "decline_start_day": priors.decline_start_day}
     contraction = contraction_table(model, idata, spec.all_parameters(model), seed)
     return CpeptideResult(
@@ -805,8 +806,7 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
         inputs=data_inputs,
         settings=run_settings,
         idata=idata,
-        provenance=provenance(seed=seed, sampler=spec.sampler_settings(settings).as_dict(),
-                              cpeptide=config.model_dump(mode="json"),
+        provenance=provenance(seed=seed, sampler=main_settings.as_dict(), cpeptide=config.model_dump(mode="json"),
                               data=data_inputs),
     )
 

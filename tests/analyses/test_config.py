@@ -174,3 +174,13 @@ def test_cli_design_refuses_a_bad_prior_up_front_with_one_line(tmp_path, capsys,
     assert code == 2
     assert err.count("\n") == 0 and err.startswith(f"isletbayes: error: option {option}: "), err
     assert not out.exists()
+
+
+def test_mass_matrix_choices_are_the_models_own():
+    """The configuration spells the choices out (it must not import the models at start-up); they are the models'."""
+    from typing import get_args
+
+    from isletbayes.analyses.config import MassMatrix
+    from isletbayes.models.sampling import MASS_MATRICES
+
+    assert get_args(MassMatrix) == MASS_MATRICES
