@@ -196,6 +196,12 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def _assert_matches(idata, exact, name="theta"):
+    """The draws have the exact distribution, within Monte Carlo error: the mean within Z of its MCSE, and at each
+    exact quantile x_q the share of draws below x_q within Z standard errors of q, sqrt(q (1 - q) / ESS) with the
+    ESS of that indicator (its standard error if the draws are right, as in a test of the cdf at x_q). The sample
+    quantile's own MCSE is not the yardstick: it is computed in theta units from the draws near the estimate, and
+    where the density changes fast there (the edge of a peaked component) a deviation of 3 standard errors in
+    probability read as 6 (measured over 200 seeds: tests/seed_sweeps.py)."""
     diag = check_diagnostics(idata, [name])
     assert diag.ok, diag.failures
     assert diag.treedepth_saturated == 0
@@ -203,9 +209,9 @@ def _assert_matches(idata, exact, name="theta"):
     mcse_mean = float(azs.mcse(draws, method="mean"))
     assert abs(draws.mean() - exact.mean()) < Z * mcse_mean, (draws.mean(), exact.mean(), mcse_mean)
     for q in QUANTILES:
-        mcse_q = float(azs.mcse(draws, method="quantile", prob=q))
-        estimate = float(np.quantile(draws, q))
-        assert abs(estimate - float(exact.ppf(q))) < Z * mcse_q, (q, estimate, float(exact.ppf(q)), mcse_q)
+        below = (draws < float(exact.ppf(q))).astype(float)
+        se = np.sqrt(q * (1 - q) / float(azs.ess(below, method="mean")))
+        assert abs(below.mean() - q) < Z * se, (q, below.mean(), se)
 
 
 def test_user_binomial_model_gives_the_exact_conjugate_posterior(seed):
@@ -220,7 +226,9 @@ def test_robust_map_priors_with_peaked_components_sample_cleanly(seed):
     """Three independent rates in one model (one compile): a very peaked robust MAP prior against the trial's
     10/12 (a prior-data conflict: 1% posterior weight left on the peak), the same prior with no data (the sampler
     must reproduce the mixture itself), and a three-component robust MAP prior with 6/12. Each marginal is its
-    exact conjugate posterior, and the fit passes every diagnostic (no divergences, no tree-depth saturation)."""
+    exact conjugate posterior, and the fit passes every diagnostic (no divergences, no tree-depth saturation).
+    The conflict leaves a small mode far from the main one, which chains visit in rare excursions: at 4 x 1000
+    draws 2 of 200 seeds failed R-hat; at 4 x 2000 none (tests/seed_sweeps.py mixture_prior_peaked)."""
     cases = {"conflict": (PEAKED_ROBUST, 10, 12), "prior_only": (PEAKED_ROBUST, None, None),
              "map3": (MAP3_ROBUST, 6, 12)}
     with pm.Model() as model:
@@ -228,7 +236,7 @@ def test_robust_map_priors_with_peaked_components_sample_cleanly(seed):
             theta = mp.mixture_prior(name, mix)
             if r is not None:
                 pm.Binomial(f"r_{name}", n=n, p=theta, observed=r)
-    idata = fit(model, SamplerSettings(seed=seed(102)))
+    idata = fit(model, SamplerSettings(draws=2000, seed=seed(102)))
     for name, (mix, r, n) in cases.items():
         _assert_matches(idata, mix if r is None else mix.posterior(r, n), name=name)
     assert check_diagnostics(idata).ok
@@ -243,8 +251,8 @@ def test_user_normal_model_gives_the_exact_conjugate_posterior(seed):
     """Two normal means with known sampling sd: RBesT's mixstanvar example mixture (mean 1.3 of 8), and a peaked
     robust MAP prior N(0.5, 0.1^2) with data centred at 2.0 (of 10: a conflict leaving 0.1% posterior weight on the
     peak); the NormalMixture's sigma is the likelihood's sd. (At 1.8, 1.2% stays on the peak, a small mode well
-    apart from the main one: MCSE estimates of the 5% quantile then understate its spread, z-scores had sd 1.2 over
-    40 seeds and reached 4.8, so that case is not asserted at 4 standard errors.)"""
+    apart from the main one: the MCSE of the sample 5% quantile then understated its spread, z-scores had sd 1.2
+    over 40 seeds and reached 4.8, measured before the quantiles were checked through the cdf; not asserted.)"""
     data = {"rbest": (RBEST_NORMAL, _normal_data(1.3, 8, RBEST_NORMAL.sigma)),
             "peaked": (PEAKED_NORMAL, _normal_data(2.0, 10, PEAKED_NORMAL.sigma))}
     with pm.Model() as model:
