@@ -8,8 +8,9 @@ setup:
 run: setup
 	.venv/bin/isletbayes run
 
+# the fast suite in parallel, one worker per core (at most 4), each test file kept on one worker (its fixtures)
 test: setup
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest --numprocesses=auto --maxprocesses=4 --dist=loadfile
 
 test-slow: setup
 	.venv/bin/python -m pytest -m slow
