@@ -12,8 +12,9 @@ hold at any seed (``ISLETBAYES_TEST_SEED_SHIFT`` moves them all). This script re
   compares with 4: of the mean, (mean - exact) / MCSE, and at each quantile q of the exact posterior,
   (share of draws below it - q) / sqrt(q (1 - q) / ESS of that indicator).
 
-``python tests/seed_sweeps.py map_prior_exnex --n 100 --draws 2000`` appends to ``tests/seed_sweeps.jsonl`` (one
-line per fit, with the sweep's settings and package versions) and prints the summary.
+``python tests/seed_sweeps.py map_prior_exnex --n 100`` (``--draws N`` to try other than the test's draws per
+chain) appends to ``tests/seed_sweeps.jsonl`` (one line per fit, with the sweep's settings and package versions)
+and prints the summary.
 """
 
 from __future__ import annotations
@@ -23,11 +24,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "seed_sweeps.jsonl"
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)  # as tests/models/test_mixture_prior.py
 
 
 def _test_module(name: str):
@@ -39,42 +37,18 @@ def _test_module(name: str):
 
 
 def map_prior_exnex(seed: int, draws: int) -> dict:
-    from isletbayes.models.map_prior import ExNex, map_prior
-    from isletbayes.models.sampling import SamplerSettings
-
-    t = _test_module("test_map_prior")
-    settings = SamplerSettings(draws=draws, tune=1000, chains=4, target_accept=0.95, seed=seed)
-    fit = map_prior(t.EX_R, t.EX_N, settings=settings, exnex=ExNex(p_exchangeable=t.EX_P),
-                    definition_class=t.EX_CLASSES, definition_shifts=[t.SHIFT],
-                    study_names=["Shapiro 2006", "Lantidra", "outlier"])
-    return _diagnostics(fit.diagnostics)
+    return _diagnostics(_test_module("test_map_prior").exnex_map_prior(seed, draws).diagnostics)
 
 
 def mixture_prior_peaked(seed: int, draws: int) -> dict:
-    import arviz_stats as azs
-    import pymc as pm
-
-    from isletbayes.models import mixture_prior as mp
-    from isletbayes.models.sampling import SamplerSettings, check_diagnostics, fit
+    from isletbayes.models.sampling import check_diagnostics
 
     t = _test_module("test_mixture_prior")
-    cases = {"conflict": (t.PEAKED_ROBUST, 10, 12), "prior_only": (t.PEAKED_ROBUST, None, None),
-             "map3": (t.MAP3_ROBUST, 6, 12)}
-    with pm.Model() as model:
-        for name, (mix, r, n) in cases.items():
-            theta = mp.mixture_prior(name, mix)
-            if r is not None:
-                pm.Binomial(f"r_{name}", n=n, p=theta, observed=r)
-    idata = fit(model, SamplerSettings(draws=draws, seed=seed))
+    idata = t.peaked_cases_fit(seed, draws)
     row = _diagnostics(check_diagnostics(idata))
-    for name, (mix, r, n) in cases.items():
+    for name, (mix, r, n) in t.PEAKED_CASES.items():
         exact = mix if r is None else mix.posterior(r, n)
-        d = idata["posterior"][name].values
-        z = [(d.mean() - exact.mean()) / float(azs.mcse(d, method="mean"))]
-        for q in QUANTILES:
-            below = (d < float(exact.ppf(q))).astype(float)
-            z.append((below.mean() - q) / np.sqrt(q * (1 - q) / float(azs.ess(below, method="mean"))))
-        row[f"z_{name}"] = [round(float(v), 3) for v in z]
+        row[f"z_{name}"] = [round(float(v), 3) for v in t.match_z_scores(idata["posterior"][name].values, exact)]
     row["max_abs_z"] = max(abs(v) for k, vals in row.items() if k.startswith("z_") for v in vals)
     return row
 
@@ -84,7 +58,9 @@ def _diagnostics(d) -> dict:
             "min_ess_tail": float(d.min_ess_tail), "divergences": int(d.divergences), "failures": list(d.failures)}
 
 
-SWEEPS = {"map_prior_exnex": (map_prior_exnex, 2016), "mixture_prior_peaked": (mixture_prior_peaked, 102)}
+#: name -> (run, the test's base seed, the test module and its draws per chain)
+SWEEPS = {"map_prior_exnex": (map_prior_exnex, 2016, "test_map_prior", "EXNEX_DRAWS"),
+          "mixture_prior_peaked": (mixture_prior_peaked, 102, "test_mixture_prior", "PEAKED_DRAWS")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,25 +68,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", choices=sorted(SWEEPS))
     parser.add_argument("--n", type=int, default=100, help="number of seeds")
     parser.add_argument("--first", type=int, default=0, help="first seed shift")
-    parser.add_argument("--draws", type=int, default=1000, help="draws per chain")
+    parser.add_argument("--draws", type=int, default=None, help="draws per chain (default: the test's)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     from isletbayes.analyses.provenance import provenance
 
-    run, base = SWEEPS[args.sweep]
+    run, base, module, draws_name = SWEEPS[args.sweep]
+    draws = args.draws or getattr(_test_module(module), draws_name)
     rows = []
     for shift in range(args.first, args.first + args.n):
-        row = {"sweep": args.sweep, "draws": args.draws, "seed": base + shift, **run(base + shift, args.draws)}
+        row = {"sweep": args.sweep, "draws": draws, "seed": base + shift, **run(base + shift, draws)}
         rows.append(row)
         with args.out.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
     failing = [r["seed"] for r in rows if not r["ok"] or r.get("max_abs_z", 0.0) >= 4.0]
-    summary = {"sweep": args.sweep, "draws": args.draws, "n_seeds": len(rows), "failing_seeds": failing,
+    summary = {"sweep": args.sweep, "draws": draws, "n_seeds": len(rows), "failing_seeds": failing,
                "max_rhat": max(r["max_rhat"] for r in rows), "min_ess_bulk": min(r["min_ess_bulk"] for r in rows),
                "min_ess_tail": min(r["min_ess_tail"] for r in rows),
                "max_abs_z": max((r["max_abs_z"] for r in rows if "max_abs_z" in r), default=None),
-               "provenance": provenance(first_shift=args.first, n_seeds=args.n, draws=args.draws)}
+               "provenance": provenance(first_shift=args.first, n_seeds=args.n, draws=draws)}
     with args.out.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({"summary": summary}, default=str) + "\n")
     print(json.dumps(summary, default=str))

@@ -206,16 +206,24 @@ def _mcse_mean(values: np.ndarray) -> float:
     return float(az.mcse(ds, method="mean")["x"].values)
 
 
-@pytest.fixture(scope="module")
-def exnex_fit(seed):
-    # 4 x 2000 draws: each study's effect switches between its exchangeable and non-exchangeable roles, and one
-    # chain can linger for a few hundred draws at large tau; at 4 x 1000 draws 1 of 42 seeds failed (R-hat 1.024,
-    # bulk ESS 256), at 4 x 2000 none of 100 (max R-hat 1.006, min bulk ESS 692: tests/seed_sweeps.py
-    # map_prior_exnex, kept in tests/seed_sweeps.jsonl)
-    settings = SamplerSettings(draws=2000, tune=1000, chains=4, target_accept=0.95, seed=seed(2016))
+# 4 x 2000 draws: each study's effect switches between its exchangeable and non-exchangeable roles, and one chain
+# can linger for a few hundred draws at large tau; at 4 x 1000 draws 1 of 42 seeds failed (R-hat 1.024, bulk ESS
+# 256), at 4 x 2000 none of 100 (max R-hat 1.006, min bulk ESS 692: tests/seed_sweeps.py map_prior_exnex, kept in
+# tests/seed_sweeps.jsonl)
+EXNEX_DRAWS = 2000
+
+
+def exnex_map_prior(seed: int, draws: int = EXNEX_DRAWS):
+    """The EXNEX MAP prior with a definition shift of the tests below (also run by tests/seed_sweeps.py)."""
+    settings = SamplerSettings(draws=draws, tune=1000, chains=4, target_accept=0.95, seed=seed)
     return map_prior(EX_R, EX_N, settings=settings, exnex=ExNex(p_exchangeable=EX_P),
                      definition_class=EX_CLASSES, definition_shifts=[SHIFT],
                      study_names=["Shapiro 2006", "Lantidra", "outlier"])
+
+
+@pytest.fixture(scope="module")
+def exnex_fit(seed):
+    return exnex_map_prior(seed(2016))
 
 
 def test_exnex_with_a_definition_shift_matches_brute_force_quadrature(exnex_fit):
