@@ -188,8 +188,8 @@ class SectionRecord:
 
 def _record_of(result_type: type[AnalysisResult]) -> Callable[[Path], dict[str, Any]]:
     """The record of a saved section, read back from its folder (so it is the loaded result's, as the report
-    will see it)."""
-    return lambda folder: SectionRecord.of(result_type.load(folder)).as_json()
+    will see it). Summaries and fit checks never include the draws, so they are not read."""
+    return lambda folder: SectionRecord.of(result_type.load(folder, draws=False)).as_json()
 
 
 @dataclass

@@ -11,7 +11,9 @@ saved as
 * optionally a CSV copy of a table for spreadsheet users (``CSV``: field -> file name).
 
 Files are written atomically (:mod:`isletbayes.data.io`) and the JSON file last, so its presence means the result
-is whole. :meth:`AnalysisResult.load` reads them back into the same typed object.
+is whole. :meth:`AnalysisResult.load` reads them back into the same typed object; ``load(folder, draws=False)``
+leaves the DataTree fields at their defaults (None, or no entries), for readers that use only the tables and numbers (the report, the main
+job's section records): reading the netCDF files is most of the time of a load.
 """
 
 from __future__ import annotations
@@ -177,10 +179,9 @@ class AnalysisResult(ResultModel):
         return sorted(written)
 
     @classmethod
-    def load(cls, folder: str | Path):
-        """Read a result saved by :meth:`save` back into its typed form."""
-        import xarray as xr
-
+    def load(cls, folder: str | Path, *, draws: bool = True):
+        """Read a result saved by :meth:`save` back into its typed form; with ``draws=False`` without its posterior
+        draws (every DataTree field keeps its default, None or no entries; the netCDF files are not opened)."""
         folder = Path(folder)
         path = folder / cls.JSON_FILE
         try:
@@ -190,7 +191,11 @@ class AnalysisResult(ResultModel):
                              f"{cls.ANALYSIS or '...'} --out DIR` first)", file=path) from None
         except json.JSONDecodeError as err:
             raise InputError(f"not valid JSON: {err.msg}", file=path, line=err.lineno) from None
-        draws: dict[str, Any] = {}
+        if not draws:
+            return cls.model_validate(doc)
+        import xarray as xr
+
+        trees: dict[str, Any] = {}
         for field, pattern in cls.NETCDF.items():
             if "{key}" in pattern:
                 prefix, suffix = pattern.split("{key}")
@@ -199,13 +204,13 @@ class AnalysisResult(ResultModel):
                     key = nc.name[len(prefix):len(nc.name) - len(suffix)]
                     with xr.open_datatree(nc, engine="h5netcdf") as tree:
                         found[key] = tree.load()
-                draws[field] = found
+                trees[field] = found
             else:
                 nc = folder / pattern
                 if nc.exists():
                     with xr.open_datatree(nc, engine="h5netcdf") as tree:
-                        draws[field] = tree.load()
-        return cls.model_validate({**doc, **draws})
+                        trees[field] = tree.load()
+        return cls.model_validate({**doc, **trees})
 
 
 def quantiles(x: np.ndarray, probs=(0.05, 0.5, 0.95)) -> list[float]:

@@ -1,7 +1,8 @@
 """The posterior report: one self-contained HTML file (and a PDF of it) built from a results folder.
 
 :func:`build_report` reads ``<out>/results.json`` (written by :mod:`isletbayes.analyses.main_job`), loads each
-section's saved result with its analysis' own ``load()``, draws the figures (:mod:`isletbayes.reports.figures`),
+section's saved result with its analysis' own ``load()`` (without the posterior draws, which no part of the report
+shows: their netCDF files are most of a load's time), draws the figures (:mod:`isletbayes.reports.figures`),
 and renders ``templates/report.html.j2`` with jinja2, autoescape on, so any text that comes from a data file or
 a configuration is escaped. Figures are embedded PNG data URIs; the page loads nothing from anywhere else.
 The PDF is the same HTML printed by headless Chromium, or by WeasyPrint where no Chromium is installed
@@ -1007,7 +1008,7 @@ def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dic
                 ctx.alerts.append(f"The {name} section is missing from this report: {reason}.")
             continue
         result_type, builds = builder
-        result = result_type.load(Path(out) / entry.dir)
+        result = result_type.load(Path(out) / entry.dir, draws=False)  # the report shows no draws
         built = []
         for build in builds:
             try:

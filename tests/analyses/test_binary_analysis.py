@@ -129,6 +129,9 @@ def test_map_run(map_result, tmp_path):
     assert back.summary() == map_result.summary()
     draws = back.map_draws["insulin_independence"]["posterior"]["theta_pred"].values
     assert np.array_equal(draws, map_result.map_draws["insulin_independence"]["posterior"]["theta_pred"].values)
+    # what the report reads: the same numbers, no draws, the netCDF file left unopened
+    light = BinaryResult.load(tmp_path, draws=False)
+    assert light.summary() == map_result.summary() and light.map_draws == {}
 
 
 def test_load_missing_result_is_an_input_error(tmp_path):

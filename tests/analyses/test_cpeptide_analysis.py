@@ -162,6 +162,8 @@ def test_result_round_trips_through_its_folder(published_result, tmp_path):
     assert back.summary() == published_result.summary()
     shape = published_result.idata["posterior"]["plateau_pmol_l"].shape
     assert back.idata["posterior"]["plateau_pmol_l"].shape == shape
+    light = ca.CpeptideResult.load(tmp_path, draws=False)  # what the report reads
+    assert light.summary() == published_result.summary() and light.idata is None
     with pytest.raises(InputError):
         ca.CpeptideResult.load(tmp_path / "nothing-here")
 
