@@ -103,11 +103,22 @@ def fast_config_file(tmp_path_factory, seed) -> Path:
 
 @pytest.fixture(scope="session")
 def small_report(tmp_path_factory, fast_config_file, seed) -> ReportRun:
-    """The main job run once, through the command line, on the fast configuration (PDF included)."""
+    """The main job run once per test session, through the command line, on the fast configuration (PDF
+    included). Under pytest-xdist the workers share it: the first to ask runs it in the session's common
+    temporary folder while holding a lock, the others wait for that run and read its folder. Tests read this
+    folder only; one that changes files works on a copy."""
+    from filelock import FileLock
+
     from isletbayes.analyses.cli import main
 
-    out = tmp_path_factory.mktemp("report") / "out"
-    code = main(["run", "--config", str(fast_config_file), "--out", str(out), "--cache-dir",
-                 str(out.parent / "cache"), "--quiet"])
-    assert code == 0
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder above every worker's own
+    out = shared / "small-report" / "out"
+    out.parent.mkdir(exist_ok=True)
+    with FileLock(str(out.parent / "run.lock")):
+        if not (out / "results.json").exists():
+            code = main(["run", "--config", str(fast_config_file), "--out", str(out), "--cache-dir",
+                         str(out.parent / "cache"), "--quiet"])
+            assert code == 0
     return ReportRun(out, fast_config_file, seed(20250620))

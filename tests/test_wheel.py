@@ -116,15 +116,16 @@ def test_the_commands_run_outside_the_repository(installed):
 
 
 def test_the_package_imports_no_test_only_dependency():
-    """websocket-client, pypdfium2, Pillow, pytest and build are dev extras: no module of the package imports them."""
+    """websocket-client, pypdfium2, Pillow, pytest, build and filelock are dev extras: no module of the package
+    imports them."""
     import ast
 
-    dev_modules = {"websocket", "pypdfium2", "PIL", "pytest", "xdist", "build"}
+    dev_modules = {"websocket", "pypdfium2", "PIL", "pytest", "xdist", "build", "filelock"}
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     runtime = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("websocket-client") for d in dev) and any(d.startswith("pypdfium2") for d in dev)
-    assert not any(d.split(">")[0].split("<")[0].split("[")[0] in {"websocket-client", "pypdfium2", "pytest", "build"}
-                   for d in runtime)
+    test_only = {"websocket-client", "pypdfium2", "pytest", "build", "filelock"}
+    assert not any(d.split(">")[0].split("<")[0].split("[")[0] in test_only for d in runtime)
     found = []
     for folder in PACKAGE_DIRS:
         for path in sorted((ROOT / folder).rglob("*.py")):
