@@ -2,7 +2,7 @@
 
 ``python -m benchmarks cpeptide_scale`` (``--quick``: 12 and 50 participants). Run directly,
 ``python -m benchmarks.bench_cpeptide_scale [--quick] [--full] [--sizes=12,200] [--parametrisations=a,b]
-[--no-rstan]``.
+[--mass-matrices=diag,low_rank] [--no-rstan]``.
 
 Issue 15, item 4: the model must sample cleanly (every check of ``check_diagnostics``: R-hat <= 1.01, bulk and
 tail ESS >= 100 per chain, no divergent transitions, E-BFMI >= 0.3, no saturated tree depth) at every size. For
@@ -15,6 +15,10 @@ centred. The classical extremes are run at 1,000 participants only with ``--full
 bulk and tail ESS of the population parameters, ESS per second (the smaller ESS over the sampling time), the
 leapfrog steps per draw, the largest R-hat, divergent transitions and the diagnostics; then each
 parametrisation's ESS/s relative to its own at 12 participants (the growth from 12 to 1,000).
+
+``--mass-matrices=diag,low_rank`` also fits each parametrisation with nutpie's low-rank mass matrix
+(``SamplerSettings.mass_matrix``; rows labelled ", low-rank"). The default, diagonal, is what the participant
+model samples with.
 
 rstan rows (optional, skipped when ``Rscript``, rstan or jsonlite is absent; up to 200 participants unless
 ``--full``, like the classical parametrisations): the same model and data in Stan
@@ -32,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +44,7 @@ import xarray as xr
 
 from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.graft_link import LinkPriors
-from isletbayes.models.sampling import SamplerSettings, check_diagnostics
+from isletbayes.models.sampling import MASS_MATRICES, SamplerSettings, check_diagnostics
 
 SIZES = (12, 50, 200, 1000)
 QUICK_SIZES = (12, 50)
@@ -127,16 +132,17 @@ def _row(n: int, label: str, sample_s: float, compile_s: float, d, steps: float)
             "ok": d.ok, "failures": d.failures}
 
 
-def fit_size(n: int, parametrisation: str, seed: int = 1) -> dict:
+def fit_size(n: int, parametrisation: str, seed: int = 1, mass_matrix: str = "diag") -> dict:
     data = simulated_data(n, seed)
     start = time.perf_counter()
     refit = cpm.CompiledRefit(cpm.build_participant_model(data, parametrisation=parametrisation))
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    idata = refit.sample({}, SETTINGS)
+    idata = refit.sample({}, replace(SETTINGS, mass_matrix=mass_matrix))
     sample_s = time.perf_counter() - start
     d = check_diagnostics(idata, var_names=PARAMS)
-    return _row(n, parametrisation, sample_s, compile_s, d, float(idata["sample_stats"]["n_steps"].mean()))
+    label = parametrisation + (", low-rank" if mass_matrix == "low_rank" else "")
+    return _row(n, label, sample_s, compile_s, d, float(idata["sample_stats"]["n_steps"].mean()))
 
 
 def rstan_available() -> bool:
@@ -206,11 +212,17 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(argv or [])
     sizes = QUICK_SIZES if "--quick" in argv else SIZES
     parametrisations = cpm.PARAMETRISATIONS
+    mass_matrices = ("diag",)
     for arg in argv:
         if arg.startswith("--parametrisations="):
             parametrisations = tuple(arg.split("=", 1)[1].split(","))
         if arg.startswith("--sizes="):
             sizes = tuple(int(x) for x in arg.split("=", 1)[1].split(","))
+        if arg.startswith("--mass-matrices="):
+            mass_matrices = tuple(arg.split("=", 1)[1].split(","))
+    unknown = sorted(set(mass_matrices) - set(MASS_MATRICES))
+    if unknown:
+        raise SystemExit(f"--mass-matrices: unknown {', '.join(unknown)} (choose from {', '.join(MASS_MATRICES)})")
     full = "--full" in argv
     with_rstan = "--no-rstan" not in argv and rstan_available()
     if "--no-rstan" not in argv and not with_rstan:
@@ -222,8 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
         for p in parametrisations:
             if p != "adaptive" and n > EXTREMES_UP_TO and not full:
                 continue
-            rows.append(fit_size(n, p))
-            _print_row(rows[-1])
+            for mass_matrix in mass_matrices:
+                rows.append(fit_size(n, p, mass_matrix=mass_matrix))
+                _print_row(rows[-1])
         if with_rstan and (n <= EXTREMES_UP_TO or full):
             rows.append(fit_size_rstan(n))
             _print_row(rows[-1])
@@ -232,11 +245,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"{r['parametrisation']} n={r['n_participants']}: {r['ess_per_s'] / base[r['parametrisation']]:.3f}"
         for r in rows if r["parametrisation"] in base))
     if with_rstan:
-        adaptive = {r["n_participants"]: r["ess_per_s"] for r in rows if r["parametrisation"] == "adaptive"}
+        adaptive = {r["n_participants"]: r["ess_per_s"] for r in rows if r["parametrisation"] == "adaptive"}  # diag
         print("adaptive (nutpie) ESS/s over rstan's: " + "; ".join(
             f"n={r['n_participants']}: {adaptive[r['n_participants']] / r['ess_per_s']:.2f}"
             for r in rows if r["parametrisation"].startswith("rstan") and r["n_participants"] in adaptive))
-    return {"settings": SETTINGS.as_dict(), "truth": TRUTH.as_dict(), "rows": rows}
+    return {"settings": SETTINGS.as_dict(), "mass_matrices": list(mass_matrices), "truth": TRUTH.as_dict(),
+            "rows": rows}
 
 
 if __name__ == "__main__":
