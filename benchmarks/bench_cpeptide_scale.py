@@ -2,7 +2,7 @@
 
 ``python -m benchmarks cpeptide_scale`` (``--quick``: 12 and 50 participants). Run directly,
 ``python -m benchmarks.bench_cpeptide_scale [--quick] [--full] [--sizes=12,200] [--parametrisations=a,b]
-[--mass-matrices=diag,low_rank] [--no-rstan]``.
+[--mass-matrices=diag,low_rank] [--data-seeds=1,2,3] [--no-rstan]``.
 
 Issue 15, item 4: the model must sample cleanly (every check of ``check_diagnostics``: R-hat <= 1.01, bulk and
 tail ESS >= 100 per chain, no divergent transitions, E-BFMI >= 0.3, no saturated tree depth) at every size. For
@@ -18,7 +18,9 @@ parametrisation's ESS/s relative to its own at 12 participants (the growth from 
 
 ``--mass-matrices=diag,low_rank`` also fits each parametrisation with nutpie's low-rank mass matrix
 (``SamplerSettings.mass_matrix``; rows labelled ", low-rank"). The default, diagonal, is what the participant
-model samples with.
+model samples with. ``--data-seeds=1,2,3`` fits each size to several simulated data sets (default: seed 1 only;
+the sampler's seed is the same for all), each row with the z-score of each population parameter's posterior mean
+against the truth, (mean - truth) / posterior sd: a check that the fits recover what was simulated.
 
 rstan rows (optional, skipped when ``Rscript``, rstan or jsonlite is absent; up to 200 participants unless
 ``--full``, like the classical parametrisations): the same model and data in Stan
@@ -124,9 +126,11 @@ def simulated_data(n: int, seed: int = 1) -> cpm.ParticipantData:
     return cpm.participant_data_from_long(cpm.simulate_participants(TRUTH, n, DAYS, rng=np.random.default_rng(seed)))
 
 
-def _row(n: int, label: str, sample_s: float, compile_s: float, d, steps: float) -> dict:
+def _row(n: int, label: str, sample_s: float, compile_s: float, d, steps: float, data_seed: int = 1,
+         z: dict[str, float] | None = None) -> dict:
     ess = min(d.min_ess_bulk, d.min_ess_tail)
-    return {"n_participants": n, "parametrisation": label, "compile_s": compile_s, "sample_s": sample_s,
+    return {"n_participants": n, "parametrisation": label, "data_seed": data_seed, "z_vs_truth": z or {},
+            "compile_s": compile_s, "sample_s": sample_s,
             "min_ess_bulk": d.min_ess_bulk, "min_ess_tail": d.min_ess_tail, "ess_per_s": ess / sample_s,
             "steps_per_draw": steps, "max_rhat": d.max_rhat, "divergences": d.divergences, "min_ebfmi": d.min_ebfmi,
             "ok": d.ok, "failures": d.failures}
@@ -142,7 +146,9 @@ def fit_size(n: int, parametrisation: str, seed: int = 1, mass_matrix: str = "di
     sample_s = time.perf_counter() - start
     d = check_diagnostics(idata, var_names=PARAMS)
     label = parametrisation + (", low-rank" if mass_matrix == "low_rank" else "")
-    return _row(n, label, sample_s, compile_s, d, float(idata["sample_stats"]["n_steps"].mean()))
+    post = idata["posterior"]
+    z = {name: float((post[name].mean() - getattr(TRUTH, name)) / post[name].std()) for name in PARAMS}
+    return _row(n, label, sample_s, compile_s, d, float(idata["sample_stats"]["n_steps"].mean()), seed, z)
 
 
 def rstan_available() -> bool:
@@ -202,7 +208,8 @@ def _link_reference() -> float:
 
 
 def _print_row(row: dict) -> None:
-    print(f"{row['n_participants']:>5} {row['parametrisation']:>20} {row['sample_s']:>9.1f} {row['min_ess_bulk']:>8.0f} "
+    print(f"{row['n_participants']:>5} {row['parametrisation']:>20} {row.get('data_seed', 1):>4} "
+          f"{row['sample_s']:>9.1f} {row['min_ess_bulk']:>8.0f} "
           f"{row['min_ess_tail']:>8.0f} {row['ess_per_s']:>8.1f} {row['steps_per_draw']:>6.1f} {row['max_rhat']:>7.4f} "
           f"{row['divergences']:>4} {row['min_ebfmi']:>6.2f}  "
           f"{'ok' if row['ok'] else 'FAILED: ' + '; '.join(row['failures'])}", flush=True)
@@ -213,11 +220,14 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = QUICK_SIZES if "--quick" in argv else SIZES
     parametrisations = cpm.PARAMETRISATIONS
     mass_matrices = ("diag",)
+    data_seeds = (1,)
     for arg in argv:
         if arg.startswith("--parametrisations="):
             parametrisations = tuple(arg.split("=", 1)[1].split(","))
         if arg.startswith("--sizes="):
             sizes = tuple(int(x) for x in arg.split("=", 1)[1].split(","))
+        if arg.startswith("--data-seeds="):
+            data_seeds = tuple(int(x) for x in arg.split("=", 1)[1].split(","))
         if arg.startswith("--mass-matrices="):
             mass_matrices = tuple(arg.split("=", 1)[1].split(","))
     unknown = sorted(set(mass_matrices) - set(MASS_MATRICES))
@@ -228,29 +238,37 @@ def main(argv: list[str] | None = None) -> dict:
     if "--no-rstan" not in argv and not with_rstan:
         print("(rstan column skipped: Rscript with rstan and jsonlite not found)")
     rows = []
-    print(f"{'n':>5} {'parametrisation':>20} {'sample s':>9} {'bulk ESS':>8} {'tail ESS':>8} {'ESS/s':>8} {'steps':>6} "
+    print(f"{'n':>5} {'parametrisation':>20} {'data':>4} {'sample s':>9} {'bulk ESS':>8} {'tail ESS':>8} {'ESS/s':>8} "
+          f"{'steps':>6} "
           f"{'R-hat':>7} {'div':>4} {'E-BFMI':>6}  diagnostics")
     for n in sizes:
         for p in parametrisations:
             if p != "adaptive" and n > EXTREMES_UP_TO and not full:
                 continue
             for mass_matrix in mass_matrices:
-                rows.append(fit_size(n, p, mass_matrix=mass_matrix))
-                _print_row(rows[-1])
+                for data_seed in data_seeds:
+                    rows.append(fit_size(n, p, seed=data_seed, mass_matrix=mass_matrix))
+                    _print_row(rows[-1])
         if with_rstan and (n <= EXTREMES_UP_TO or full):
             rows.append(fit_size_rstan(n))
             _print_row(rows[-1])
-    base = {r["parametrisation"]: r["ess_per_s"] for r in rows if r["n_participants"] == sizes[0]}
+    base = {r["parametrisation"]: r["ess_per_s"] for r in rows
+            if r["n_participants"] == sizes[0] and r.get("data_seed", 1) == data_seeds[0]}
     print(f"ESS/s relative to the same parametrisation at {sizes[0]} participants: " + "; ".join(
         f"{r['parametrisation']} n={r['n_participants']}: {r['ess_per_s'] / base[r['parametrisation']]:.3f}"
-        for r in rows if r["parametrisation"] in base))
+        for r in rows if r["parametrisation"] in base and r.get("data_seed", 1) == data_seeds[0]))
     if with_rstan:
         adaptive = {r["n_participants"]: r["ess_per_s"] for r in rows if r["parametrisation"] == "adaptive"}  # diag
         print("adaptive (nutpie) ESS/s over rstan's: " + "; ".join(
             f"n={r['n_participants']}: {adaptive[r['n_participants']] / r['ess_per_s']:.2f}"
             for r in rows if r["parametrisation"].startswith("rstan") and r["n_participants"] in adaptive))
-    return {"settings": SETTINGS.as_dict(), "mass_matrices": list(mass_matrices), "truth": TRUTH.as_dict(),
-            "rows": rows}
+    if len(data_seeds) > 1:
+        for r in rows:
+            if "z_vs_truth" in r and r["z_vs_truth"]:
+                print(f"n={r['n_participants']} {r['parametrisation']} data seed {r['data_seed']}: z vs truth "
+                      + ", ".join(f"{k} {v:+.2f}" for k, v in r["z_vs_truth"].items()))
+    return {"settings": SETTINGS.as_dict(), "mass_matrices": list(mass_matrices), "data_seeds": list(data_seeds),
+            "truth": TRUTH.as_dict(), "rows": rows}
 
 
 if __name__ == "__main__":
