@@ -12,8 +12,8 @@ saved as
 
 Files are written atomically (:mod:`isletbayes.data.io`) and the JSON file last, so its presence means the result
 is whole. :meth:`AnalysisResult.load` reads them back into the same typed object; ``load(folder, draws=False)``
-leaves the DataTree fields at their defaults (None, or no entries), for readers that use only the tables and numbers (the report, the main
-job's section records): reading the netCDF files is most of the time of a load.
+leaves the DataTree fields at their defaults (None, or no entries), for readers that use only the tables and
+numbers (the report, the main job's section records): reading the netCDF files is most of the time of a load.
 """
 
 from __future__ import annotations
