@@ -147,6 +147,18 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def _statements(body: list) -> Any:
+    """Every statement in ``body`` and, recursively, in the blocks of its compound statements (function and class
+    bodies, branches, loops, ``with``, ``try`` handlers, ``match`` cases). An import is always a statement, so this
+    finds every import without visiting the expressions, which are most of a module's nodes."""
+    for node in body:
+        yield node
+        for block in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, block, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
+
+
 @lru_cache(maxsize=None)
 def _imported_names(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
     """The isletbayes names a source file imports (modules, and ``module.name`` for every name taken from one:
@@ -154,7 +166,7 @@ def _imported_names(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
     import ast
 
     names: list[str] = []
-    for node in ast.walk(ast.parse(path.read_bytes())):
+    for node in _statements(ast.parse(path.read_bytes()).body):
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names if a.name.startswith("isletbayes.")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \

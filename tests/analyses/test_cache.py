@@ -113,6 +113,26 @@ def test_only_the_code_an_analysis_runs_enters_its_key():
         "isletbayes.analyses.design")
 
 
+def test_the_import_scan_finds_every_import_a_full_syntax_walk_finds():
+    """The closure reads imports from statements only (``_statements``): in every source file of the package it
+    finds exactly what a walk over every syntax node finds."""
+    import ast
+
+    roots = [Path(cache_mod.__file__).resolve().parents[1] / name for name in ("data", "models", "analyses", "reports")]
+    files = [path for root in roots for path in sorted(root.rglob("*.py"))]
+    assert len(files) > 40
+    for path in files:
+        tree = ast.parse(path.read_bytes())
+        every = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+        found = [node for node in cache_mod._statements(tree.body) if isinstance(node, (ast.Import, ast.ImportFrom))]
+        assert sorted(map(id, found)) == sorted(map(id, every)), path
+    # imports nested in a function, a try handler, an else branch and a match case are found
+    nested = ast.parse("def f():\n    try:\n        pass\n    except E:\n        import a\n    else:\n"
+                       "        import b\n    match x:\n        case 1:\n            import c\n")
+    assert sorted(n.names[0].name for n in cache_mod._statements(nested.body) if isinstance(n, ast.Import)) == [
+        "a", "b", "c"]
+
+
 def test_data_file_contents_not_name_enter_the_key(tmp_path):
     f = tmp_path / "counts.csv"
     f.write_text("r,n\n10,12\n")
