@@ -218,9 +218,23 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-def run() -> None:
-    """Console-script wrapper."""
-    sys.exit(main())
+def run(argv: list[str] | None = None) -> None:
+    """The process entry point (the ``isletbayes`` console script, ``python -m isletbayes.analyses.cli``): run
+    :func:`main` and exit with its status.
+
+    Once ``main`` has returned, the command's work is finished (or was stopped) and its status decided, so Ctrl-C is
+    ignored for the rest of the process. Without that, a Ctrl-C during the interpreter's shutdown, when Python has
+    put back the system's default SIGINT action, kills the process by the signal (status -2, nothing printed) after
+    a run that had completed. A Ctrl-C that reaches us between ``main``'s own handling and that point exits 130."""
+    import signal
+
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,6 @@ if __name__ == "__main__":  # worker processes import this file as __mp_main__: 
 
         main_job.HEAVY_SECTIONS = tuple(main_job.SECTION_TITLES)
 
-    from isletbayes.analyses.cli import main
+    from isletbayes.analyses.cli import run
 
-    sys.exit(main(sys.argv[1:]))
+    run(sys.argv[1:])  # the console script's entry point

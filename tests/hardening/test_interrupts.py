@@ -182,6 +182,24 @@ def run_summaries(out: Path) -> dict:
     return {name: entry.summary for name, entry in read_index(out).sections.items()}
 
 
+def test_ctrl_c_while_a_finished_command_shuts_down_changes_nothing():
+    """After the command's work, Ctrl-C is ignored until the process ends (cli.run): a Ctrl-C while the interpreter
+    shuts down neither prints a traceback nor kills the process by the signal (status -2 instead of the command's)."""
+    import subprocess
+
+    code = ("import atexit, os, signal, time\n"
+            "from isletbayes.analyses.cli import run\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))\n"
+            "run(['data', 'summary'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "KeyboardInterrupt" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # a mistake keeps its status too
+    mistake = code.replace("['data', 'summary']", "['data', 'check', 'nowhere.csv']")
+    proc = subprocess.run([sys.executable, "-c", mistake], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+
+
 def test_run_interrupted_or_killed_keeps_the_previous_results_then_resumes(tmp_path, seed, cli, exact_run):
     """A previous run (another seed) is in the folder; each interruption leaves it whole, or leaves the new run
     whole if it had finished; the final rerun equals an uninterrupted run of the new seed."""
