@@ -86,6 +86,15 @@ class Progress:
         self._stop()
 
 
+def shown_path(path: Path) -> Path:
+    """``path`` as the user wrote it: relative to the working folder when it lies inside it (the main job works
+    on the absolute path of its output folder), else absolute."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def _resume_hint(out: Path, cache_dir: Path | None, no_cache: bool) -> str:
     from isletbayes.analyses.cache import default_cache_dir
 
@@ -148,8 +157,8 @@ def _main_job(config, config_file: Path | None, out: Path, data: Path | None, no
         raise
     finally:
         progress.close()
-    html = job.out / built["files"]["html"]
-    pdf_path = job.out / built["files"]["pdf"] if built["files"].get("pdf") else None
+    html = shown_path(job.out / built["files"]["html"])
+    pdf_path = shown_path(job.out / built["files"]["pdf"]) if built["files"].get("pdf") else None
     progress.line(f"[green]\u2713[/green] report: {html}" + (f" and {pdf_path}" if pdf_path else ""))
     if pdf and pdf_path is None:
         progress.failure(f"PDF not written: {built['pdf_error']}")
@@ -158,7 +167,7 @@ def _main_job(config, config_file: Path | None, out: Path, data: Path | None, no
     if not job.diagnostics_ok:
         bad = [c.fit for c in job.fit_checks if not c.ok]
         progress.failure(f"convergence checks in {len(bad)} fit(s): {', '.join(bad)} (see the report)")
-    progress.line(f"done in {job.timings['total']:.1f} s; results index: {job.index_path}")
+    progress.line(f"done in {job.timings['total']:.1f} s; results index: {shown_path(job.index_path)}")
     return html
 
 

@@ -228,6 +228,22 @@ def test_the_output_folder_is_replaced_whole(previous, tmp_path, cli, exact_run)
     assert siblings(out) == []
 
 
+def test_run_prints_the_paths_of_its_results_as_the_user_wrote_them(tmp_path, monkeypatch, cli, exact_run):
+    """`isletbayes run --out out` prints out/report.html and out/results.json, as the README shows, though the job
+    works on the folder's absolute path; an output folder outside the working folder is printed absolute."""
+    config = write_config(tmp_path / "config.yaml", exact_run)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = cli("run", "--config", config, "--out", "out", "--cache-dir", "cache", "--no-pdf")
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[-1] == "out/report.html"
+    assert "report: out/report.html" in result.err and "results index: out/results.json" in result.err
+    elsewhere = tmp_path / "elsewhere"
+    result = cli("run", "--config", config, "--out", elsewhere, "--cache-dir", "cache", "--no-pdf", "--quiet")
+    assert result.code == 0 and result.out.splitlines()[-1] == str(elsewhere / "report.html")
+
+
 def test_an_output_folder_given_as_a_link_keeps_the_link(previous, exact_config, cli, tmp_path):
     out, cache = previous
     link = tmp_path / "link"
