@@ -17,7 +17,9 @@ fails.
 
 Where the cache lives: ``--cache-dir`` on the command line, else the environment variable
 ``ISLETBAYES_CACHE_DIR``, else ``.isletbayes-cache/`` beside the output folder (for the default output
-``reports/out/`` that is ``reports/.isletbayes-cache/``, ignored by git). Deleting the folder is always safe.
+``reports/out/`` that is ``reports/.isletbayes-cache/``, ignored by git); a command run without an output folder
+(``isletbayes design`` keeps its design-prior panels) uses the user's cache, ``~/.cache/isletbayes/fits``.
+Deleting the folder is always safe.
 
 The cache is an optimisation, never a reason to fail: a cache folder that cannot be created or written
 (permissions, a read-only or full disk) is reported once (``on_warning``, by default a :class:`CacheWarning`) and
@@ -33,6 +35,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -63,11 +66,17 @@ def _warn(message: str) -> None:
     warnings.warn(CacheWarning(message), stacklevel=3)
 
 
-def default_cache_dir(out: str | Path) -> Path:
-    """The cache folder for an output folder: $ISLETBAYES_CACHE_DIR, else ``<out>/../.isletbayes-cache``."""
+def default_cache_dir(out: str | Path | None) -> Path:
+    """The cache folder for an output folder: $ISLETBAYES_CACHE_DIR, else ``<out>/../.isletbayes-cache``; for a
+    command without an output folder (``out`` None) the user's cache, ``$XDG_CACHE_HOME/isletbayes/fits``, else
+    ``~/.cache/isletbayes/fits``."""
     env = os.environ.get(ENV_CACHE_DIR)
     if env:
         return Path(env).expanduser()
+    if out is None:
+        from isletbayes.models.compiled_models import user_cache_root
+
+        return user_cache_root() / "fits"
     return Path(out).expanduser().resolve().parent / CACHE_DIRNAME
 
 
@@ -147,38 +156,42 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _statements(body: list) -> Any:
-    """Every statement in ``body`` and, recursively, in the blocks of its compound statements (function and class
-    bodies, branches, loops, ``with``, ``try`` handlers, ``match`` cases). An import is always a statement, so this
-    finds every import without visiting the expressions, which are most of a module's nodes."""
-    for node in body:
-        yield node
-        for block in ("body", "orelse", "finalbody", "handlers", "cases"):
-            inner = getattr(node, block, None)
-            if isinstance(inner, list):
-                yield from _statements(inner)
+#: An import statement at the start of a line: ``from isletbayes... import NAMES`` (NAMES parenthesised over
+#: several lines, or continued with backslashes) or ``import NAMES``.
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(isletbayes(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|(?:[^\n\\#;]|\\\n)*)"
+                     r"|import[ \t]+((?:[^\n\\#;]|\\\n)*))", re.M)
+
+
+def imported_names(source: str) -> tuple[str, ...]:
+    """The isletbayes names ``source`` imports (modules, and ``module.name`` for every name taken from one: it may
+    be a submodule), imports inside functions included, read from the text without parsing it (a full parse of a
+    section's 40-odd modules costs half a second of every command; this scan, milliseconds). An import the scan
+    cannot see (after ``;``, or on the line of an ``if``) would leave a module out of a fingerprint: a test
+    checks, on every source file of the package, that it finds exactly what Python's own parser finds."""
+    names: list[str] = []
+    for match in _IMPORT.finditer(source):
+        module, taken, plain = match.groups()
+        if module:
+            names.append(module)
+            body = re.sub(r"#[^\n]*", "", taken).replace("\\\n", " ").strip().strip("()")
+            names += [f"{module}.{part.split()[0]}" for part in body.split(",") if part.strip()]
+        else:
+            for part in plain.replace("\\\n", " ").split(","):
+                words = part.split()
+                if words and words[0].startswith("isletbayes."):
+                    names.append(words[0])
+    return tuple(names)
 
 
 @lru_cache(maxsize=None)
 def _imported_names(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
-    """The isletbayes names a source file imports (modules, and ``module.name`` for every name taken from one:
-    it may be a submodule), imports inside functions included; parsed once per file version."""
-    import ast
-
-    names: list[str] = []
-    for node in _statements(ast.parse(path.read_bytes()).body):
-        if isinstance(node, ast.Import):
-            names += [a.name for a in node.names if a.name.startswith("isletbayes.")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                and node.module.startswith("isletbayes"):
-            names.append(node.module)
-            names += [f"{node.module}.{a.name}" for a in node.names]  # `from isletbayes.models import cpeptide`
-    return tuple(names)
+    """:func:`imported_names` of a source file, read once per file version."""
+    return imported_names(path.read_text(encoding="utf-8"))
 
 
 def module_closure(module: str) -> list[str]:
-    """``module`` and every isletbayes module it imports, directly or through others (read from the source
-    with ``ast``, imports inside functions included), sorted. Nothing is imported: the modules are found on disk
+    """``module`` and every isletbayes module it imports, directly or through others (read from the source text,
+    imports inside functions included), sorted. Nothing is imported: the modules are found on disk
     in the package folders (so a warm run pays neither the imports nor, after the first, the parsing)."""
     seen: dict[str, Path] = {}
     todo = [module]

@@ -113,24 +113,39 @@ def test_only_the_code_an_analysis_runs_enters_its_key():
         "isletbayes.analyses.design")
 
 
-def test_the_import_scan_finds_every_import_a_full_syntax_walk_finds():
-    """The closure reads imports from statements only (``_statements``): in every source file of the package it
-    finds exactly what a walk over every syntax node finds."""
+def _parsed_imports(source: str) -> list[str]:
+    """What the closure needs of a source, found by Python's parser over every syntax node."""
     import ast
 
-    roots = [Path(cache_mod.__file__).resolve().parents[1] / name for name in ("data", "models", "analyses", "reports")]
-    files = [path for root in roots for path in sorted(root.rglob("*.py"))]
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names if a.name.startswith("isletbayes.")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith("isletbayes"):
+            names += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return sorted(names)
+
+
+def test_the_import_scan_finds_exactly_what_the_parser_finds():
+    """The closure reads imports from the text (``imported_names``): in every source file of the package, and in
+    the import forms it must handle, it finds exactly the isletbayes names that a full parse finds."""
+    root = Path(cache_mod.__file__).resolve().parents[1]
+    files = [path for name in ("data", "models", "analyses", "reports", "api") for path in sorted(
+        (root / name).rglob("*.py"))]
     assert len(files) > 40
     for path in files:
-        tree = ast.parse(path.read_bytes())
-        every = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
-        found = [node for node in cache_mod._statements(tree.body) if isinstance(node, (ast.Import, ast.ImportFrom))]
-        assert sorted(map(id, found)) == sorted(map(id, every)), path
-    # imports nested in a function, a try handler, an else branch and a match case are found
-    nested = ast.parse("def f():\n    try:\n        pass\n    except E:\n        import a\n    else:\n"
-                       "        import b\n    match x:\n        case 1:\n            import c\n")
-    assert sorted(n.names[0].name for n in cache_mod._statements(nested.body) if isinstance(n, ast.Import)) == [
-        "a", "b", "c"]
+        source = path.read_text(encoding="utf-8")
+        assert sorted(cache_mod.imported_names(source)) == _parsed_imports(source), path
+    forms = ("import isletbayes.data.io as io, os\n"
+             "from isletbayes.models import (\n    mixtures,  # comment\n    sampling as s,\n)\n"
+             "from isletbayes.analyses.config import a, \\\n    b\n"
+             "def f():\n    try:\n        pass\n    except E:\n        from isletbayes.reports import html\n"
+             "    else:\n        import isletbayes.analyses.cache\n")
+    assert sorted(cache_mod.imported_names(forms)) == _parsed_imports(forms) == sorted([
+        "isletbayes.data.io", "isletbayes.models", "isletbayes.models.mixtures", "isletbayes.models.sampling",
+        "isletbayes.analyses.config", "isletbayes.analyses.config.a", "isletbayes.analyses.config.b",
+        "isletbayes.reports", "isletbayes.reports.html", "isletbayes.analyses.cache"])
 
 
 def test_data_file_contents_not_name_enter_the_key(tmp_path):
