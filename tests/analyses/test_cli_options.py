@@ -129,3 +129,28 @@ def test_fast_commands_import_no_mcmc_package(argv):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
+
+
+def test_help_lists_every_command_as_its_own_help_does_without_importing_them(capsys):
+    """`isletbayes --help` lists the analysis commands from their functions' docstrings read from source: the
+    listing is the one typer gives with every command loaded, and no command module is imported for it."""
+    import typer
+
+    from isletbayes.analyses.cli import LAZY_COMMANDS, app
+
+    group = typer.main.get_command(app)
+    ctx = group.make_context("isletbayes", ["--help"], resilient_parsing=True)
+    capsys.readouterr()
+    group.format_help(ctx, None)
+    listed = capsys.readouterr().out
+    for name in LAZY_COMMANDS:
+        group.commands[name]  # loads the real command
+    group.format_help(ctx, None)
+    assert capsys.readouterr().out == listed
+    assert all(f" {name} " in listed for name in LAZY_COMMANDS)
+    code = ("import sys\nfrom isletbayes.analyses.cli import main\ncode = main(['--help'])\n"
+            "print('LOADED', sorted(m for m in sys.modules if m.endswith('_command') and m != "
+            "'isletbayes.analyses.cli.data_command'), code)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LOADED [] 0"
