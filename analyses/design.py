@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,9 @@ from isletbayes.data.errors import InputError
 from isletbayes.models import operating_characteristics as oc
 from isletbayes.models.mixtures import BetaMixture, fit_beta_mixture
 from isletbayes.models.validation import ModelInputError
+
+if TYPE_CHECKING:
+    from isletbayes.analyses.cache import FitCache
 
 PANEL_PRIORS = {"uniform": (1.0, 1.0), "jeffreys": (0.5, 0.5)}
 #: Phase 1/2 participants with protocol-prohibited high-dose glucocorticoid exposure: the two who were not
@@ -410,6 +413,76 @@ def estimand_benchmark(config: DesignConfig, design: DesignInputs, seed: int) ->
 
 
 # --------------------------------------------------------------------------------------------------------------
+# the design-prior panel and p0, kept between calls
+# --------------------------------------------------------------------------------------------------------------
+#: The design settings the design-prior panel and p0 are computed from. The other design settings (the n grid,
+#: the rule, alpha, gamma, p1, the targets, the analysis prior, interims, the p0 panel, ...) only use the panel, so
+#: a design that changes one of them reuses a kept panel.
+PANEL_SETTINGS = frozenset({"estimand", "design_priors", "discount_ess", "design_robust", "p0"})
+
+
+class DesignPriorPanel(AnalysisResult):
+    """The design-prior panel on the estimand's scale, the phase 1/2 count it uses, notes, and p0 with its source:
+    the part of an exact design that costs an MCMC fit (the MAP prior) and grid posteriors (the durability
+    model). Result of :func:`design_prior_panel`."""
+
+    JSON_FILE: ClassVar[str] = "design_prior_panel.json"
+    ANALYSIS: ClassVar[str] = "design_prior_panel"
+
+    design_priors: list[PriorSpec]
+    phase12: dict[str, Any]
+    notes: list[str] = Field(default_factory=list)
+    p0: float
+    p0_source: str
+
+
+def key_inputs(design: DesignInputs) -> dict[str, Any]:
+    """The data and shared priors a design depends on, as a cache key's ``data`` and ``priors`` (one place for the
+    main job's design section and the design-prior panel)."""
+    inputs, priors = design.inputs, design.priors
+    return {"data": {"counts": inputs.counts, "comparators": inputs.comparators, "durability": inputs.durability,
+                     "participant": inputs.participant},
+            "priors": {"map": priors.map, "benchmark": priors.benchmark,
+                       "benchmark_any_endpoint": priors.benchmark_any_endpoint}}
+
+
+def design_prior_panel(config: DesignConfig, design: DesignInputs, seed: int,
+                       cache: FitCache | None = None) -> DesignPriorPanel:
+    """The design-prior panel and p0 of an exact design (:func:`estimand_priors`, :func:`estimand_benchmark`).
+
+    Computed from the :data:`PANEL_SETTINGS` of ``config`` alone (every other design setting at its default), so
+    the panel cannot depend on a setting its cache key leaves out. With ``cache`` it is looked up by a key of those
+    settings, the data, the shared priors, the sampler and durability settings, the seed, the package versions
+    and the code (:func:`isletbayes.analyses.cache.key_material`), and computed and kept only when absent."""
+    panel_config = DesignConfig.model_validate(config.model_dump(include=set(PANEL_SETTINGS)))
+
+    def compute() -> DesignPriorPanel:
+        from isletbayes.analyses.donor_benchmark import comparator_rows, endpoint_map
+
+        # the MAP prior (an MCMC fit) only where a design prior is built from it
+        map_fit = None
+        if any(name.strip().lower() in ("map_updated", "donor_like") for name in panel_config.design_priors):
+            rows = comparator_rows(design.inputs, panel_config.estimand.endpoint, design.priors)
+            map_fit = endpoint_map(rows, design.priors, design.sampler, seed, design.inputs.comparators)
+        priors, phase12, notes = estimand_priors(panel_config, design, seed, map_fit)
+        p0, p0_source = estimand_benchmark(panel_config, design, seed)
+        return DesignPriorPanel(design_priors=priors, phase12=phase12, notes=notes, p0=p0, p0_source=p0_source,
+                                provenance=provenance(seed=seed, design=panel_config.model_dump(mode="json"),
+                                                      sampler=design.sampler.model_dump(mode="json")))
+
+    if cache is None:
+        return compute()
+    from isletbayes.analyses.cache import key_material
+
+    material = key_material(DesignPriorPanel.ANALYSIS, module="isletbayes.analyses.design",
+                            **key_inputs(design), settings={"design": panel_config, "durability": design.durability,
+                                                            "sampler": design.sampler, "seed": seed})
+    panel, _ = cache.get_or_compute(DesignPriorPanel.ANALYSIS, material, compute, lambda p, folder: p.save(folder),
+                                    lambda folder: DesignPriorPanel.load(folder, draws=False))
+    return panel
+
+
+# --------------------------------------------------------------------------------------------------------------
 # exact operating characteristics
 # --------------------------------------------------------------------------------------------------------------
 def _withdrawal_mix(values_by_m: np.ndarray, n_values: np.ndarray, keep: float) -> np.ndarray:
@@ -545,10 +618,13 @@ def _two_sample_table(config: DesignConfig, analysis_prior: BetaMixture, control
 
 def run_design(config: DesignConfig, *, seed: int, design: DesignInputs, simulation_draws: Sequence | None = None,
                simulation_source: FitCheck | None = None, simulation_dir: str | Path | None = None,
-               on_record: Callable[[dict], None] | None = None) -> DesignResult:
+               on_record: Callable[[dict], None] | None = None, panel_cache: FitCache | None = None
+               ) -> DesignResult:
     """The phase 3 plan (see the module docstring).
 
-    ``design``: the data and shared settings the design draws on. For ``config.simulate`` > 0:
+    ``design``: the data and shared settings the design draws on. ``panel_cache``: where the design-prior panel
+    and p0 are kept between calls (:func:`design_prior_panel`; None: computed every time). For
+    ``config.simulate`` > 0:
     ``simulation_draws`` are draws of the C-peptide model's population parameters (the re-analysis posterior),
     ``simulation_source`` that fit's diagnostics, ``simulation_dir`` the folder where each finished simulation is
     kept (a rerun resumes) and ``on_record`` is called after each one.
@@ -558,7 +634,7 @@ def run_design(config: DesignConfig, *, seed: int, design: DesignInputs, simulat
     result = DesignResult(settings=config.model_dump(mode="json"), estimand=resolved,
                           estimand_statement=estimand_statement(config), planned_n=config.planned_n)
     if resolved["endpoint"] != "cpeptide":
-        _exact_design(result, config, design, seed, n_values)
+        _exact_design(result, config, design, seed, n_values, panel_cache)
     if config.simulate:
         result.simulation = _simulate(result, config, seed, n_values, simulation_draws, simulation_source,
                                       simulation_dir, on_record)
@@ -588,20 +664,12 @@ def estimand_statement(config: DesignConfig) -> str:
 
 
 def _exact_design(result: DesignResult, config: DesignConfig, design: DesignInputs, seed: int,
-                  n_values: np.ndarray) -> None:
-    from isletbayes.analyses.donor_benchmark import comparator_rows, endpoint_map
-
-    endpoint = config.estimand.endpoint
-    rows = comparator_rows(design.inputs, endpoint, design.priors)
-    # the MAP prior (an MCMC fit) only where a design prior or the control arm is built from it: an exact design
-    # without them answers in well under a second
-    needs_map = config.two_sample or any(name.strip().lower() in ("map_updated", "donor_like")
-                                         for name in config.design_priors)
-    map_fit = endpoint_map(rows, design.priors, design.sampler, seed, design.inputs.comparators) if needs_map else None
-    priors, phase12, notes = estimand_priors(config, design, seed, map_fit)
+                  n_values: np.ndarray, panel_cache: FitCache | None) -> None:
+    panel = design_prior_panel(config, design, seed, cache=panel_cache)
+    priors, phase12 = panel.design_priors, panel.phase12
     result.design_priors, result.phase12 = priors, phase12
-    result.notes.extend(notes)
-    p0, p0_source = estimand_benchmark(config, design, seed)
+    result.notes.extend(panel.notes)
+    p0, p0_source = panel.p0, panel.p0_source
     if config.p1 is None:  # the convention: 20 points above the benchmark
         config = config.model_copy(update={"p1": min(p0 + 0.20, 0.99)})
     analysis = parse_prior(config.analysis_prior, "design.analysis_prior")
@@ -638,6 +706,10 @@ def _exact_design(result: DesignResult, config: DesignConfig, design: DesignInpu
                                              BetaMixture.single(1.0, 1.0), p0=p0)
         result.overlap = over.to_frame()
     if config.two_sample:
+        from isletbayes.analyses.donor_benchmark import comparator_rows, endpoint_map
+
+        rows = comparator_rows(design.inputs, config.estimand.endpoint, design.priors)
+        map_fit = endpoint_map(rows, design.priors, design.sampler, seed, design.inputs.comparators)
         control = map_fit.robust_mixture if map_fit is not None and map_fit.robust_mixture is not None else None
         if control is None:
             raise InputError("the two-arm design needs donor-islet comparator studies of the end point for the "

@@ -280,10 +280,13 @@ def _wanted(config: MainJobConfig, name: str) -> bool:
 
 
 def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cpeptide_key: str | None = None,
-                 cpeptide_folder: str | None = None, work_dir: str | None = None) -> SectionPlan:
+                 cpeptide_folder: str | None = None, work_dir: str | None = None,
+                 panel_cache: FitCache | None = None) -> SectionPlan:
     """The plan of one section (see the module docstring). The design's simulations (``design.simulate``) draw
     from the cpeptide section's posterior: ``cpeptide_key`` enters the design's cache key, ``cpeptide_folder``
-    holds that result, and ``work_dir`` keeps each finished simulation so an interrupted run resumes."""
+    holds that result, and ``work_dir`` keeps each finished simulation so an interrupted run resumes.
+    ``panel_cache`` keeps the design's design-prior panel (:func:`~isletbayes.analyses.design.design_prior_panel`),
+    so that a design whose grid, rule or targets changed does not refit the MAP prior and the durability model."""
     seed = config.seed
     if name == "binary":
         from isletbayes.analyses.binary import BinaryResult, run_binary
@@ -312,15 +315,11 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
         return SectionPlan(name, material, lambda: run_cpeptide(config.cpeptide, sampler=config.sampler, seed=seed,
                                                                 inputs=inputs), CpeptideResult)
     if name == "design":
-        from isletbayes.analyses.design import DesignInputs, DesignResult, run_design
+        from isletbayes.analyses.design import DesignInputs, DesignResult, key_inputs, run_design
 
         cfg = config.design
         design_inputs = DesignInputs(inputs, config.priors, config.sampler, config.durability)
-        material = key_material("design", module="isletbayes.analyses.design",
-                                data={"counts": inputs.counts, "comparators": inputs.comparators,
-                                      "durability": inputs.durability, "participant": inputs.participant},
-                                priors={"map": config.priors.map, "benchmark": config.priors.benchmark,
-                                        "benchmark_any_endpoint": config.priors.benchmark_any_endpoint},
+        material = key_material("design", module="isletbayes.analyses.design", **key_inputs(design_inputs),
                                 settings={"design": cfg, "durability": config.durability, "sampler": config.sampler,
                                           "seed": seed,
                                           "simulation_source": cpeptide_key if cfg.simulate else None})
@@ -334,7 +333,8 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
                 draws, source = posterior.parameter_draws(4000, seed), posterior.diagnostics
             return run_design(cfg, seed=seed, design=design_inputs, simulation_draws=draws,
                               simulation_source=source,
-                              simulation_dir=None if work_dir is None else Path(work_dir) / fit_key(material))
+                              simulation_dir=None if work_dir is None else Path(work_dir) / fit_key(material),
+                              panel_cache=panel_cache)
 
         return SectionPlan(name, material, compute, DesignResult)
     if name == "durability":
@@ -375,7 +375,7 @@ def compute_section(name: str, config_doc: dict, participant_data: str | None, c
     def plan_with(work_root: str) -> SectionPlan:
         return plan_section(name, config, inputs, cpeptide_key=cpeptide[0] if cpeptide else None,
                             cpeptide_folder=cpeptide[1] if cpeptide else None,
-                            work_dir=str(Path(work_root) / "design-simulations"))
+                            work_dir=str(Path(work_root) / "design-simulations"), panel_cache=cache)
 
     plan = plan_with(cache_root if cache_root is not None else scratch)
     started = time.perf_counter()

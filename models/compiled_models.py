@@ -560,13 +560,17 @@ def _nutpie_version() -> str:
 # --------------------------------------------------------------------------------------------------------------
 # defaults and one-call helpers
 # --------------------------------------------------------------------------------------------------------------
+def user_cache_root() -> Path:
+    """isletbayes' folder in the user's cache: ``$XDG_CACHE_HOME/isletbayes``, else ``~/.cache/isletbayes``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "isletbayes"
+
+
 def default_cache_dir() -> Path | None:
     """``$ISLETBAYES_COMPILE_CACHE``, else ``$XDG_CACHE_HOME/isletbayes/compiled``, else ``~/.cache/...``; None: off."""
     value = os.environ.get(CACHE_ENV)
     if value is not None:
         return None if value.strip().lower() in _DISABLED else Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "isletbayes" / "compiled"
+    return user_cache_root() / "compiled"
 
 
 _DEFAULT: CompiledModelCache | None = None

@@ -10,6 +10,8 @@ from typing import Optional
 from isletbayes.analyses.cli.console import progress_enabled, progress_reporter
 from isletbayes.analyses.cli.options import config_command, extra_option
 
+CACHE_HELP = ("fit cache folder, where the design-prior panel is kept between calls (default: "
+              "$ISLETBAYES_CACHE_DIR, else ~/.cache/isletbayes/fits)")
 KEYS = ("seed", "allow_large_jobs", "design", "priors.map", "priors.benchmark", "priors.benchmark_any_endpoint",
         "durability",
         "data.participant_data", "data.counts", "data.comparators", "data.include_unverified", "data.allow_outliers",
@@ -21,13 +23,19 @@ KEYS = ("seed", "allow_large_jobs", "design", "priors.map", "priors.benchmark", 
                  help="output folder (design.json, design_table.csv; simulation/ for simulated trials)"),
     extra_option("as_json", bool, False, "--json", help="print the result as JSON"),
     extra_option("quiet", bool, False, "--quiet", "-q", help="no progress display (failures are still printed)"),
+    extra_option("cache_dir", Optional[Path], None, "--cache-dir", help=CACHE_HELP),
+    extra_option("no_cache", bool, False, "--no-cache", help="compute the design-prior panel anew; keep nothing"),
 ])
-def design(config, out: Path | None = None, as_json: bool = False, quiet: bool = False) -> None:
+def design(config, out: Path | None = None, as_json: bool = False, quiet: bool = False,
+           cache_dir: Path | None = None, no_cache: bool = False) -> None:
     """Phase 3 sample size: exact OC and assurance over a grid of n, interims, simulation-based assurance.
 
+    The design-prior panel and p0 (the MAP prior's MCMC fit, the durability model) are kept in the fit cache, so
+    a design that changes only the grid, the rule, the targets or the interims answers without refitting them.
     Simulations (--simulate N) draw phase 3 trials from the C-peptide re-analysis posterior, fitted with the
     same cpeptide and sampler settings as `isletbayes cpeptide`."""
     from isletbayes.analyses import budget, interrupts
+    from isletbayes.analyses.cache import FitCache, default_cache_dir
     from isletbayes.analyses.design import DesignInputs, DesignResult, run_design
     from isletbayes.analyses.inputs import load_inputs
     from isletbayes.analyses.main_job import data_size
@@ -45,6 +53,7 @@ def design(config, out: Path | None = None, as_json: bool = False, quiet: bool =
     participants, observations = data_size(inputs)
     budget.check(budget.estimate_design(config, n_participants=participants, n_observations=observations),
                  allow=budget.allow_large(config))
+    panel_cache = None if no_cache else FitCache(Path(cache_dir) if cache_dir else default_cache_dir(None))
     if cfg.simulate and cfg.scheduler:  # refused in seconds, before the posterior fit and before any write
         from isletbayes.analyses.simulation import check_scheduler
 
@@ -65,7 +74,8 @@ def design(config, out: Path | None = None, as_json: bool = False, quiet: bool =
             with progress.status("phase 3 design: exact operating characteristics and assurance"
                                  + (f", {cfg.simulate} simulated trials" if cfg.simulate else "")):
                 return run_design(cfg, seed=config.seed, design=design_inputs, simulation_draws=draws,
-                                  simulation_source=source, simulation_dir=simulation_dir)
+                                  simulation_source=source, simulation_dir=simulation_dir,
+                                  panel_cache=panel_cache)
 
     if out is None:
         result = compute(None)

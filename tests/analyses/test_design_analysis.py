@@ -137,6 +137,43 @@ def test_benchmark_rules(inputs):
     assert res.rule.p0 == pytest.approx(36 / 66) and "donor-islet benchmark" in res.rule.p0_source
 
 
+def test_the_design_prior_panel_reads_no_setting_its_cache_key_leaves_out(inputs):
+    # the kept panel is found by a key of PANEL_SETTINGS only: computing it must read no other design setting
+    read: set[str] = set()
+
+    class Recording(DesignConfig):
+        def __getattribute__(self, name):
+            if name in DesignConfig.model_fields:
+                read.add(name)
+            return super().__getattribute__(name)
+
+    # the default (persistence) estimand: carried by the durability model, p0 a derived benchmark
+    config = Recording.model_validate({"design_priors": ["phase12", "robust"]})
+    read.clear()  # what the configuration's own validators read
+    ad.estimand_priors(config, inputs, 1, None)
+    ad.estimand_benchmark(config, inputs, 1)
+    assert {"estimand", "design_priors", "p0"} <= read <= ad.PANEL_SETTINGS
+
+
+def test_a_design_reuses_its_kept_panel_when_only_the_grid_or_the_rule_changes(inputs, tmp_path):
+    from isletbayes.analyses.cache import FitCache
+
+    cache = FitCache(tmp_path / "cache")
+    # death as a composite: the panel is a beta mixture fitted to seeded draws, not a closed form
+    estimand = {**DAY365, "death": "composite"}
+    first = ad.run_design(design(estimand=estimand), seed=1, design=inputs, panel_cache=cache)
+    changed = design(estimand=estimand, n_min=30, n_max=60, alpha=0.05, power_target=0.7, interim=[0.5])
+    kept = ad.run_design(changed, seed=1, design=inputs, panel_cache=cache)
+    fresh = ad.run_design(changed, seed=1, design=inputs)
+    assert [e.status for e in cache.events] == ["miss", "hit"]
+    assert kept.summary() == fresh.summary()  # to the last digit
+    assert [p.mixture.to_dict() for p in kept.design_priors] == [p.mixture.to_dict() for p in first.design_priors]
+    # a panel setting, or the seed, is a different panel
+    ad.run_design(design(estimand=estimand, discount_ess=8.0), seed=1, design=inputs, panel_cache=cache)
+    ad.run_design(design(estimand=estimand), seed=2, design=inputs, panel_cache=cache)
+    assert [e.status for e in cache.events] == ["miss", "hit", "miss", "miss"]
+
+
 def test_interims_report_binding_and_nonbinding_type1(inputs):
     res = ad.run_design(design(p0=0.44, n_min=40, n_max=60, interim=[0.5], efficacy="posterior",
                                efficacy_threshold=0.999), seed=1, design=inputs)
