@@ -19,6 +19,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from isletbayes.data.errors import InputError
 from isletbayes.data.io import write_text_atomic
 from isletbayes.models.mixtures import BetaMixture
 from isletbayes.reports import figures
+from isletbayes.reports.figure_cache import FigureCache
 
 TEMPLATE = "report.html.j2"
 WIDE_TABLE_COLUMNS = 7
@@ -93,8 +95,10 @@ def note(t: str) -> dict:
     return {"kind": "note", "text": t}
 
 
-def figure(fig, alt: str, caption: str) -> dict:
-    return {"kind": "figure", "uri": figures.to_data_uri(fig), "alt": alt, "caption": caption}
+def figure(ctx: ReportContext, draw: partial, alt: str, caption: str) -> dict:
+    """A figure block: ``draw()``, a :mod:`figures` function with its numbers, as an embedded PNG (kept in the
+    report's figure cache, so an unchanged figure is not drawn again)."""
+    return {"kind": "figure", "uri": ctx.figure_cache.uri(draw), "alt": alt, "caption": caption}
 
 
 @dataclass
@@ -118,6 +122,7 @@ class ReportContext:
     assumptions: list[tuple[str, str, str]] = field(default_factory=list)  # (what, value, where it comes from)
     data: dict[str, Any] = field(default_factory=dict)  # the input tables, reloaded
     problems: list[str] = field(default_factory=list)  # sections that could not be drawn
+    figure_cache: FigureCache = field(default_factory=lambda: FigureCache(None))
 
     @property
     def config(self) -> MainJobConfig:
@@ -248,20 +253,22 @@ def design_section(ctx: ReportContext, result: DesignResult) -> Section:
            if rule.gamma_calibrated else f"gamma = {rule.gamma} is fixed by the configuration.")
         + f" Phase 1/2: {result.phase12.get('statement', '')}."))
     marks = {f"planned n = {result.planned_n}": result.planned_n} if n[0] <= result.planned_n <= n[-1] else {}
-    fig = figures.design_curves(
+    draw = partial(
+        figures.design_curves,
         n, {"type I error (rate = p0)": result.table["type1"].to_numpy()},
         targets={f"alpha {rule.alpha:g}": rule.alpha}, title="Type I error (exact), on its own scale",
         ylabel="type I error", marks=marks, ylim=None)
-    sec.blocks.append(figure(fig, "Type I error against phase 3 sample size",
+    sec.blocks.append(figure(ctx, draw, "Type I error against phase 3 sample size",
                              f"Exact type I error at p0 = {rule.p0:.2f} for each n from {n[0]} to {n[-1]}: the "
                              "sawtooth of a discrete design, against alpha."))
     if result.assurance is not None:
         labels = {p.name: p.label for p in result.design_priors}
-        fig = figures.design_curves(
+        draw = partial(
+            figures.design_curves,
             n, {labels[c]: result.assurance[c].to_numpy() for c in result.assurance.columns},
             targets={f"assurance target {ctx.config.design.assurance_target:g}": ctx.config.design.assurance_target},
             title="Assurance under each design prior", marks=marks)
-        sec.blocks.append(figure(fig, "Assurance against phase 3 sample size, one curve per design prior",
+        sec.blocks.append(figure(ctx, draw, "Assurance against phase 3 sample size, one curve per design prior",
                                  "Probability of success averaged over each design prior (exact). The design priors "
                                  "are assumptions about how zimislecel performs: phase 1/2 as observed, discounted, "
                                  "robustified, borrowed from donor islets, or like donor islets."))
@@ -361,8 +368,8 @@ def durability_section(ctx: ReportContext, result: DurabilityResult) -> Section:
         part = shares[shares["estimand"] == estimand].sort_values("year")
         bands[label] = {"median": part["median"].to_numpy(), "lower": part["lower"].to_numpy(),
                         "upper": part["upper"].to_numpy()}
-    fig = figures.scenario_bands(years, bands)
-    sec.blocks.append(figure(fig, "Projected share insulin independent in years 1 to 5",
+    draw = partial(figures.scenario_bands, years, bands)
+    sec.blocks.append(figure(ctx, draw, "Projected share insulin independent in years 1 to 5",
                              "Posterior median and 95% interval of the share insulin independent by year after "
                              "infusion. Beyond year 1 the loss rate is borrowed from donor-islet studies (a "
                              "discounted prior), not observed."))
@@ -450,8 +457,8 @@ def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
             u = e.table.loc["uniform"]
             summaries.append({"label": f"zimislecel {e.r}/{e.n} (uniform-prior posterior)", "mean": u["mean"],
                               "lo": u["eti_low"], "hi": u["eti_high"], "colour": figures.PALETTE[0]})
-        fig = figures.forest_plot(studies, summaries, xlabel=f"{name} rate")
-        sec.blocks.append(figure(fig, f"Forest plot of comparator studies for {name} with the MAP prior",
+        draw = partial(figures.forest_plot, studies, summaries, xlabel=f"{name} rate")
+        sec.blocks.append(figure(ctx, draw, f"Forest plot of comparator studies for {name} with the MAP prior",
                                  "Comparator studies (observed rate, Jeffreys 95% interval; marker size grows "
                                  "with n) and, below, the MAP prior, the robust MAP prior and zimislecel's own "
                                  "posterior (diamonds: mean and 95% interval). The MAP prior's width comes mostly "
@@ -482,8 +489,8 @@ def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
                        "curves": {PRIOR_SHORT.get(k, k): v for k, v in e.posteriors.items()}})
     if panels:
         sec.blocks.append(heading("Posteriors under the prior panel"))
-        fig = figures.posterior_densities(panels)
-        sec.blocks.append(figure(fig, "Posterior densities of each end point's rate under each prior",
+        draw = partial(figures.posterior_densities, panels)
+        sec.blocks.append(figure(ctx, draw, "Posterior densities of each end point's rate under each prior",
                                  "Posterior density of each rate under each prior of the panel (each prior is an "
                                  "assumption; the sceptical and enthusiastic ones are conventions); the triangle "
                                  "marks the observed proportion, the dashed line the pooled comparator rate (or, "
@@ -618,9 +625,9 @@ def _borrowing_blocks(ctx: ReportContext, e, name: str) -> list:
         if e.map is not None and "elir" in e.map.ess.columns:
             map_ess = {f"{'MAP' if k == 'mixture' else 'robust MAP'} ESS {v:.0f}": float(v)
                        for k, v in e.map.ess["elir"].items() if v == v}
-        fig = figures.tipping_point(tab["ess"].to_numpy(), tab["prob_above_p0"].to_numpy(), tp.probability, tp.ess,
-                                    f"{tp.benchmark:.2f}", map_ess)
-        blocks.append(figure(fig, f"Tipping point of the {name} comparison",
+        draw = partial(figures.tipping_point, tab["ess"].to_numpy(), tab["prob_above_p0"].to_numpy(), tp.probability,
+                       tp.ess, f"{tp.benchmark:.2f}", map_ess)
+        blocks.append(figure(ctx, draw, f"Tipping point of the {name} comparison",
                              f"P({name} rate > {tp.benchmark:.2f}) against the effective sample size of a beta prior "
                              f"centred on that fixed benchmark; the conclusion P >= {tp.probability:g} {tp.verdict}. "
                              "The benchmark and the threshold are conventions; the dash-dotted lines mark what the "
@@ -667,8 +674,8 @@ def safety_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
                     + [num(u[c], ".2f") for c in thresholds]
                     + [cell(f"{e.clopper_pearson95[0]:.2f} to {e.clopper_pearson95[1]:.2f}", "num"),
                        cell(e.source_id), _evidence_badge(e.evidence_type)])
-    fig = figures.interval_plot(rows_fig, xlabel="event rate")
-    sec.blocks.append(figure(fig, "Adverse-event rates with 95% credible intervals",
+    draw = partial(figures.interval_plot, rows_fig, xlabel="event rate")
+    sec.blocks.append(figure(ctx, draw, "Adverse-event rates with 95% credible intervals",
                              "Posterior mean (dot) and 95% credible interval of each adverse-event rate under a "
                              "uniform prior; crosses mark the observed proportions."))
     sec.blocks.append(table(["event", "r/n", "posterior mean", "95% credible interval",
@@ -740,7 +747,8 @@ def cpeptide_section(ctx: ReportContext, result: CpeptideResult) -> Section:
     means = ctx.data.get("cpeptide")
     lod = float(means["lod_pmol_l"].min()) if means is not None and len(means) else None
     published = result.mode in ("graft_function", "cohort_means")
-    fig = figures.cpeptide_trajectory(
+    draw = partial(
+        figures.cpeptide_trajectory,
         days, {"median": traj["population_mean_median"].to_numpy(), "lo": traj["population_mean_q05"].to_numpy(),
                "hi": traj["population_mean_q95"].to_numpy()}, obs_days, obs, lod=lod,
         new_participant={"lo": traj["new_participant_q05"].to_numpy(), "hi": traj["new_participant_q95"].to_numpy()},
@@ -752,7 +760,7 @@ def cpeptide_section(ctx: ReportContext, result: CpeptideResult) -> Section:
     shape_prior, shape_words = _verdicts_text(verdict, ("rise_shape",))
     shape_note = (f" The shape of the rise rests partly on the prior of the rise shape ({shape_words})."
                   if shape_prior else "")
-    sec.blocks.append(figure(fig, "Posterior C-peptide trajectory with credible bands and the observed means",
+    sec.blocks.append(figure(ctx, draw, "Posterior C-peptide trajectory with credible bands and the observed means",
                              "Population-mean C-peptide (posterior median and 90% credible band), the 90% "
                              "predictive band for a new participant (measurement noise included, curve misfit of the "
                              "published means not), and the observed means (points). Beyond the last visit the "
@@ -815,15 +823,15 @@ def cpeptide_section(ctx: ReportContext, result: CpeptideResult) -> Section:
             marks[f"published day-365 mean {obs[-1]:.0f}"] = float(obs[-1])
         ii = ctx.numbers.get("binary", {}).get("insulin_independence_observed")
         grid = np.asarray(curve.index, dtype=float)
-        fig = figures.graft_link(grid, {"lo": curve["q025"].to_numpy(), "median": curve["median"].to_numpy(),
-                                        "hi": curve["q975"].to_numpy()}, observed_rate=ii,
-                                 observed_label="observed share insulin independent", cpeptide_marks=marks)
+        draw = partial(figures.graft_link, grid, {"lo": curve["q025"].to_numpy(), "median": curve["median"].to_numpy(),
+                                                  "hi": curve["q975"].to_numpy()}, observed_rate=ii,
+                       observed_label="observed share insulin independent", cpeptide_marks=marks)
         slope = "sd_log_need" if "sd_log_need" in verdict else "beta"
         prior_shaped, words = _verdicts_text(verdict, (slope,))
         how = ("a participant is insulin independent when their day-365 C-peptide exceeds their insulin-need "
                "threshold, log-normal across participants" if slope == "sd_log_need"
                else "a logistic link on log C-peptide")
-        sec.blocks.append(figure(fig, "Probability of insulin independence against day-365 C-peptide",
+        sec.blocks.append(figure(ctx, draw, "Probability of insulin independence against day-365 C-peptide",
                                  f"P(insulin independent at day 365) against a participant's day-365 C-peptide ({how}):"
                                  " posterior median and 95% credible band."
                                  + (f" The steepness of the curve rests partly on its prior ({words})."
@@ -988,13 +996,15 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(out: Path, pdf_engine_description: str | None) -> tuple[str, dict[str, Any], list[str]]:
-    """The report's HTML text, the numbers its summary quotes, and the problems found while building it."""
+def render_html(out: Path, pdf_engine_description: str | None, figure_cache: Path | None = None
+                ) -> tuple[str, dict[str, Any], list[str]]:
+    """The report's HTML text, the numbers its summary quotes, and the problems found while building it;
+    rendered figures are kept in ``figure_cache`` (:mod:`isletbayes.reports.figure_cache`; None: not kept)."""
     from isletbayes.analyses.provenance import package_versions
     from isletbayes.models.sampling import EBFMI_MIN, ESS_MIN_PER_CHAIN, RHAT_MAX
 
     index = read_index(out)
-    ctx = ReportContext(index, Path(out))
+    ctx = ReportContext(index, Path(out), figure_cache=FigureCache(figure_cache))
     inputs = _load_inputs(ctx)
     ctx.data = inputs
     sections = [data_section(ctx, inputs)]
@@ -1090,8 +1100,10 @@ def _data_assumptions(inputs: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-def build_report(out: str | Path, pdf: bool = True) -> ReportFiles:
-    """Write ``<out>/report.html`` and (if ``pdf``) ``<out>/report.pdf``; say which engine made the PDF."""
+def build_report(out: str | Path, pdf: bool = True, figure_cache: str | Path | None = None) -> ReportFiles:
+    """Write ``<out>/report.html`` and (if ``pdf``) ``<out>/report.pdf``; say which engine made the PDF. Rendered
+    figures are kept in ``figure_cache`` (the main job's fit cache has a ``figures/`` folder) and reused while their
+    numbers and the figure code are unchanged."""
     from isletbayes.reports import pdf as pdfmod
 
     out = Path(out)
@@ -1101,7 +1113,7 @@ def build_report(out: str | Path, pdf: bool = True) -> ReportFiles:
     if pdf and not engines:
         errors.append("no PDF engine here (install chromium, or WeasyPrint with its Pango library)")
     for engine in engines:
-        html, numbers, problems = render_html(out, engine.description)
+        html, numbers, problems = render_html(out, engine.description, figure_cache)
         write_text_atomic(html_path, html)
         try:
             pdfmod.render_pdf(html_path, out / PDF_NAME, engine)
@@ -1109,7 +1121,8 @@ def build_report(out: str | Path, pdf: bool = True) -> ReportFiles:
             errors.append(f"{engine.name}: {err}")
             continue
         return ReportFiles(html_path, out / PDF_NAME, engine.description, None, numbers, problems)
-    html, numbers, problems = render_html(out, None if not pdf else "none (" + "; ".join(errors) + ")")
+    html, numbers, problems = render_html(out, None if not pdf else "none (" + "; ".join(errors) + ")",
+                                          figure_cache)
     write_text_atomic(html_path, html)
     (out / PDF_NAME).unlink(missing_ok=True)  # an older PDF would no longer match this HTML
     return ReportFiles(html_path, None, None, "; ".join(errors) or None, numbers, problems)

@@ -139,7 +139,8 @@ def _main_job(config, config_file: Path | None, out: Path, data: Path | None, no
         """Build the report in the folder being prepared (it replaces the output folder with the results)."""
         progress._start("building the report (figures, HTML" + (", PDF)" if pdf else ")"))
         t_report = time.perf_counter()
-        files = build_report(job.out, pdf=pdf)
+        # figures are kept beside the fits (--no-cache: drawn, not kept)
+        files = build_report(job.out, pdf=pdf, figure_cache=job.cache.root / "figures" if job.cache.enabled else None)
         interrupts.checkpoint()
         job.timings["report"] = time.perf_counter() - t_report
         job.timings["total"] = time.perf_counter() - started
