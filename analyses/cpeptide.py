@@ -49,26 +49,24 @@ import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pymc as pm
-from pydantic import Field
 from scipy import stats
 
 from isletbayes.analyses.config import CpeptideConfig, SamplerConfig
+from isletbayes.analyses.cpeptide_result import CpeptideResult, HoldoutCheck, ModelCheck, SensitivityFit
 from isletbayes.analyses.inputs import AnalysisInputs
 from isletbayes.analyses.provenance import provenance
-from isletbayes.analyses.results import AnalysisResult, DataTreeField, FitCheck, Frame, ResultModel
+from isletbayes.analyses.results import FitCheck
 from isletbayes.data.errors import InputError
 from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models.graft_link import ALTERNATIVE_LINK_PRIORS, LinkPriors, link_logit
 from isletbayes.models.sampling import SamplerSettings, check_diagnostics, fit
 
 SPREAD_SCALES = (0.3, 0.5, 1.0)
-CONTRACTION_RULE = ("posterior sd / prior sd (log scale for positive parameters): < 0.5 informed by the data, "
-                    "0.5-0.9 partly informed, >= 0.9 prior only")
 POSITIVE = {"plateau_pmol_l", "t_half_days", "sd_log_plateau", "sd_log_rate", "measurement_sd", "rise_shape",
             "decline_rate_per_year", "curve_misfit_sd", "need_median_pmol_l", "sd_log_need",
             "graft_function_365_log_sd"}
@@ -93,100 +91,6 @@ LABELS = {
     "decline_rate_per_year": "late decline rate (per year)",
 }
 LINK_GRID_PMOL_L = np.geomspace(50.0, 5000.0, 200)
-
-
-class SensitivityFit(ResultModel):
-    """One refit under an alternative prior or rise shape, beside the main fit."""
-
-    group: Literal["glucocorticoid", "link", "spread", "shape"]
-    label: str
-    parameters: Frame
-    diagnostics: FitCheck
-    ppc: Frame | None = None
-    early_rise: dict[str, Any] | None = None
-
-
-class ModelCheck(ResultModel):
-    """The report-facing model check (see :func:`model_check`)."""
-
-    fit: str
-    misfit_flagged: bool
-    ppc_outside_90: list[float]
-    early_rise: dict[str, Any] | None = None
-    measurement_sd: dict[str, float]
-    measurement_sd_prior: dict[str, Any]
-    rise_shape: dict[str, float] | None = None
-    shape_comparison: list[dict[str, Any]] = Field(default_factory=list)
-    statement: str
-
-
-class HoldoutCheck(ResultModel):
-    """Leave the last visit out: fit the earlier visits (and every other aggregate), predict the last visit's mean."""
-
-    held_out_day: float
-    observed: float
-    predicted_median: float
-    predicted_q05: float
-    predicted_q95: float
-    p_rep_below_observed: float
-    outside_90: bool
-    diagnostics: FitCheck
-    statement: str
-
-
-class CpeptideResult(AnalysisResult):
-    """Everything the C-peptide analysis reports; draws in ``idata`` (cpeptide_posterior.nc)."""
-
-    JSON_FILE: ClassVar[str] = "cpeptide_summary.json"
-    NETCDF: ClassVar[dict[str, str]] = {"idata": "cpeptide_posterior.nc"}
-    ANALYSIS: ClassVar[str] = "cpeptide"
-
-    mode: Literal["graft_function", "cohort_means", "participant"]
-    model_description: str
-    parameters: Frame
-    contraction: Frame
-    contraction_rule: str = CONTRACTION_RULE
-    trajectory: Frame
-    link_curve: Frame | None = None  # P(II at day 365 | C-peptide): index cpeptide_pmol_l; q025, median, q975
-    ppc: Frame
-    diagnostics: FitCheck
-    sensitivity: list[SensitivityFit] = Field(default_factory=list)
-    psense: Frame | None = None
-    model_check: ModelCheck
-    holdout: HoldoutCheck | None = None
-    calibration: Frame | None = None  # kept SBC per model (analyses/results/sbc_cpeptide.json)
-    notes: list[str] = Field(default_factory=list)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(default_factory=dict)
-    idata: DataTreeField = None
-
-    @property
-    def ok(self) -> bool:
-        return self.diagnostics_ok
-
-    def fit_checks(self) -> list[FitCheck]:
-        """The main fit and every sensitivity refit (a refit identical to the main fit is listed once)."""
-        checks = [self.diagnostics]
-        for row in self.sensitivity:
-            same = next((c for c in checks if _same_numbers(c, row.diagnostics)), None)
-            if same is None:
-                checks.append(row.diagnostics)
-            else:
-                same.also.append(row.diagnostics.fit)
-        return checks
-
-    def sensitivity_group(self, group: str) -> list[SensitivityFit]:
-        return [row for row in self.sensitivity if row.group == group]
-
-    def parameter_draws(self, n: int, seed: int):
-        """``n`` posterior draws of the population parameters (what phase 3 simulations draw from)."""
-        return cpm.posterior_parameter_draws(self.idata, n, np.random.default_rng(seed),
-                                             decline_start_day=float(self.settings.get("decline_start_day", 365.0)))
-
-
-def _same_numbers(a: FitCheck, b: FitCheck) -> bool:
-    keys = ("max_rhat", "min_ess_bulk", "min_ess_tail", "divergences", "min_ebfmi", "n_chains", "n_draws")
-    return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
 # ------------------------------------------------------------------------------------------------ models

@@ -42,7 +42,6 @@ Entry point: :func:`run_design` (the ``design`` block and what it draws on in; :
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence

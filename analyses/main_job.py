@@ -303,7 +303,7 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
                                                               seed=seed, inputs=inputs,
                                                               safety=config.sections.safety), BinaryResult)
     if name == "cpeptide":
-        from isletbayes.analyses.cpeptide import CpeptideResult, run_cpeptide
+        from isletbayes.analyses.cpeptide_result import CpeptideResult
 
         data = ({"participant": inputs.participant, "cohort": config.cpeptide.cohort}
                 if inputs.participant is not None else
@@ -312,8 +312,13 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
         material = key_material("cpeptide", module="isletbayes.analyses.cpeptide", data=data,
                                 priors={"trajectory": config.cpeptide.priors, "link": config.cpeptide.link_priors},
                                 settings={"cpeptide": config.cpeptide, "sampler": config.sampler, "seed": seed})
-        return SectionPlan(name, material, lambda: run_cpeptide(config.cpeptide, sampler=config.sampler, seed=seed,
-                                                                inputs=inputs), CpeptideResult)
+
+        def compute_cpeptide() -> CpeptideResult:
+            from isletbayes.analyses.cpeptide import run_cpeptide  # PyMC: only when the section is computed
+
+            return run_cpeptide(config.cpeptide, sampler=config.sampler, seed=seed, inputs=inputs)
+
+        return SectionPlan(name, material, compute_cpeptide, CpeptideResult)
     if name == "design":
         from isletbayes.analyses.design import DesignInputs, DesignResult, key_inputs, run_design
 
@@ -327,7 +332,7 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
         def compute() -> DesignResult:
             draws = source = None
             if cfg.simulate:
-                from isletbayes.analyses.cpeptide import CpeptideResult
+                from isletbayes.analyses.cpeptide_result import CpeptideResult
 
                 posterior = CpeptideResult.load(Path(cpeptide_folder))
                 draws, source = posterior.parameter_draws(4000, seed), posterior.diagnostics

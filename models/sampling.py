@@ -50,13 +50,10 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from isletbayes.models.diagnostic_thresholds import (EBFMI_MIN, ESS_MIN_PER_CHAIN, ESS_MIN_RATIO, RHAT_MAX,
+                                                     TREEDEPTH_SATURATED_MAX)
 from isletbayes.models.validation import ModelInputError
 
-RHAT_MAX = 1.01
-ESS_MIN_PER_CHAIN = 100
-ESS_MIN_RATIO = 0.001  # smallest ESS / number of draws (arviz_stats.diagnose's and CmdStan's default)
-EBFMI_MIN = 0.3
-TREEDEPTH_SATURATED_MAX = 0  # transitions allowed to hit the maximum tree depth (as diagnose and CmdStan)
 
 # groups fit() can add, and the key of each one's seed (SeedSequence(settings.seed, spawn_key=(key,)))
 GROUPS = ("prior", "prior_predictive", "posterior_predictive", "log_likelihood", "log_prior", "observed_data")

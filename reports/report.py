@@ -15,7 +15,6 @@ in results.json under ``report.numbers``.
 from __future__ import annotations
 
 import logging
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,12 +27,11 @@ import numpy as np
 
 from isletbayes.analyses.binary import BinaryResult
 from isletbayes.analyses.config import MainJobConfig
-from isletbayes.analyses.cpeptide import CpeptideResult
+from isletbayes.analyses.cpeptide_result import CpeptideResult
 from isletbayes.analyses.design import AROUND_PLANNED, DesignResult
 from isletbayes.analyses.durability import DurabilityResult
 from isletbayes.analyses.main_job import ResultsIndex, read_index
 from isletbayes.analyses.results import FitCheck
-from isletbayes.data.errors import InputError
 from isletbayes.data.io import write_text_atomic
 from isletbayes.models.mixtures import BetaMixture
 from isletbayes.reports import figures
@@ -1001,7 +999,7 @@ def render_html(out: Path, pdf_engine_description: str | None, figure_cache: Pat
     """The report's HTML text, the numbers its summary quotes, and the problems found while building it;
     rendered figures are kept in ``figure_cache`` (:mod:`isletbayes.reports.figure_cache`; None: not kept)."""
     from isletbayes.analyses.provenance import package_versions
-    from isletbayes.models.sampling import EBFMI_MIN, ESS_MIN_PER_CHAIN, RHAT_MAX
+    from isletbayes.models.diagnostic_thresholds import EBFMI_MIN, ESS_MIN_PER_CHAIN, RHAT_MAX
 
     index = read_index(out)
     ctx = ReportContext(index, Path(out), figure_cache=FigureCache(figure_cache))
