@@ -490,7 +490,9 @@ def model_check(main: dict, comparison: list[dict], priors: cpm.TrajectoryPriors
 
 
 def power_scaling(model: pm.Model, idata, names) -> pd.DataFrame:
-    """ArviZ power-scaling sensitivity (prior and likelihood) of the named parameters."""
+    """ArviZ power-scaling sensitivity (prior and likelihood) of the named parameters. The pointwise log-likelihood
+    and log prior are computed where ``idata`` lacks them (the main fit already has the log-likelihood:
+    :func:`add_arviz_groups`)."""
     import arviz as az
     from pymc.stats import compute_log_likelihood, compute_log_prior
 
@@ -499,8 +501,10 @@ def power_scaling(model: pm.Model, idata, names) -> pd.DataFrame:
     psense_log.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        compute_log_likelihood(idata, model=model, progressbar=False)
-        compute_log_prior(idata, model=model, progressbar=False)
+        if "log_likelihood" not in idata.children:
+            compute_log_likelihood(idata, model=model, progressbar=False)
+        if "log_prior" not in idata.children:
+            compute_log_prior(idata, model=model, progressbar=False)
         table = az.psense_summary(idata, var_names=list(names))
     psense_log.setLevel(level)
     rows = [{"name": str(name), "prior": float(row["prior"]), "likelihood": float(row["likelihood"]),
