@@ -27,19 +27,12 @@ import base64
 import io
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display; also makes rendering deterministic across machines
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
+import numpy as np
 
 # One palette for the whole report (colour-blind safe, Okabe-Ito), prior panel members keep their colour.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 DPI = 110
-
-plt.rcParams.update({
+STYLE = {
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
     "font.size": 9,
@@ -47,11 +40,25 @@ plt.rcParams.update({
     "axes.spines.top": False,
     "axes.spines.right": False,
     "svg.hashsalt": "isletbayes",
-})
+}
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display; rendering deterministic across machines) with the
+    report's :data:`STYLE`. Imported by the first drawing, not by this module: a report whose figures all come from
+    the figure cache (reports/figure_cache.py) imports no matplotlib, about 0.7 s of a warm main job."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(STYLE)
+    return plt
 
 
 def to_data_uri(fig) -> str:
     """PNG of ``fig`` as a data URI; closes the figure."""
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -60,6 +67,8 @@ def to_data_uri(fig) -> str:
 
 def exact_interval(r: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Jeffreys interval for r of n (equal-tailed quantiles of Beta(r + 1/2, n - r + 1/2))."""
+    from scipy import stats
+
     a = (1 - level) / 2
     lo = 0.0 if r == 0 else float(stats.beta.ppf(a, r + 0.5, n - r + 0.5))
     hi = 1.0 if r == n else float(stats.beta.ppf(1 - a, r + 0.5, n - r + 0.5))
@@ -77,6 +86,7 @@ def forest_plot(
     ``studies``: dicts with ``label, r, n`` and optional ``group``, ``used`` (False = shown, not pooled).
     ``summaries``: dicts with ``label, mean, lo, hi`` and optional ``colour``.
     """
+    plt = pyplot()
     rows = len(studies) + len(summaries)
     fig, ax = plt.subplots(figsize=(7.2, 0.9 + 0.32 * rows))
     groups = sorted({s.get("group", "") for s in studies})
@@ -125,6 +135,7 @@ def posterior_densities(panels: Sequence[Mapping], grid_points: int = 501):
     ``panels``: dicts with ``title``, ``r``, ``n``, optional ``p0`` (vertical line) and ``curves``: a mapping
     from prior label to an object with ``.pdf(x)`` (a beta mixture). Observed r/n is marked on the axis.
     """
+    plt = pyplot()
     k = len(panels)
     cols = min(k, 2)
     rows = int(np.ceil(k / cols))
@@ -173,6 +184,7 @@ def cpeptide_trajectory(
     ``band``: ``median``, ``lo``, ``hi`` (and optional ``lo50``, ``hi50``) arrays over ``days``.
     ``new_participant``: optional ``lo``, ``hi`` of the predictive range for a new participant.
     """
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     if new_participant is not None:
         ax.fill_between(days, new_participant["lo"], new_participant["hi"], color=PALETTE[5], alpha=0.18,
@@ -205,6 +217,7 @@ def graft_link(
     cpeptide_marks: Mapping[str, float] | None = None,
 ):
     """P(insulin independence) as a function of day-365 C-peptide, with its credible band."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 3.2))
     ax.fill_between(cpeptide, prob["lo"], prob["hi"], color=PALETTE[2], alpha=0.25, lw=0,
                     label="95% credible band")
@@ -228,6 +241,7 @@ def graft_link(
 def interval_plot(rows: Sequence[Mapping], xlabel: str = "rate", threshold: float | None = None,
                   threshold_label: str = ""):
     """Horizontal credible intervals: ``rows`` of ``label, mean, lo, hi`` and optional ``r``, ``n``."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 0.8 + 0.42 * len(rows)))
     for i, row in enumerate(rows):
         y = len(rows) - 1 - i
@@ -261,6 +275,7 @@ def design_curves(
     """Operating characteristics or assurance over sample size, drawn as steps (the sawtooth of discrete
     designs is shown, not smoothed). ``targets``: horizontal reference lines; ``marks``: vertical lines at n;
     ``ylim``: None = fitted to the curves and targets (a type I error on its own scale)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 3.0))
     for i, (label, values) in enumerate(curves.items()):
         ax.step(n, values, where="mid", color=PALETTE[i % len(PALETTE)], lw=1.3, label=label)
@@ -288,6 +303,7 @@ def design_curves(
 def scenario_bands(years: np.ndarray, scenarios: Mapping[str, Mapping[str, Sequence[float]]],
                    ylabel: str = "share insulin independent"):
     """One line (median) and band (95% interval) per scenario over follow-up years."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 3.2))
     for i, (label, sc) in enumerate(scenarios.items()):
         c = PALETTE[i % len(PALETTE)]
@@ -307,6 +323,7 @@ def tipping_point(ess: np.ndarray, probability: np.ndarray, threshold: float, ti
                   benchmark_label: str, map_ess: Mapping[str, float] | None = None):
     """P(rate > benchmark) against the ESS of a beta prior centred on the benchmark (borrowing), with the decision
     threshold, the ESS at which the conclusion tips, and the ESS the MAP priors actually borrow."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 3.0))
     ax.plot(ess, probability, color=PALETTE[0], lw=1.5, label=f"P(rate > {benchmark_label})")
     ax.axhline(threshold, color="0.45", ls="--", lw=0.8)

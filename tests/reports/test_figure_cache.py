@@ -90,9 +90,9 @@ def test_a_report_from_kept_figures_is_the_report_drawn(small_report, tmp_path, 
     assert uris(build_report(out, pdf=False, figure_cache=tmp_path / "figures").html.read_text()) == drawn
 
 
-def test_a_warm_main_job_imports_no_mcmc_package(small_report, tmp_path):
+def test_a_warm_main_job_imports_no_mcmc_or_plotting_package(small_report, tmp_path):
     """Every section from the fit cache and every figure kept: the job reads results and draws nothing, so it
-    imports neither PyMC, nor ArviZ, nor xarray (a second of start-up on 2 cores)."""
+    imports neither PyMC, nor ArviZ, nor xarray (a second of start-up on 2 cores), nor matplotlib (0.7 s more)."""
     import subprocess
     import sys
 
@@ -100,7 +100,7 @@ def test_a_warm_main_job_imports_no_mcmc_package(small_report, tmp_path):
             str(small_report.out.parent / "cache"), "--no-pdf", "--quiet"]
     code = ("import sys\nfrom isletbayes.analyses.cli import main\ncode = main(%r)\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pymc', 'pytensor', 'nutpie', 'arviz', "
-            "'arviz_base', 'arviz_stats', 'arviz_plots', 'xarray'))\nprint('HEAVY', heavy, code)" % (argv,))
+            "'arviz_base', 'arviz_stats', 'arviz_plots', 'xarray', 'matplotlib'))\nprint('HEAVY', heavy, code)" % (argv,))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
