@@ -30,11 +30,11 @@ from pathlib import Path
 
 try:
     from benchmarks.bench_startup import (BEFORE, baseline_tree, children_cpu_seconds, cli_command, cli_env,
-                                          load_average)
+                                          ROOT, compile_tree, load_average)
 except ModuleNotFoundError:  # run as a script: benchmarks/ itself is on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.bench_startup import (BEFORE, baseline_tree, children_cpu_seconds, cli_command, cli_env,
-                                          load_average)
+                                          ROOT, compile_tree, load_average)
 
 COLD_TARGET_S = 180.0
 WARM_NO_PDF_TARGET_S = 2.0
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     figures: dict = {"baseline_commit": BEFORE, "cpu_count": os.cpu_count(), "load_average_start": load_average()}
     with tempfile.TemporaryDirectory(prefix="isletbayes-bench-main-job-") as tmp_name:
         tmp = Path(tmp_name)
+        compile_tree(ROOT)  # both versions with their bytecode compiled, as after installation
         figures["now"] = _version("now", tmp, None, args.quick, repeat, **kw)
         old = None if args.no_before else baseline_tree(tmp / "baseline")
         figures["before"] = _version("before", tmp, old, args.quick, repeat, **kw) if old is not None else None
