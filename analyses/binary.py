@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from scipy import stats
+import scipy
 
 from isletbayes.analyses.config import BinaryConfig, PriorsConfig, SamplerConfig
 from isletbayes.analyses.donor_benchmark import benchmark, comparator_rows, definition_table, endpoint_map
@@ -176,7 +176,7 @@ class BinaryResult(AnalysisResult):
 # summaries
 # --------------------------------------------------------------------------------------------------------------
 def clopper_pearson(r: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    ci = stats.binomtest(r, n).proportion_ci(confidence_level=level, method="exact")
+    ci = scipy.stats.binomtest(r, n).proportion_ci(confidence_level=level, method="exact")
     return float(ci.low), float(ci.high)
 
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from scipy import stats
+import scipy
 
 from isletbayes.analyses.config import DesignConfig, DurabilityConfig, PriorsConfig, SamplerConfig
 from isletbayes.analyses.inputs import AnalysisInputs
@@ -488,7 +488,7 @@ def _withdrawal_mix(values_by_m: np.ndarray, n_values: np.ndarray, keep: float) 
     """sum_m Bin(m; n, keep) values[m] for each planned n (values_by_m indexed m = 0..n_max)."""
     out = np.empty((len(n_values),) + values_by_m.shape[1:])
     for i, n in enumerate(n_values):
-        weights = stats.binom.pmf(np.arange(n + 1), n, keep)
+        weights = scipy.stats.binom.pmf(np.arange(n + 1), n, keep)
         out[i] = np.tensordot(weights, values_by_m[: n + 1], axes=(0, 0))
     return out
 

@@ -170,8 +170,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
-from scipy.optimize import elementwise
+import scipy
 
 from isletbayes.models.mixtures import BetaMixture, MixtureFit, fit_beta_mixture
 from isletbayes.models.validation import ModelInputError
@@ -322,8 +321,8 @@ class WeibullLossPrior:
             _positive(getattr(self, name), name)
 
     def log_density(self, log_scale, log_shape):
-        return (stats.norm.logpdf(log_scale, self.log_scale_mean, self.log_scale_sd)
-                + stats.norm.logpdf(log_shape, self.log_shape_mean, self.log_shape_sd))
+        return (scipy.stats.norm.logpdf(log_scale, self.log_scale_mean, self.log_scale_sd)
+                + scipy.stats.norm.logpdf(log_shape, self.log_shape_mean, self.log_shape_sd))
 
     def box(self) -> tuple[tuple[float, float], tuple[float, float]]:
         """Mean +/- 7 sd on each axis (prior mass outside: about 3e-12 per axis)."""
@@ -1042,7 +1041,7 @@ class _LogPosterior:
             else:
                 a = _onset_then_retained([1.0], ls, lk, m.onset, g.quadrature_nodes)[:, 0]
                 x = edges[None, :] * a[:, None]
-                cdf = sum(w * special.betainc(ak, bk, x) for w, ak, bk in zip(m.year1.weights, m.year1.a,
+                cdf = sum(w * scipy.special.betainc(ak, bk, x) for w, ak, bk in zip(m.year1.weights, m.year1.a,
                                                                               m.year1.b))
                 lpi = np.log(np.maximum(np.diff(cdf, axis=1), 0.0))
             lpd = p.n_onset * np.log(mids)
@@ -1067,13 +1066,13 @@ def _adaptive_grid(log_post: _LogPosterior, box_scale, box_shape, fixed_log_shap
     ls, lk, table = evaluate(box_scale, box_shape, grid.n_fine if start_fine else grid.n_coarse)
     n, fine = grid.n_fine, start_fine
     for _ in range(16):
-        marg = special.logsumexp(table, axis=1).reshape(ls.size, lk.size)
+        marg = scipy.special.logsumexp(table, axis=1).reshape(ls.size, lk.size)
         top = marg.max()
         if not np.isfinite(top):
             raise ModelInputError("the posterior is zero everywhere on the grid: the data and priors conflict "
                                   "(check the onset-time distribution and the loss prior)", parameter="model")
         keep = marg > top - grid.log_density_drop
-        prob = np.exp(marg - special.logsumexp(marg))
+        prob = np.exp(marg - scipy.special.logsumexp(marg))
         boxes, at_edge, narrow, peak = [], False, False, 0.0
         for values, idx, margin in ((ls, np.flatnonzero(keep.any(axis=1)), prob.sum(axis=1)),
                                     (lk, np.flatnonzero(keep.any(axis=0)), prob.sum(axis=0))):
@@ -1099,7 +1098,7 @@ def _adaptive_grid(log_post: _LogPosterior, box_scale, box_shape, fixed_log_shap
 
 def _gamma_nodes(shape: float, rate: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss quadrature nodes and weights for E[f(mu)], mu ~ Gamma(shape, rate) (generalised Gauss-Laguerre)."""
-    x, w = special.roots_genlaguerre(n, shape - 1.0)
+    x, w = scipy.special.roots_genlaguerre(n, shape - 1.0)
     return x / rate, w / w.sum()
 
 
@@ -1107,7 +1106,7 @@ def _beta_mixture_nodes(mixture: BetaMixture, n: int) -> tuple[np.ndarray, np.nd
     """Gauss-Jacobi nodes and weights for E[f(q)], q ~ the beta mixture (n per component)."""
     nodes, weights = [], []
     for wk, a, b in zip(mixture.weights, mixture.a, mixture.b):
-        x, w = special.roots_jacobi(n, b - 1.0, a - 1.0)
+        x, w = scipy.special.roots_jacobi(n, b - 1.0, a - 1.0)
         nodes.append((1.0 + x) / 2.0)
         weights.append(wk * w / w.sum())
     return np.concatenate(nodes), np.concatenate(weights)
@@ -1201,6 +1200,8 @@ class ShareDistribution:
         out = np.where(flat <= at_zero, 0.0, top)
         todo = (flat > at_zero) & (flat < 1)
         if np.any(todo) and top > 0:
+            from scipy.optimize import elementwise
+
             res = elementwise.find_root(lambda x, p: self.cdf(x) - p,
                                         (np.zeros(todo.sum()), np.full(todo.sum(), top)), args=(flat[todo],),
                                         tolerances={"xatol": 1e-10, "xrtol": 1e-12, "fatol": 0.0, "frtol": 0.0})
@@ -1335,7 +1336,7 @@ class DurabilityFit:
         lo, med, hi = np.interp(q, cdf, e)
         rows.append(("ever_ii", float(pi_mass @ (0.5 * (e[1:] + e[:-1]))), med, lo, hi))
         a, r = self.death_posterior_shape, self.death_posterior_rate
-        lo, med, hi = stats.gamma.ppf(q, a, scale=1.0 / r)
+        lo, med, hi = scipy.stats.gamma.ppf(q, a, scale=1.0 / r)
         rows.append(("death_rate_per_year", a / r, med, lo, hi))
         return pd.DataFrame(rows, columns=["parameter", "mean", "median", "lower", "upper"])
 
@@ -1455,7 +1456,7 @@ def fit_durability(model: DurabilityModel, data: ObservedStates | pd.DataFrame |
     fixed = None if model.fixed_shape is None else math.log(model.fixed_shape)
     box_scale, box_shape = model.loss_prior.box()
     ls, lk, table = _adaptive_grid(_LogPosterior(model, states, grid), box_scale, box_shape, fixed, grid)
-    prob = np.exp(table - special.logsumexp(table))
+    prob = np.exp(table - scipy.special.logsumexp(table))
     prob[prob < 1e-250] = 0.0  # flush subnormal numbers (slow arithmetic; mass far below any reported digit)
     shape, rate = model.death.posterior(0 if states is None else states.n_deaths,
                                         0.0 if states is None else states.exposure_years)
@@ -1541,7 +1542,7 @@ def follow_up_precision(fit: DurabilityFit, follow_up_years: Sequence[float], n_
                     states = fit.data.concat(states)
                 ls, lk, table = _adaptive_grid(_LogPosterior(fit.model, states, grid), box_scale, box_shape,
                                                fixed, grid, start_fine=True)
-                w = np.exp(special.logsumexp(table, axis=1) - special.logsumexp(table)).reshape(ls.size, lk.size)
+                w = np.exp(scipy.special.logsumexp(table, axis=1) - scipy.special.logsumexp(table)).reshape(ls.size, lk.size)
                 lo, hi = _grid_quantiles(weibull_survival(horizon, ls[:, None], lk[None, :]), w,
                                          (ls[1] - ls[0], lk[1] - lk[0] if lk.size > 1 else 0.0), q)
                 half[sim, jn, jt] = 0.5 * (hi - lo)

@@ -68,8 +68,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import integrate, optimize, special, stats
-from scipy.optimize import elementwise
+import scipy
 
 from isletbayes.models.validation import ModelInputError
 
@@ -141,6 +140,8 @@ def _ppf_by_root(dist, q, lo_k: np.ndarray, hi_k: np.ndarray, support: tuple[flo
     out = np.array(lo, dtype=float, copy=True)
     todo = (hi > lo) & (q > 0) & (q < 1)
     if np.any(todo):
+        from scipy.optimize import elementwise
+
         qt = q[todo] if q.ndim else q
         res = elementwise.find_root(
             lambda x, p: dist.cdf(x) - p,
@@ -173,7 +174,7 @@ def _shortest_interval(dist, prob: float) -> tuple[float, float]:
     best_p, best_w = grid[i], widths[i]
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     if hi > lo:
-        res = optimize.minimize_scalar(
+        res = scipy.optimize.minimize_scalar(
             lambda p: float(dist.ppf(min(p + prob, 1.0)) - dist.ppf(p)),
             bounds=(lo, hi), method="bounded", options={"xatol": 1e-12},
         )
@@ -206,8 +207,8 @@ def _hdr(dist, prob: float, lower: float, upper: float) -> list[tuple[float, flo
             j = i
             while j + 1 < n and above[j + 1]:
                 j += 1
-            left = x[i] if i == 0 else optimize.brentq(lambda t: dist.pdf(t) - c, x[i - 1], x[i], xtol=1e-14)
-            right = x[j] if j == n - 1 else optimize.brentq(lambda t: dist.pdf(t) - c, x[j], x[j + 1], xtol=1e-14)
+            left = x[i] if i == 0 else scipy.optimize.brentq(lambda t: dist.pdf(t) - c, x[i - 1], x[i], xtol=1e-14)
+            right = x[j] if j == n - 1 else scipy.optimize.brentq(lambda t: dist.pdf(t) - c, x[j], x[j + 1], xtol=1e-14)
             intervals.append((float(left), float(right)))
             i = j + 1
         return intervals
@@ -216,7 +217,7 @@ def _hdr(dist, prob: float, lower: float, upper: float) -> list[tuple[float, flo
         return sum(float(dist.cdf(r) - dist.cdf(l)) for l, r in region(c))
 
     c_hi = float(np.max(dens))
-    c = optimize.brentq(lambda c: mass(c) - prob, 0.0, c_hi * (1 - 1e-12), xtol=1e-13 * c_hi, rtol=1e-12)
+    c = scipy.optimize.brentq(lambda c: mass(c) - prob, 0.0, c_hi * (1 - 1e-12), xtol=1e-13 * c_hi, rtol=1e-12)
     return region(c)
 
 
@@ -227,7 +228,7 @@ def _mixture_information(log_w: np.ndarray, logf: np.ndarray, grad: np.ndarray,
     With responsibilities omega_k(x) = w_k f_k(x) / p(x): d^2 log p = sum omega_k (h_k + g_k^2) - (sum omega_k g_k)^2.
     """
     lw = log_w + logf
-    omega = np.exp(lw - special.logsumexp(lw, axis=-1, keepdims=True))
+    omega = np.exp(lw - scipy.special.logsumexp(lw, axis=-1, keepdims=True))
     g = np.sum(omega * grad, axis=-1)
     return g**2 - np.sum(omega * (hess + grad**2), axis=-1)
 
@@ -251,8 +252,8 @@ class BetaBinomialMixture:
 
     def logpmf(self, k) -> np.ndarray:
         k = np.asarray(k, dtype=float)[..., None]
-        comp = stats.betabinom.logpmf(k, self.n, self.a, self.b)
-        return special.logsumexp(np.log(self.weights) + comp, axis=-1)
+        comp = scipy.stats.betabinom.logpmf(k, self.n, self.a, self.b)
+        return scipy.special.logsumexp(np.log(self.weights) + comp, axis=-1)
 
     def pmf(self, k) -> np.ndarray:
         return np.exp(self.logpmf(k))
@@ -260,12 +261,12 @@ class BetaBinomialMixture:
     def cdf(self, k) -> np.ndarray:
         """P(K <= k)."""
         k = np.asarray(k, dtype=float)[..., None]
-        return np.clip(np.sum(self.weights * stats.betabinom.cdf(k, self.n, self.a, self.b), axis=-1), 0.0, 1.0)
+        return np.clip(np.sum(self.weights * scipy.stats.betabinom.cdf(k, self.n, self.a, self.b), axis=-1), 0.0, 1.0)
 
     def sf(self, k) -> np.ndarray:
         """P(K > k) (scipy's convention)."""
         k = np.asarray(k, dtype=float)[..., None]
-        return np.clip(np.sum(self.weights * stats.betabinom.sf(k, self.n, self.a, self.b), axis=-1), 0.0, 1.0)
+        return np.clip(np.sum(self.weights * scipy.stats.betabinom.sf(k, self.n, self.a, self.b), axis=-1), 0.0, 1.0)
 
     def support(self) -> np.ndarray:
         return np.arange(self.n + 1)
@@ -345,25 +346,28 @@ class BetaMixture:
     # densities ------------------------------------------------------------------------------------------------
     def logpdf(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)[..., None]
-        return special.logsumexp(np.log(self.weights) + stats.beta.logpdf(x, self.a, self.b), axis=-1)
+        return scipy.special.logsumexp(np.log(self.weights) + scipy.stats.beta.logpdf(x, self.a, self.b), axis=-1)
 
     def pdf(self, x) -> np.ndarray:
         return np.exp(self.logpdf(x))
 
+    # cdf, sf and ppf call the regularised incomplete beta function and its inverse directly: the same values,
+    # bit for bit, as scipy.stats.beta's cdf, sf and ppf (which evaluate these functions, x clipped to [0, 1]), without
+    # importing scipy.stats, which is the larger part of a warm report's start-up.
     def cdf(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=float)[..., None]
-        return np.clip(np.sum(self.weights * stats.beta.cdf(x, self.a, self.b), axis=-1), 0.0, 1.0)
+        x = np.clip(np.asarray(x, dtype=float), 0.0, 1.0)[..., None]
+        return np.clip(np.sum(self.weights * scipy.special.betainc(self.a, self.b, x), axis=-1), 0.0, 1.0)
 
     def sf(self, x) -> np.ndarray:
-        x = np.asarray(x, dtype=float)[..., None]
-        return np.clip(np.sum(self.weights * stats.beta.sf(x, self.a, self.b), axis=-1), 0.0, 1.0)
+        x = np.clip(np.asarray(x, dtype=float), 0.0, 1.0)[..., None]
+        return np.clip(np.sum(self.weights * scipy.special.betaincc(self.a, self.b, x), axis=-1), 0.0, 1.0)
 
     def ppf(self, q) -> np.ndarray:
         """Quantiles (vectorised); exact to ~1e-14 by root finding on the cdf."""
         q = np.asarray(q, dtype=float)
         if self.n_components == 1:
-            return stats.beta.ppf(q, self.a[0], self.b[0])
-        comp = stats.beta.ppf(q[..., None], self.a, self.b)
+            return scipy.special.betaincinv(self.a[0], self.b[0], q)
+        comp = scipy.special.betaincinv(self.a, self.b, q[..., None])
         return _ppf_by_root(self, q, comp, comp, (0.0, 1.0))
 
     def rvs(self, size, rng=None) -> np.ndarray:
@@ -391,9 +395,9 @@ class BetaMixture:
                 return float((a - 1) / (a + b - 2))
         candidates = []
         for a, b in zip(self.a, self.b):
-            lo, hi = stats.beta.ppf([0.005, 0.995], a, b)
+            lo, hi = scipy.stats.beta.ppf([0.005, 0.995], a, b)
             lo, hi = max(lo, _EPS), min(hi, 1 - _EPS)
-            res = optimize.minimize_scalar(lambda x: -float(self.logpdf(x)), bounds=(lo, hi), method="bounded",
+            res = scipy.optimize.minimize_scalar(lambda x: -float(self.logpdf(x)), bounds=(lo, hi), method="bounded",
                                            options={"xatol": 1e-12})
             candidates.extend([float(res.x), lo, hi])
         candidates = np.asarray(candidates)
@@ -417,8 +421,8 @@ class BetaMixture:
 
     def hdr(self, prob: float = 0.95) -> list[tuple[float, float]]:
         """Highest-density region {theta : pdf(theta) >= c} with mass ``prob``: a list of disjoint intervals."""
-        lo = float(np.min(stats.beta.ppf(1e-10, self.a, self.b)))
-        hi = float(np.max(stats.beta.ppf(1 - 1e-10, self.a, self.b)))
+        lo = float(np.min(scipy.stats.beta.ppf(1e-10, self.a, self.b)))
+        hi = float(np.max(scipy.stats.beta.ppf(1 - 1e-10, self.a, self.b)))
         return _hdr(self, prob, lo, hi)
 
     # conjugate updates ----------------------------------------------------------------------------------------
@@ -426,8 +430,8 @@ class BetaMixture:
         """Posterior after r responders of n: same components shifted by (r, n - r), weights by marginal likelihood."""
         r, n = _check_counts(r, n)
         a_post, b_post = self.a + r, self.b + n - r
-        log_w = np.log(self.weights) + special.betaln(a_post, b_post) - special.betaln(self.a, self.b)
-        return BetaMixture(np.exp(log_w - special.logsumexp(log_w)), a_post, b_post)
+        log_w = np.log(self.weights) + scipy.special.betaln(a_post, b_post) - scipy.special.betaln(self.a, self.b)
+        return BetaMixture(np.exp(log_w - scipy.special.logsumexp(log_w)), a_post, b_post)
 
     def predictive(self, n: int) -> BetaBinomialMixture:
         """Prior predictive of the number of responders among the next n."""
@@ -457,7 +461,7 @@ class BetaMixture:
         """-d^2/dtheta^2 log p(theta) (x clamped away from 0 and 1 as RBesT does)."""
         x = np.clip(np.asarray(x, dtype=float), _EPS, 1 - _EPS)[..., None]
         a, b = self.a, self.b
-        logf = stats.beta.logpdf(x, a, b)
+        logf = scipy.stats.beta.logpdf(x, a, b)
         grad = (a - 1) / x - (b - 1) / (1 - x)
         hess = -(a - 1) / x**2 - (b - 1) / (1 - x) ** 2
         return _mixture_information(np.log(self.weights), logf, grad, hess)
@@ -494,12 +498,12 @@ class BetaMixture:
         lir = x(1-x) i_p and dx = x(1-x) dl, the integrand is p(x) times that bounded expression.
         """
         l = np.asarray(logit_x, dtype=float)[..., None]
-        log_x, log_1mx = special.log_expit(l), special.log_expit(-l)
+        log_x, log_1mx = scipy.special.log_expit(l), scipy.special.log_expit(-l)
         x, one_minus_x = np.exp(log_x), np.exp(log_1mx)
         a, b = self.a, self.b
-        log_f = (a - 1) * log_x + (b - 1) * log_1mx - special.betaln(a, b)
+        log_f = (a - 1) * log_x + (b - 1) * log_1mx - scipy.special.betaln(a, b)
         lw = np.log(self.weights) + log_f
-        log_p = special.logsumexp(lw, axis=-1, keepdims=True)
+        log_p = scipy.special.logsumexp(lw, axis=-1, keepdims=True)
         omega = np.exp(lw - log_p)
         big_g = (a - 1) * one_minus_x - (b - 1) * x
         big_h = -(a - 1) * one_minus_x**2 - (b - 1) * x**2
@@ -511,10 +515,10 @@ class BetaMixture:
         # exponentially in both tails (it behaves like x^(a_min - 1) near 0 when a_min > 1); the line is split at
         # the components' logit means so that no narrow peak is missed, and every piece is integrated at once by
         # tanh-sinh quadrature (to ~1e-11 relative)
-        cuts = np.unique(special.logit(self.a / (self.a + self.b)))
+        cuts = np.unique(scipy.special.logit(self.a / (self.a + self.b)))
         lo = np.array([-np.inf, *cuts.tolist()])
         hi = np.array([*cuts.tolist(), np.inf])
-        res = integrate.tanhsinh(self._elir_integrand, lo, hi, atol=1e-13, rtol=1e-11, maxlevel=14)
+        res = scipy.integrate.tanhsinh(self._elir_integrand, lo, hi, atol=1e-13, rtol=1e-11, maxlevel=14)
         if not np.all(res.success):
             raise RuntimeError(f"ELIR quadrature did not converge (error {res.error})")
         return float(np.sum(res.integral))
@@ -582,24 +586,24 @@ class NormalMixture:
 
     def logpdf(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)[..., None]
-        return special.logsumexp(np.log(self.weights) + stats.norm.logpdf(x, self.means, self.sds), axis=-1)
+        return scipy.special.logsumexp(np.log(self.weights) + scipy.stats.norm.logpdf(x, self.means, self.sds), axis=-1)
 
     def pdf(self, x) -> np.ndarray:
         return np.exp(self.logpdf(x))
 
     def cdf(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)[..., None]
-        return np.clip(np.sum(self.weights * stats.norm.cdf(x, self.means, self.sds), axis=-1), 0.0, 1.0)
+        return np.clip(np.sum(self.weights * scipy.stats.norm.cdf(x, self.means, self.sds), axis=-1), 0.0, 1.0)
 
     def sf(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)[..., None]
-        return np.clip(np.sum(self.weights * stats.norm.sf(x, self.means, self.sds), axis=-1), 0.0, 1.0)
+        return np.clip(np.sum(self.weights * scipy.stats.norm.sf(x, self.means, self.sds), axis=-1), 0.0, 1.0)
 
     def ppf(self, q) -> np.ndarray:
         q = np.asarray(q, dtype=float)
         if self.n_components == 1:
-            return stats.norm.ppf(q, self.means[0], self.sds[0])
-        comp = stats.norm.ppf(q[..., None], self.means, self.sds)
+            return scipy.stats.norm.ppf(q, self.means[0], self.sds[0])
+        comp = scipy.stats.norm.ppf(q[..., None], self.means, self.sds)
         return _ppf_by_root(self, q, comp, comp, (-np.inf, np.inf))
 
     def rvs(self, size, rng=None) -> np.ndarray:
@@ -621,7 +625,7 @@ class NormalMixture:
             return float(self.means[0])
         candidates = []
         for m, s in zip(self.means, self.sds):
-            res = optimize.minimize_scalar(lambda x: -float(self.logpdf(x)), bounds=(m - 3 * s, m + 3 * s),
+            res = scipy.optimize.minimize_scalar(lambda x: -float(self.logpdf(x)), bounds=(m - 3 * s, m + 3 * s),
                                            method="bounded", options={"xatol": 1e-12 * max(1.0, s)})
             candidates.append(float(res.x))
         candidates = np.asarray(candidates)
@@ -649,8 +653,8 @@ class NormalMixture:
         prec = 1 / self.sds**2 + 1 / se2
         sd_post = np.sqrt(1 / prec)
         mean_post = (self.means / self.sds**2 + ybar / se2) / prec
-        log_w = np.log(self.weights) + stats.norm.logpdf(ybar, self.means, np.sqrt(self.sds**2 + se2))
-        return NormalMixture(np.exp(log_w - special.logsumexp(log_w)), mean_post, sd_post, sigma)
+        log_w = np.log(self.weights) + scipy.stats.norm.logpdf(ybar, self.means, np.sqrt(self.sds**2 + se2))
+        return NormalMixture(np.exp(log_w - scipy.special.logsumexp(log_w)), mean_post, sd_post, sigma)
 
     def predictive(self, n: int) -> "NormalMixture":
         """Prior predictive of the mean of the next ``n`` observations."""
@@ -670,7 +674,7 @@ class NormalMixture:
 
     def _information(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)[..., None]
-        logf = stats.norm.logpdf(x, self.means, self.sds)
+        logf = scipy.stats.norm.logpdf(x, self.means, self.sds)
         grad = -(x - self.means) / self.sds**2
         hess = -np.ones_like(grad) / self.sds**2
         return _mixture_information(np.log(self.weights), logf, grad, hess)
@@ -685,7 +689,7 @@ class NormalMixture:
                 return float(sigma**2 / self.sds[0] ** 2)
             # sum_k w_k E_k[i_p(X)]: on each component's quantile scale the integrand is bounded (in the tails
             # the widest component dominates), so tanh-sinh quadrature runs over every component at once
-            res = integrate.tanhsinh(lambda u, m, sd: self._information(stats.norm.ppf(u, m, sd)), 0.0, 1.0,
+            res = scipy.integrate.tanhsinh(lambda u, m, sd: self._information(scipy.stats.norm.ppf(u, m, sd)), 0.0, 1.0,
                                      args=(self.means, self.sds), atol=0.0, rtol=1e-11, maxlevel=14)
             if not np.all(res.success):
                 raise RuntimeError(f"ELIR quadrature did not converge (error {res.error})")
@@ -709,8 +713,8 @@ def _posterior_components(prior: BetaMixture, r, n):
     r, n = np.broadcast_arrays(r, n)
     a_post = prior.a + r[..., None]
     b_post = prior.b + (n - r)[..., None]
-    log_w = np.log(prior.weights) + special.betaln(a_post, b_post) - special.betaln(prior.a, prior.b)
-    w = np.exp(log_w - special.logsumexp(log_w, axis=-1, keepdims=True))
+    log_w = np.log(prior.weights) + scipy.special.betaln(a_post, b_post) - scipy.special.betaln(prior.a, prior.b)
+    w = np.exp(log_w - scipy.special.logsumexp(log_w, axis=-1, keepdims=True))
     return w, a_post, b_post
 
 
@@ -718,14 +722,14 @@ def posterior_prob_above(prior: BetaMixture, r, n, p0) -> np.ndarray:
     """P(theta > p0 | r of n) for arrays r, n, p0 (broadcast), e.g. all r = 0..n at once."""
     w, a_post, b_post = _posterior_components(prior, r, n)
     p0 = np.asarray(p0, dtype=float)[..., None]
-    return np.clip(np.sum(w * stats.beta.sf(p0, a_post, b_post), axis=-1), 0.0, 1.0)
+    return np.clip(np.sum(w * scipy.stats.beta.sf(p0, a_post, b_post), axis=-1), 0.0, 1.0)
 
 
 def posterior_prob_below(prior: BetaMixture, r, n, p0) -> np.ndarray:
     """P(theta < p0 | r of n), vectorised as :func:`posterior_prob_above`."""
     w, a_post, b_post = _posterior_components(prior, r, n)
     p0 = np.asarray(p0, dtype=float)[..., None]
-    return np.clip(np.sum(w * stats.beta.cdf(p0, a_post, b_post), axis=-1), 0.0, 1.0)
+    return np.clip(np.sum(w * scipy.stats.beta.cdf(p0, a_post, b_post), axis=-1), 0.0, 1.0)
 
 
 def prob_difference_greater(treatment: BetaMixture | NormalMixture, control: BetaMixture | NormalMixture,
@@ -754,7 +758,7 @@ def prob_difference_greater(treatment: BetaMixture | NormalMixture, control: Bet
         m = treatment.means[:, None] - control.means[None, :]
         s = np.sqrt(treatment.sds[:, None] ** 2 + control.sds[None, :] ** 2)
         w = treatment.weights[:, None] * control.weights[None, :]
-        p = np.sum(w * stats.norm.sf(d[..., None, None], m, s), axis=(-2, -1))
+        p = np.sum(w * scipy.stats.norm.sf(d[..., None, None], m, s), axis=(-2, -1))
     elif isinstance(treatment, BetaMixture) and isinstance(control, BetaMixture):
         if np.any((d <= -1) | (d >= 1)):
             raise ModelInputError(f"delta must lie in (-1, 1) for rates, got {delta}", parameter="delta")
@@ -769,19 +773,19 @@ def prob_difference_greater(treatment: BetaMixture | NormalMixture, control: Bet
 def _prob_difference_beta(treatment: BetaMixture, control: BetaMixture, d: np.ndarray) -> np.ndarray:
     dd = d[..., None]  # (..., K_control)
     a, b = control.a, control.b
-    lower = stats.beta.cdf(np.maximum(0.0, -dd), a, b)  # the integral runs on each component's quantile scale
-    upper = stats.beta.cdf(np.minimum(1.0, 1.0 - dd), a, b)
+    lower = scipy.stats.beta.cdf(np.maximum(0.0, -dd), a, b)  # the integral runs on each component's quantile scale
+    upper = scipy.stats.beta.cdf(np.minimum(1.0, 1.0 - dd), a, b)
     below = np.where(dd < 0, lower, 0.0)  # x + delta <= 0: the treatment surely exceeds
 
     def integrand(u, delta_, a_, b_):
         # tanh-sinh's nodes come within 1e-300 of the ends, where boost's beta quantile may not converge; the
         # integrand is bounded by 1, so evaluating it at 1e-15 from the ends changes the integral by < 2e-15
         u = np.clip(u, 1e-15, 1 - 1e-15)
-        y = np.clip(stats.beta.ppf(u, a_, b_) + delta_, 0.0, 1.0)
-        return np.sum(treatment.weights * stats.beta.sf(y[..., None], treatment.a, treatment.b), axis=-1)
+        y = np.clip(scipy.stats.beta.ppf(u, a_, b_) + delta_, 0.0, 1.0)
+        return np.sum(treatment.weights * scipy.stats.beta.sf(y[..., None], treatment.a, treatment.b), axis=-1)
 
     shape = np.broadcast_shapes(dd.shape, a.shape)
-    res = integrate.tanhsinh(integrand, np.broadcast_to(lower, shape), np.broadcast_to(upper, shape),
+    res = scipy.integrate.tanhsinh(integrand, np.broadcast_to(lower, shape), np.broadcast_to(upper, shape),
                              args=(np.broadcast_to(dd, shape), np.broadcast_to(a, shape), np.broadcast_to(b, shape)),
                              atol=1e-13, rtol=1e-12, maxlevel=14)
     if not np.all(res.success):
@@ -959,7 +963,7 @@ def borrowed_prior(prior_mean: float, ess) -> tuple[np.ndarray, np.ndarray]:
 def prob_above_with_borrowing(r: int, n: int, prior_mean: float, p0: float, ess) -> np.ndarray:
     """P(theta > p0 | r of n) under Beta(m ESS, (1 - m) ESS), vectorised over ``ess`` (> 0)."""
     a, b = borrowed_prior(prior_mean, ess)
-    return stats.beta.sf(p0, a + r, b + n - r)
+    return scipy.stats.beta.sf(p0, a + r, b + n - r)
 
 
 def tipping_point(r: int, n: int, prior_mean: float, p0: float, gamma: float = 0.95, *,
@@ -998,7 +1002,7 @@ def tipping_point(r: int, n: int, prior_mean: float, p0: float, gamma: float = 0
         tip = 0.0
     else:
         i = below[0]
-        tip = float(optimize.brentq(excess, scan[i - 1], scan[i], xtol=1e-12, rtol=1e-12))
+        tip = float(scipy.optimize.brentq(excess, scan[i - 1], scan[i], xtol=1e-12, rtol=1e-12))
     if ess_grid is None:
         grid = [e for e in (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if e <= ess_max]
     else:
@@ -1073,13 +1077,13 @@ def _beta_weighted_mle(c1: np.ndarray, c2: np.ndarray, a: np.ndarray, b: np.ndar
     a, b = a.copy(), b.copy()
 
     def objective(a, b):
-        return c1 * (a - 1) + c2 * (b - 1) - special.betaln(a, b)
+        return c1 * (a - 1) + c2 * (b - 1) - scipy.special.betaln(a, b)
 
     for _ in range(100):
-        dab = special.digamma(a + b)
-        ga, gb = c1 - special.digamma(a) + dab, c2 - special.digamma(b) + dab
-        t = special.zeta(2, a + b)  # trigamma(x) = zeta(2, x), without polygamma's wrapper overhead
-        haa, hbb, hab = t - special.zeta(2, a), t - special.zeta(2, b), t
+        dab = scipy.special.digamma(a + b)
+        ga, gb = c1 - scipy.special.digamma(a) + dab, c2 - scipy.special.digamma(b) + dab
+        t = scipy.special.zeta(2, a + b)  # trigamma(x) = zeta(2, x), without polygamma's wrapper overhead
+        haa, hbb, hab = t - scipy.special.zeta(2, a), t - scipy.special.zeta(2, b), t
         det = haa * hbb - hab**2
         fixed_a = (a <= lower) & (ga <= 0)
         fixed_b = (b <= lower) & (gb <= 0)
@@ -1190,13 +1194,13 @@ def _em_beta(x: np.ndarray, k: int, rng: np.random.Generator, constrain_gt1: boo
             a[i, j], b[i, j] = _moment_beta(float(seg.mean()), float(seg.var()) * 1.5, lower)
 
     def log_comp(a_, b_):
-        return (a_ - 1)[:, :, None] * lx + (b_ - 1)[:, :, None] * l1x - special.betaln(a_, b_)[:, :, None]
+        return (a_ - 1)[:, :, None] * lx + (b_ - 1)[:, :, None] * l1x - scipy.special.betaln(a_, b_)[:, :, None]
 
     def m_step(resp, nk, alive, a_, b_):
         # a dead component gets its own expected statistics, of which its parameters are the fixed point
-        dab = special.digamma(a_ + b_)
-        c1 = np.where(alive, (resp @ lx) / nk, special.digamma(a_) - dab)
-        c2 = np.where(alive, (resp @ l1x) / nk, special.digamma(b_) - dab)
+        dab = scipy.special.digamma(a_ + b_)
+        c1 = np.where(alive, (resp @ lx) / nk, scipy.special.digamma(a_) - dab)
+        c2 = np.where(alive, (resp @ l1x) / nk, scipy.special.digamma(b_) - dab)
         return _beta_weighted_mle(c1, c2, a_, b_, lower)
 
     return _em(x, w, a, b, log_comp, m_step, max_iter, tol)
@@ -1245,7 +1249,7 @@ def _mixture_fit(x: np.ndarray, fits: dict, criterion: str) -> MixtureFit:
                 for k, v in fits.items() if k > 1 and v[5] < MIN_COMPONENT_DRAWS}
     best_k = min((k for k in fits if k not in excluded), key=lambda k: fits[k][4])
     ll, mix, it, conv, _, _ = fits[best_k]
-    ks = float(stats.kstest(x, mix.cdf).statistic)
+    ks = float(scipy.stats.kstest(x, mix.cdf).statistic)
     probs = list(QUANTILE_PROBS)
     dq = np.quantile(x, probs)
     mq = mix.ppf(np.asarray(probs))

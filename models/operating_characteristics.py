@@ -84,7 +84,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+import scipy
 
 from isletbayes.models.mixtures import BetaMixture
 # the vectorised (r-grid) posterior update shared with the mixture layer, so the two never disagree
@@ -189,10 +189,10 @@ def _prob_above(w: np.ndarray, a: np.ndarray, b: np.ndarray, r, n, p0) -> np.nda
     n = np.asarray(n, dtype=float)[..., None]
     a_post, b_post = a + r, b + (n - r)
     p0 = np.asarray(p0, dtype=float)[..., None]
-    surv = special.betaincc(a_post, b_post, p0)
+    surv = scipy.special.betaincc(a_post, b_post, p0)
     if w.size == 1:
         return np.clip(surv[..., 0], 0.0, 1.0)
-    log_w = np.log(w) + special.betaln(a_post, b_post) - special.betaln(a, b)
+    log_w = np.log(w) + scipy.special.betaln(a_post, b_post) - scipy.special.betaln(a, b)
     log_w = log_w - log_w.max(axis=-1, keepdims=True)
     post_w = np.exp(log_w)
     post_w /= post_w.sum(axis=-1, keepdims=True)
@@ -229,7 +229,7 @@ def _binom_sf(c, n, theta) -> np.ndarray:
     inside = (c >= 1) & (c <= n)
     a = np.where(inside, c, 1.0)
     b = np.where(inside, n - c + 1, 1.0)
-    val = special.betainc(a, b, theta)
+    val = scipy.special.betainc(a, b, theta)
     return np.where(inside, val, np.where(c <= 0, 1.0, 0.0))
 
 
@@ -386,12 +386,12 @@ def conditional_assurance(boundaries, n_values, design_prior: BetaMixture, theta
     if theta_min >= 1.0:
         raise ModelInputError("theta_min must be < 1", parameter="theta_min")
     w, a, b = _components(design_prior)
-    prior_mass = np.sum(w * special.betaincc(a, b, theta_min))
+    prior_mass = np.sum(w * scipy.special.betaincc(a, b, theta_min))
     if not prior_mass > 0:
         raise ModelInputError(f"the design prior puts no mass above theta_min = {theta_min}", parameter="theta_min")
 
     def above(x, nn, aa, bb):
-        return special.betaincc(aa + x, bb + nn - x, theta_min)
+        return scipy.special.betaincc(aa + x, bb + nn - x, theta_min)
 
     joint = np.sum(w * _betabinom_sums(c[:, None], n[:, None], a, b, weight=above), axis=-1)
     return np.clip(joint / prior_mass, 0.0, 1.0)
@@ -661,7 +661,7 @@ def _quadrature(breakpoints: Sequence[float], n_panels: int = 200, order: int = 
 
 def _mixture_pdf(w, a, b, x):
     """Density of posterior mixtures (rows: outcomes) at nodes x: shape (rows, len(x))."""
-    return np.einsum("rk,rkx->rx", w, stats.beta.pdf(x[None, None, :], a[..., None], b[..., None]))
+    return np.einsum("rk,rkx->rx", w, scipy.stats.beta.pdf(x[None, None, :], a[..., None], b[..., None]))
 
 
 def _control_density(prior_c, n_c: int, x: np.ndarray, qw: np.ndarray) -> np.ndarray:
@@ -681,10 +681,10 @@ def _treatment_survival(prior_t, n_t: int, x: np.ndarray, delta: float) -> np.nd
     shifted = x + delta
     y = np.clip(shifted, 0.0, 1.0)[None, None, :]
     a, b = prior_t.a[:, None], prior_t.b[:, None]  # (K, 1)
-    surv0 = special.betaincc(a, b + n_t, y[0])  # (K, M)
+    surv0 = scipy.special.betaincc(a, b + n_t, y[0])  # (K, M)
     r = np.arange(n_t, dtype=float)[None, :]
     alpha, beta = a + r, b + n_t - r  # (K, n_t): the posterior parameters before each step
-    log_c = special.gammaln(a + b + n_t) - special.gammaln(alpha + 1.0) - special.gammaln(beta)
+    log_c = scipy.special.gammaln(a + b + n_t) - scipy.special.gammaln(alpha + 1.0) - scipy.special.gammaln(beta)
     with np.errstate(divide="ignore"):
         log_y, log_1my = np.log(y), np.log1p(-y)  # -inf at y = 0 / y = 1, where the step is 0 (alpha > 0) ...
     log_y = np.where(y > 0, log_y, -1e300)
@@ -716,8 +716,8 @@ def two_sample_success_probability(decision: np.ndarray, theta_t, theta_c) -> np
     theta_t = np.atleast_1d(np.asarray(theta_t, dtype=float))
     theta_c = np.atleast_1d(np.asarray(theta_c, dtype=float))
     n_t, n_c = decision.shape[0] - 1, decision.shape[1] - 1
-    bt = stats.binom.pmf(np.arange(n_t + 1)[None, :], n_t, theta_t[:, None])
-    bc = stats.binom.pmf(np.arange(n_c + 1)[None, :], n_c, theta_c[:, None])
+    bt = scipy.stats.binom.pmf(np.arange(n_t + 1)[None, :], n_t, theta_t[:, None])
+    bc = scipy.stats.binom.pmf(np.arange(n_c + 1)[None, :], n_c, theta_c[:, None])
     return np.einsum("pi,ij,pj->p", bt, decision.astype(float), bc)
 
 
@@ -894,7 +894,7 @@ def _forward(looks: list[int], n_max: int, final_boundary: int, futility: Sequen
     stop_f, stop_e = [], []
     for j, n_j in enumerate(stages):
         m = n_j - n_prev
-        inc = stats.binom.pmf(np.arange(m + 1)[:, None], m, theta[None, :])  # (m+1, T)
+        inc = scipy.stats.binom.pmf(np.arange(m + 1)[:, None], m, theta[None, :])  # (m+1, T)
         new = np.zeros((p.shape[0] + m, theta.size))
         for k in range(m + 1):  # convolution over the increment, vectorised over x and theta
             new[k:k + p.shape[0]] += p * inc[k]

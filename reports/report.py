@@ -652,10 +652,10 @@ def safety_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
     if not ctx.config.sections.safety or not safety:
         return None
     sec = Section("safety", "Safety")
-    from scipy import stats
+    from scipy import special
 
     n_dosed = max(e.n for e in safety.values())
-    zero_upper = float(stats.beta.ppf(0.975, 1, n_dosed + 1))
+    zero_upper = float(special.betaincinv(1, n_dosed + 1, 0.975))  # the Beta(1, n + 1) 97.5% quantile
     sec.blocks.append(text(
         "Adverse events among all dosed participants, with exact posteriors under a uniform prior (Jeffreys "
         f"beside it in results.json). The trial is too small to rule out uncommon events: even zero events in "
