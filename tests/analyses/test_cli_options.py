@@ -131,6 +131,22 @@ def test_fast_commands_import_no_mcmc_package(argv):
     assert out.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
 
 
+def test_an_exact_design_from_its_kept_panel_imports_neither_scipy_stats_nor_matplotlib(tmp_path):
+    """The exact design path (design priors without MCMC, the day-365 estimand) with its design-prior panel kept
+    computes with the incomplete beta function and its inverse: scipy.stats (about 0.8 s of start-up here) and
+    matplotlib stay unimported. (The first call, which fits the panel's beta mixtures, uses scipy.stats.)"""
+    argv = ["design", "--n-min", "20", "--n-max", "30", "--estimand", "insulin_independence_day365",
+            "--design-prior", "phase12,discounted,robust", "--cache-dir", str(tmp_path / "cache")]
+    code = ("import sys\nfrom isletbayes.analyses.cli import main\ncode = main(%r)\n"
+            "heavy = sorted(m for m in sys.modules if m == 'scipy.stats' or m.split('.')[0] in "
+            "('matplotlib', 'pymc', 'pytensor', 'arviz'))\nprint('HEAVY', heavy, code)" % (argv,))
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
+    assert all(out.returncode == 0 for out in runs), [out.stderr for out in runs]
+    assert runs[1].stdout.strip().splitlines()[-1] == "HEAVY [] 0"
+    assert runs[1].stdout.splitlines()[:-1] == runs[0].stdout.splitlines()[:-1]  # the same design, kept panel
+
+
 def test_help_lists_every_command_as_its_own_help_does_without_importing_them(capsys):
     """`isletbayes --help` lists the analysis commands from their functions' docstrings read from source: the
     listing is the one typer gives with every command loaded, and no command module is imported for it."""

@@ -543,3 +543,18 @@ def test_rebuilding_a_mixture_from_its_weights_is_exact():
         BetaMixture([0.5, 0.4], [1, 2], [1, 2])
     scaled = BetaMixture([0.5 + 1e-8, 0.5], [1, 2], [1, 2])  # close enough to 1: normalised
     assert scaled.weights.sum() == pytest.approx(1.0, abs=1e-15)
+
+
+def test_beta_component_functions_are_scipy_stats_beta_bit_for_bit():
+    """cdf, sf and ppf call the incomplete beta function and its inverse directly (so that the exact layer need
+    not import scipy.stats): on one component they must be what scipy.stats.beta returns, bit for bit, including
+    outside [0, 1], at the ends and for NaN."""
+    rng = np.random.default_rng(2025)
+    a, b = np.exp(rng.uniform(-2.5, 5.0, 300)), np.exp(rng.uniform(-2.5, 5.0, 300))
+    x = np.concatenate([rng.uniform(0, 1, 40), [-0.5, 0.0, 1.0, 1.5, np.nan, -np.inf, np.inf, 1e-300, 1 - 1e-16]])
+    q = np.concatenate([rng.uniform(0, 1, 40), [-0.1, 0.0, 0.025, 0.975, 1.0, 1.1, np.nan]])
+    for ai, bi in zip(a, b):
+        one = BetaMixture([1.0], [ai], [bi])
+        np.testing.assert_array_equal(one.cdf(x), stats.beta.cdf(x, ai, bi))
+        np.testing.assert_array_equal(one.sf(x), stats.beta.sf(x, ai, bi))
+        np.testing.assert_array_equal(one.ppf(q), stats.beta.ppf(q, ai, bi))
