@@ -1041,8 +1041,8 @@ class _LogPosterior:
             else:
                 a = _onset_then_retained([1.0], ls, lk, m.onset, g.quadrature_nodes)[:, 0]
                 x = edges[None, :] * a[:, None]
-                cdf = sum(w * scipy.special.betainc(ak, bk, x) for w, ak, bk in zip(m.year1.weights, m.year1.a,
-                                                                              m.year1.b))
+                cdf = sum(w * scipy.special.betainc(ak, bk, x)
+                          for w, ak, bk in zip(m.year1.weights, m.year1.a, m.year1.b))
                 lpi = np.log(np.maximum(np.diff(cdf, axis=1), 0.0))
             lpd = p.n_onset * np.log(mids)
             for gval, cnt in zip(p.never_cdf, p.never_count):
@@ -1542,7 +1542,8 @@ def follow_up_precision(fit: DurabilityFit, follow_up_years: Sequence[float], n_
                     states = fit.data.concat(states)
                 ls, lk, table = _adaptive_grid(_LogPosterior(fit.model, states, grid), box_scale, box_shape,
                                                fixed, grid, start_fine=True)
-                w = np.exp(scipy.special.logsumexp(table, axis=1) - scipy.special.logsumexp(table)).reshape(ls.size, lk.size)
+                w = np.exp(scipy.special.logsumexp(table, axis=1)
+                           - scipy.special.logsumexp(table)).reshape(ls.size, lk.size)
                 lo, hi = _grid_quantiles(weibull_survival(horizon, ls[:, None], lk[None, :]), w,
                                          (ls[1] - ls[0], lk[1] - lk[0] if lk.size > 1 else 0.0), q)
                 half[sim, jn, jt] = 0.5 * (hi - lo)

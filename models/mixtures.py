@@ -397,8 +397,8 @@ class BetaMixture:
         for a, b in zip(self.a, self.b):
             lo, hi = scipy.stats.beta.ppf([0.005, 0.995], a, b)
             lo, hi = max(lo, _EPS), min(hi, 1 - _EPS)
-            res = scipy.optimize.minimize_scalar(lambda x: -float(self.logpdf(x)), bounds=(lo, hi), method="bounded",
-                                           options={"xatol": 1e-12})
+            res = scipy.optimize.minimize_scalar(lambda x: -float(self.logpdf(x)), bounds=(lo, hi),
+                                                 method="bounded", options={"xatol": 1e-12})
             candidates.extend([float(res.x), lo, hi])
         candidates = np.asarray(candidates)
         return float(candidates[np.argmax(self.logpdf(candidates))])
@@ -626,7 +626,7 @@ class NormalMixture:
         candidates = []
         for m, s in zip(self.means, self.sds):
             res = scipy.optimize.minimize_scalar(lambda x: -float(self.logpdf(x)), bounds=(m - 3 * s, m + 3 * s),
-                                           method="bounded", options={"xatol": 1e-12 * max(1.0, s)})
+                                                 method="bounded", options={"xatol": 1e-12 * max(1.0, s)})
             candidates.append(float(res.x))
         candidates = np.asarray(candidates)
         return float(candidates[np.argmax(self.logpdf(candidates))])
@@ -689,8 +689,8 @@ class NormalMixture:
                 return float(sigma**2 / self.sds[0] ** 2)
             # sum_k w_k E_k[i_p(X)]: on each component's quantile scale the integrand is bounded (in the tails
             # the widest component dominates), so tanh-sinh quadrature runs over every component at once
-            res = scipy.integrate.tanhsinh(lambda u, m, sd: self._information(scipy.stats.norm.ppf(u, m, sd)), 0.0, 1.0,
-                                     args=(self.means, self.sds), atol=0.0, rtol=1e-11, maxlevel=14)
+            res = scipy.integrate.tanhsinh(lambda u, m, sd: self._information(scipy.stats.norm.ppf(u, m, sd)),
+                                           0.0, 1.0, args=(self.means, self.sds), atol=0.0, rtol=1e-11, maxlevel=14)
             if not np.all(res.success):
                 raise RuntimeError(f"ELIR quadrature did not converge (error {res.error})")
             return float(np.sum(self.weights * res.integral) * sigma**2)
@@ -786,8 +786,9 @@ def _prob_difference_beta(treatment: BetaMixture, control: BetaMixture, d: np.nd
 
     shape = np.broadcast_shapes(dd.shape, a.shape)
     res = scipy.integrate.tanhsinh(integrand, np.broadcast_to(lower, shape), np.broadcast_to(upper, shape),
-                             args=(np.broadcast_to(dd, shape), np.broadcast_to(a, shape), np.broadcast_to(b, shape)),
-                             atol=1e-13, rtol=1e-12, maxlevel=14)
+                                   args=(np.broadcast_to(dd, shape), np.broadcast_to(a, shape),
+                                         np.broadcast_to(b, shape)),
+                                   atol=1e-13, rtol=1e-12, maxlevel=14)
     if not np.all(res.success):
         raise RuntimeError(f"tanh-sinh quadrature did not converge for P(difference > delta): error {res.error}")
     return np.sum(control.weights * (below + res.integral), axis=-1)
