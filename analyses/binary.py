@@ -64,6 +64,9 @@ class MapSummary(ResultModel):
 
     mixture: BetaMix
     robust_mixture: BetaMix | None = None
+    #: the robust mixture's exact equal-tailed 95% interval, computed with the fit so that the report needs no
+    #: quantile root-finding (nor scipy.optimize) to draw it
+    robust_eti95: tuple[float, float] | None = None
     ess: Frame  # index: mixture, robust_mixture; columns: elir (the default), moment, morita
     tau: dict[str, float]
     theta_pred: dict[str, float]
@@ -230,7 +233,9 @@ def _map_summary(name: str, fit) -> MapSummary:
     ess = pd.DataFrame({name: values for name, values in fit.ess.items()}).T
     ess = ess.reindex(columns=list(ESS_METHODS)).astype(float)
     ess.index.name = "mixture"
-    return MapSummary(mixture=fit.mixture, robust_mixture=fit.robust_mixture, ess=ess,
+    robust = fit.robust_mixture
+    return MapSummary(mixture=fit.mixture, robust_mixture=robust, ess=ess,
+                      robust_eti95=None if robust is None else tuple(float(v) for v in robust.eti(0.95)),
                       tau=dict(fit.tau_summary), theta_pred=dict(fit.theta_pred_summary),
                       mixture_fit=fit.fit.as_dict(), inputs=fit.inputs,
                       diagnostics=FitCheck.of(name, fit.diagnostics), summary=fit.summary(),

@@ -448,7 +448,8 @@ def binary_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
         summaries = [{"label": "MAP prior (predictive for a new study)", "mean": tp["mean"], "lo": tp["q2.5"],
                       "hi": tp["q97.5"], "colour": figures.PALETTE[3]}]
         if m.robust_mixture is not None:
-            lo, hi = m.robust_mixture.eti(0.95)
+            # kept with the fit; results written before robust_eti95 existed have it computed here
+            lo, hi = m.robust_eti95 if m.robust_eti95 is not None else m.robust_mixture.eti(0.95)
             summaries.append({"label": "robust MAP prior", "mean": m.robust_mixture.mean(), "lo": lo, "hi": hi,
                               "colour": figures.PALETTE[4]})
         if "uniform" in e.table.index:
@@ -652,10 +653,9 @@ def safety_section(ctx: ReportContext, result: BinaryResult) -> Section | None:
     if not ctx.config.sections.safety or not safety:
         return None
     sec = Section("safety", "Safety")
-    from scipy import special
-
     n_dosed = max(e.n for e in safety.values())
-    zero_upper = float(special.betaincinv(1, n_dosed + 1, 0.975))  # the Beta(1, n + 1) 97.5% quantile
+    # the 97.5% quantile of Beta(1, n + 1) (0 events, uniform prior), in closed form: F(x) = 1 - (1 - x)^(n + 1)
+    zero_upper = -math.expm1(math.log1p(-0.975) / (n_dosed + 1))
     sec.blocks.append(text(
         "Adverse events among all dosed participants, with exact posteriors under a uniform prior (Jeffreys "
         f"beside it in results.json). The trial is too small to rule out uncommon events: even zero events in "

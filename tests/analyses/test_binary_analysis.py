@@ -132,6 +132,10 @@ def test_map_run(map_result, tmp_path):
     # what the report reads: the same numbers, no draws, the netCDF file left unopened
     light = BinaryResult.load(tmp_path, draws=False)
     assert light.summary() == map_result.summary() and light.map_draws == {}
+    # the report's forest plot reads the robust mixture's 95% interval as kept with the fit, bit for bit
+    kept = light.endpoints["insulin_independence"].map
+    assert kept.robust_eti95 == tuple(float(v) for v in ep.map.robust_mixture.eti(0.95))
+    assert kept.robust_mixture.cdf(kept.robust_eti95[0]) == pytest.approx(0.025, abs=1e-12)
 
 
 def test_load_missing_result_is_an_input_error(tmp_path):

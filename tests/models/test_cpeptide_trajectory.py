@@ -194,8 +194,12 @@ def test_adaptive_geometry_follows_the_information(seed):
     data = cpm.participant_data_from_long(pd.concat(frames, ignore_index=True))
     g = cpm.participant_geometry(data)
     assert np.median(g.rate_information[:30]) > 2 * np.median(g.rate_information[30:])
-    # 30 slow participants, each rate known to about +-0.3 (sd 0.05 between them): the median within 0.2
-    assert np.median(g.rate_estimate[:30]) == pytest.approx(math.log(cpm.rate_from_t_half(150.0)), abs=0.2)
+    # 30 slow participants: the median of their rate summaries sits near the true log rate. The summary is the
+    # normal approximation of each participant's skewed profile likelihood (participant_geometry), so it carries a
+    # small bias: over 300 seeds the median's error had mean -0.09 and sd 0.084 (worst -0.36), and the earlier
+    # bound of 0.2 failed at 34 of them. The bound is the bias plus five of its sds; the fast participants' true
+    # log rate lies 3.4 away
+    assert np.median(g.rate_estimate[:30]) == pytest.approx(math.log(cpm.rate_from_t_half(150.0)), abs=0.5)
     assert 90.0 <= g.reference_day <= 365.0
     arrays = cpm.participant_arrays(data)
     np.testing.assert_array_equal(arrays["rate_reference"], g.rate_reference)
