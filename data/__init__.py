@@ -9,9 +9,10 @@ bounds on every value are defined once, in :mod:`isletbayes.data.units` (``MAX_D
 
 from isletbayes.data.errors import ImplausibleValueWarning, InputError
 
-_LOADERS = ("KINDS", "PARTICIPANT_EXAMPLE", "PUBLISHED_DIR", "check_file", "detect_kind", "load_comparators",
-            "load_continuous", "load_counts", "load_cpeptide_means", "load_durability", "load_file",
-            "load_participant_data", "load_reference_values", "load_sources", "published_count")
+_LOADERS = ("KINDS", "PARTICIPANT_EXAMPLE", "PUBLISHED_DIR", "ValidatedTable", "check_file", "detect_kind",
+            "load_comparators", "load_continuous", "load_counts", "load_cpeptide_means", "load_durability",
+            "load_file", "load_participant_data", "load_reference_values", "load_sources", "published_count",
+            "validate_table")
 _UNITS = ("MAX_COUNT", "MAX_DAY", "MEASURES", "PLAUSIBLE", "PMOL_L_PER_NG_ML")
 _ENDPOINTS = ("PARTICIPANT_ENDPOINTS", "endpoint_count")
 
@@ -43,6 +44,7 @@ __all__ = [
     "PARTICIPANT_EXAMPLE",
     "PMOL_L_PER_NG_ML",
     "PUBLISHED_DIR",
+    "ValidatedTable",
     "check_file",
     "detect_kind",
     "endpoint_count",
@@ -56,4 +58,5 @@ __all__ = [
     "load_reference_values",
     "load_sources",
     "published_count",
+    "validate_table",
 ]

@@ -7,7 +7,9 @@ the new complete file, never a half-written one.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,12 +52,17 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
-def _json_default(obj: Any):
-    import numpy as np
+def _numpy():
+    """numpy if it is loaded, else None: an object can be a numpy value only once numpy is imported, so a
+    command that never imported it (``data check --json``) need not import it to write JSON."""
+    return sys.modules.get("numpy")
 
-    if isinstance(obj, np.generic):
+
+def _json_default(obj: Any):
+    np = _numpy()
+    if np is not None and isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, np.ndarray):
+    if np is not None and isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -64,24 +71,20 @@ def _json_default(obj: Any):
 
 def to_json(obj: Any) -> str:
     """JSON text with numpy scalars/arrays converted; NaN/inf are written as null."""
-    import math
+    np = _numpy()
 
     def clean(o):
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
+        if isinstance(o, float):
+            return float(o) if math.isfinite(o) else None
         if isinstance(o, dict):
             return {str(k): clean(v) for k, v in o.items()}
         if isinstance(o, (list, tuple)):
             return [clean(v) for v in o]
-        try:
-            import numpy as np
-
+        if np is not None:
             if isinstance(o, np.ndarray):
                 return clean(o.tolist())
             if isinstance(o, np.floating):
                 return clean(float(o))
-        except ImportError:  # pragma: no cover
-            pass
         return o
 
     return json.dumps(clean(obj), indent=2, default=_json_default, sort_keys=False)

@@ -6,6 +6,11 @@ source ids known to the sources table, one cohort and dose per participant), and
 ``pandas.DataFrame``. The first problem found is raised as one :class:`InputError` naming the file, the line
 (header = line 1) and the column.
 
+Validation and the table are two steps: :func:`validate_table` does all of the checking and returns the rows as
+plain Python values (a :class:`ValidatedTable`, no pandas); ``load_*`` turn that into the DataFrame. The data
+commands (:func:`check_file`, ``isletbayes data summary``) read the validated rows, so they answer without
+importing pandas or numpy.
+
 A file's kind is told by its header (:func:`detect_kind`). Source ids are checked against, in order: the
 ``sources_path`` given, a ``sources.csv`` beside the file, the bundled ``data/published/sources.csv``.
 Rows whose ``evidence_type`` is ``unverified`` are dropped unless ``include_unverified=True``.
@@ -24,12 +29,13 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from isletbayes.data.errors import ImplausibleValueWarning, InputError
@@ -46,6 +52,9 @@ from isletbayes.data.schemas import (
     statistic_scale,
 )
 from isletbayes.data.units import MEASURES, normalise_unit, with_unit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -244,16 +253,14 @@ def _validate(path: str | Path, kind_name: str, *, allow_outliers: bool = False,
     return rows
 
 
-def _record_outliers(frame: pd.DataFrame, path: Path, outliers: list[dict[str, Any]]) -> pd.DataFrame:
-    """Attach the accepted outliers to the frame and say so once (a warning naming the first)."""
-    frame.attrs["outliers"] = outliers
+def _warn_outliers(path: Path, outliers: list[dict[str, Any]], stacklevel: int) -> None:
+    """Say once that values outside a plausibility bound were accepted (a warning naming the first)."""
     if outliers:
         first = outliers[0]
         shown = str(InputError(first["message"], file=path, line=first["line"], column=first["column"]))
         warnings.warn(ImplausibleValueWarning(
             f"{len(outliers)} value(s) outside a plausibility bound accepted (allow_outliers=True); first: "
-            f"{shown}"), stacklevel=3)
-    return frame
+            f"{shown}"), stacklevel=stacklevel + 1)
 
 
 _ORDER_ROLES = {"min": 0, "mean": 1, "median": 1, "max": 2}
@@ -328,40 +335,125 @@ def _check_sources(path: Path, rows: list[tuple[int, Any]], sources_path: str | 
                              column="evidence_type")
 
 
-def _frame(kind_name: str, rows: list[tuple[int, Any]], records: list[dict[str, Any]] | None = None) -> pd.DataFrame:
-    kind = KINDS[kind_name]
-    data = records if records is not None else [row.model_dump() for _, row in rows]
+_MISSING_FLOAT = float("nan")
+
+
+@dataclass(frozen=True)
+class ValidatedTable:
+    """A validated data file as plain Python values: what ``load_*`` turn into a DataFrame.
+
+    ``records`` holds one dict per row, in file order, keyed by the kind's columns, with the values the frame
+    holds: text as ``str`` ("" where empty), whole numbers as ``int`` (None where a nullable one is empty),
+    decimals as ``float`` (NaN where empty), flags as ``bool``; values of measures are in their canonical units.
+    ``outliers`` lists the values outside a plausibility bound that ``allow_outliers=True`` accepted;
+    ``original_units`` (participant files) the units converted, per measure.
+    """
+
+    kind: str
+    path: Path
+    records: list[dict[str, Any]]
+    outliers: list[dict[str, Any]] = field(default_factory=list)
+    original_units: dict[str, list[str]] | None = None
+
+    def column(self, name: str) -> list[Any]:
+        return [record[name] for record in self.records]
+
+    def flagged(self, flag: str, value: bool = True) -> list[dict[str, Any]]:
+        """The rows whose boolean column ``flag`` is ``value``."""
+        return [record for record in self.records if record[flag] is value]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The DataFrame of the ``load_*`` functions, with the file (and the outliers, unit conversions) in
+        ``attrs``."""
+        import pandas as pd
+
+        kind = KINDS[self.kind]
+        dtypes = _DTYPES[self.kind]
+        frame = pd.DataFrame(self.records, columns=list(kind.columns))
+        for column in kind.columns:
+            frame[column] = frame[column].astype(dtypes.get(column, str))
+        frame.attrs["source_file"] = str(self.path)
+        if self.original_units is not None:
+            frame.attrs["original_units"] = self.original_units
+        frame.attrs["outliers"] = self.outliers
+        return frame
+
+
+def _plain_record(kind_name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A row's values as its frame column holds them (see :class:`ValidatedTable`)."""
     dtypes = _DTYPES[kind_name]
-    text_columns = [c for c in kind.columns if c not in dtypes]
-    data = [{**record, **{c: "" if record[c] is None else str(record[c]) for c in text_columns}}
-            for record in data]
-    frame = pd.DataFrame(data, columns=list(kind.columns))
-    for column in kind.columns:
-        frame[column] = frame[column].astype(dtypes.get(column, str))
-    frame.attrs["source_file"] = None
-    return frame
+    plain = {}
+    for column in KINDS[kind_name].columns:
+        value = record[column]
+        dtype = dtypes.get(column)
+        if dtype is None:
+            value = "" if value is None else str(value)
+        elif dtype == _FLOAT and value is None:
+            value = _MISSING_FLOAT
+        plain[column] = value
+    return plain
 
 
-def _load(kind_name: str, path: str | Path | None, include_unverified: bool,
-          sources_path: str | Path | None, allow_outliers: bool = False) -> pd.DataFrame:
+def _check_participants(path: Path, rows: list[tuple[int, ParticipantRow]]) -> None:
+    """One cohort and one dose per participant."""
+    first: dict[str, tuple[int, ParticipantRow]] = {}
+    for line, row in rows:
+        if row.participant not in first:
+            first[row.participant] = (line, row)
+            continue
+        first_line, first_row = first[row.participant]
+        for column in ("cohort", "dose"):
+            if getattr(row, column) != getattr(first_row, column):
+                raise InputError(f"participant '{row.participant}' has {column} '{getattr(row, column)}' here but "
+                                 f"'{getattr(first_row, column)}' on line {first_line}", file=path, line=line,
+                                 column=column)
+
+
+def validate_table(kind_name: str, path: str | Path | None = None, *, include_unverified: bool = False,
+                   sources_path: str | Path | None = None, allow_outliers: bool = False) -> ValidatedTable:
+    """Validate a file of a kind (the bundled one if ``path`` is None) without building a DataFrame.
+
+    Every check of the ``load_*`` functions is made here, and they read its result; ``include_unverified``,
+    ``sources_path`` and ``allow_outliers`` mean what they mean there (the source table keeps its unverified
+    sources either way). No warning is emitted: the accepted outliers are in the result.
+    """
+    if kind_name not in KINDS:
+        raise InputError(f"unknown kind '{kind_name}' (one of: {', '.join(KINDS)})", option="--kind")
     kind = KINDS[kind_name]
-    path = kind.bundled_path if path is None else Path(path)
+    if path is None:
+        if kind.bundled_path is None:
+            raise InputError(f"a {kind_name} file has no bundled copy: give its path")
+        path = kind.bundled_path
+    path = Path(path)
     outliers: list[dict[str, Any]] = []
     rows = _validate(path, kind_name, allow_outliers=allow_outliers, outliers=outliers)
     if kind.has_sources:
         _check_sources(path, rows, sources_path)
-    if not include_unverified and "evidence_type" in kind.columns:
+    if kind_name == "participant":
+        _check_participants(path, rows)
+    if not include_unverified and kind.has_sources:  # the source table itself lists every source
         rows = [(line, row) for line, row in rows if row.evidence_type != "unverified"]
-    records = None
-    if kind_name == "continuous":
-        records = []
-        for _, row in rows:
-            record = row.model_dump()
+    records = []
+    conversions: dict[str, set[str]] = {}
+    for _, row in rows:
+        record = row.model_dump()
+        if kind_name == "continuous":
             record["value"], record["unit"] = row.canonical()
-            records.append(record)
-    frame = _frame(kind_name, rows, records)
-    frame.attrs["source_file"] = str(path)
-    return _record_outliers(frame, path, outliers)
+        elif kind_name == "participant":
+            record["value"], record["lod"], record["unit"] = row.canonical()
+            if normalise_unit(row.unit or "") != normalise_unit(MEASURES[row.measure].canonical_unit):
+                conversions.setdefault(row.measure, set()).add(row.unit or "")
+        records.append(_plain_record(kind_name, record))
+    original_units = ({m: sorted(u) for m, u in conversions.items()} if kind_name == "participant" else None)
+    return ValidatedTable(kind_name, path, records, outliers, original_units)
+
+
+def _load(kind_name: str, path: str | Path | None, include_unverified: bool,
+          sources_path: str | Path | None, allow_outliers: bool = False) -> pd.DataFrame:
+    table = validate_table(kind_name, path, include_unverified=include_unverified, sources_path=sources_path,
+                           allow_outliers=allow_outliers)
+    _warn_outliers(table.path, table.outliers, stacklevel=3)
+    return table.to_frame()
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -448,33 +540,7 @@ def load_participant_data(path: str | Path, *, allow_outliers: bool = False) -> 
     and announced by one :class:`ImplausibleValueWarning`. Hard limits (negative values, a percentage above
     100, a binary measure other than 0/1, a day beyond 100 years) are refused either way.
     """
-    path = Path(path)
-    outliers: list[dict[str, Any]] = []
-    rows = _validate(path, "participant", allow_outliers=allow_outliers, outliers=outliers)
-    first: dict[str, tuple[int, ParticipantRow]] = {}
-    for line, row in rows:
-        if row.participant not in first:
-            first[row.participant] = (line, row)
-            continue
-        first_line, first_row = first[row.participant]
-        for column in ("cohort", "dose"):
-            if getattr(row, column) != getattr(first_row, column):
-                raise InputError(f"participant '{row.participant}' has {column} '{getattr(row, column)}' here but "
-                                 f"'{getattr(first_row, column)}' on line {first_line}", file=path, line=line,
-                                 column=column)
-    records = []
-    conversions: dict[str, set[str]] = {}
-    for _, row in rows:
-        record = row.model_dump()
-        record["value"], record["lod"], record["unit"] = row.canonical()
-        given = normalise_unit(row.unit or "")
-        if given != normalise_unit(MEASURES[row.measure].canonical_unit):
-            conversions.setdefault(row.measure, set()).add(row.unit or "")
-        records.append(record)
-    frame = _frame("participant", rows, records)
-    frame.attrs["source_file"] = str(path)
-    frame.attrs["original_units"] = {m: sorted(u) for m, u in conversions.items()}
-    return _record_outliers(frame, path, outliers)
+    return _load("participant", path, True, None, allow_outliers)
 
 
 def _loader(kind: str, allow_outliers: bool) -> Callable[[str | Path], pd.DataFrame]:
@@ -505,56 +571,67 @@ def load_file(path: str | Path, kind: str | None = None, *, allow_outliers: bool
 def check_file(path: str | Path, kind: str | None = None, *, allow_outliers: bool = False) -> dict[str, Any]:
     """Validate a data file and summarise it; raises InputError on the first problem.
 
-    The summary always has ``file, kind, rows, columns`` and ``outliers`` (the values outside a plausibility
-    bound that ``allow_outliers=True`` accepted, each ``{'line', 'column', 'message'}``; empty otherwise);
-    per kind it adds what a reader wants to see (participants, measures and unit conversions; endpoints with
-    their counts; rows left out by default).
+    The same checks as :func:`load_file`, read from :func:`validate_table` (no pandas). The summary always has
+    ``file, kind, rows, columns`` and ``outliers`` (the values outside a plausibility bound that
+    ``allow_outliers=True`` accepted, each ``{'line', 'column', 'message'}``; empty otherwise); per kind it adds
+    what a reader wants to see (participants, measures and unit conversions; endpoints with their counts; rows
+    left out by default).
     """
-    kind, frame = load_file(path, kind, allow_outliers=allow_outliers)
+    kind = kind or detect_kind(read_header(path), file=path)
+    table = validate_table(kind, path, include_unverified=True, allow_outliers=allow_outliers)
+    _warn_outliers(table.path, table.outliers, stacklevel=2)
+    rows = table.records
+    columns = KINDS[kind].columns
     summary: dict[str, Any] = {"file": str(path), "kind": kind, "description": KINDS[kind].description,
-                               "rows": int(len(frame)), "columns": list(frame.columns),
-                               "outliers": list(frame.attrs.get("outliers", []))}
-    if "evidence_type" in frame.columns:
-        summary["evidence_types"] = {k: int(v) for k, v in frame["evidence_type"].value_counts().items()}
-        summary["unverified_rows"] = int((frame["evidence_type"] == "unverified").sum())
-    if "source_id" in frame.columns and kind != "sources":
-        summary["sources"] = sorted(frame["source_id"].unique().tolist())
+                               "rows": len(rows), "columns": list(columns), "outliers": list(table.outliers)}
+    if "evidence_type" in columns:
+        evidence = table.column("evidence_type")
+        summary["evidence_types"] = dict(Counter(evidence).most_common())
+        summary["unverified_rows"] = evidence.count("unverified")
+    if "source_id" in columns and kind != "sources":
+        summary["sources"] = sorted(set(table.column("source_id")))
     if kind == "participant":
-        summary["participants"] = int(frame["participant"].nunique())
-        summary["cohorts"] = {k: int(v) for k, v in
-                              frame.groupby("cohort")["participant"].nunique().items()}
-        summary["measures"] = {k: int(v) for k, v in frame["measure"].value_counts().sort_index().items()}
-        summary["days"] = sorted(int(d) for d in frame["day"].unique())
-        summary["below_lod_rows"] = int(frame["below_lod"].sum())
+        summary["participants"] = len(set(table.column("participant")))
+        cohorts: dict[str, set[str]] = {}
+        for row in rows:
+            cohorts.setdefault(row["cohort"], set()).add(row["participant"])
+        summary["cohorts"] = {cohort: len(cohorts[cohort]) for cohort in sorted(cohorts)}
+        summary["measures"] = _tally(table.column("measure"))
+        summary["days"] = sorted(set(table.column("day")))
+        summary["below_lod_rows"] = sum(table.column("below_lod"))
         summary["converted_units"] = {m: {"from": u, "to": MEASURES[m].canonical_unit}
-                                      for m, u in frame.attrs["original_units"].items()}
+                                      for m, u in (table.original_units or {}).items()}
     elif kind == "counts":
-        used = frame[frame["used_by_default"]]
         summary["default_counts"] = [
-            {"endpoint": r.endpoint, "cohort": r.cohort, "timepoint_day": _int_or_none(r.timepoint_day),
-             "r": int(r.r), "n": int(r.n), "source_id": r.source_id} for r in used.itertuples()]
-        summary["rows_not_used_by_default"] = int((~frame["used_by_default"]).sum())
+            {"endpoint": r["endpoint"], "cohort": r["cohort"], "timepoint_day": r["timepoint_day"], "r": r["r"],
+             "n": r["n"], "source_id": r["source_id"]} for r in table.flagged("used_by_default")]
+        summary["rows_not_used_by_default"] = len(table.flagged("used_by_default", False))
     elif kind == "cpeptide":
-        summary["means"] = [{"day": int(r.day), "mean_pmol_l": float(r.mean_pmol_l), "n": int(r.n)}
-                            for r in frame.itertuples()]
+        summary["means"] = [{"day": r["day"], "mean_pmol_l": float(r["mean_pmol_l"]), "n": r["n"]} for r in rows]
     elif kind == "continuous":
-        summary["measures"] = {k: int(v) for k, v in frame["measure"].value_counts().sort_index().items()}
-        summary["rows_not_used_by_default"] = int((~frame["used_by_default"]).sum())
+        summary["measures"] = _tally(table.column("measure"))
+        summary["rows_not_used_by_default"] = len(table.flagged("used_by_default", False))
     elif kind == "comparators":
-        summary["default_map"] = [
-            {"study": r.study, "endpoint": r.endpoint, "r": int(r.r), "n": int(r.n)}
-            for r in frame[frame["in_default_map"]].itertuples()]
+        summary["default_map"] = [{"study": r["study"], "endpoint": r["endpoint"], "r": r["r"], "n": r["n"]}
+                                  for r in table.flagged("in_default_map")]
     elif kind == "durability":
-        summary["measures"] = {k: int(v) for k, v in frame["measure"].value_counts().sort_index().items()}
+        summary["measures"] = _tally(table.column("measure"))
     elif kind == "reference":
         summary["default_values"] = [
-            {"quantity": r.quantity, "value": float(r.value), "unit": r.unit, "source_id": r.source_id}
-            for r in frame[frame["used_by_default"]].itertuples()]
+            {"quantity": r["quantity"], "value": float(r["value"]), "unit": r["unit"], "source_id": r["source_id"]}
+            for r in table.flagged("used_by_default")]
     return summary
 
 
-def _int_or_none(value) -> int | None:
-    return None if pd.isna(value) else int(value)
+def _tally(values: list[str]) -> dict[str, int]:
+    """How many times each value occurs, by value."""
+    counts = Counter(values)
+    return {value: counts[value] for value in sorted(counts)}
+
+
+def is_missing(value: Any) -> bool:
+    """An empty cell of a :class:`ValidatedTable`: None (a whole number) or NaN (a decimal)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def published_count(endpoint: str, cohort: str | None = None, timepoint_day: int | None = None,

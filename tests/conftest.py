@@ -122,3 +122,45 @@ def small_report(tmp_path_factory, fast_config_file, seed) -> ReportRun:
                          str(out.parent / "cache"), "--quiet"])
             assert code == 0
     return ReportRun(out, fast_config_file, seed(20250620))
+
+
+# --- a command in a fresh interpreter: what it printed and which modules it imported -------------------------
+
+
+@dataclass(frozen=True)
+class FreshCommand:
+    """One ``isletbayes`` command run by :func:`isletbayes.analyses.cli.main` in a new Python process."""
+
+    exit_code: int
+    output: list[str]  # the lines it printed on stdout
+    modules: frozenset[str]  # every module imported by the end of the command
+
+    #: MCMC and posterior draws: a command that neither fits nor reads draws imports none of them
+    MCMC_PACKAGES = ("pymc", "pytensor", "nutpie", "arviz", "arviz_base", "arviz_stats", "arviz_plots", "xarray")
+
+    def loaded(self, *packages: str) -> list[str]:
+        """The imported modules that are, or lie under, one of ``packages`` (dotted names: 'scipy.stats')."""
+        return sorted(m for m in self.modules if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+_MODULES_MARK = "ISLETBAYES-TEST-MODULES "
+
+
+def _run_in_fresh_process(argv: list[str], timeout: float = 300) -> FreshCommand:
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom isletbayes.analyses.cli import main\ncode = main(%r)\n"
+            "print('\\n%s' + json.dumps([code, sorted(sys.modules)]))" % (list(argv), _MODULES_MARK))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    printed, _, mark = out.stdout.rpartition("\n" + _MODULES_MARK)
+    exit_code, modules = json.loads(mark)
+    return FreshCommand(exit_code, printed.splitlines(), frozenset(modules))
+
+
+@pytest.fixture(scope="session")
+def fresh_command():
+    """``fresh_command(argv)`` runs ``isletbayes *argv`` in a new interpreter: a :class:`FreshCommand`."""
+    return _run_in_fresh_process

@@ -83,67 +83,66 @@ def _format_check(summary: dict[str, Any]) -> str:
 
 
 def published_summary() -> dict[str, Any]:
-    """Everything bundled, validated, as plain data (the body of ``data summary --json``)."""
-    import pandas as pd
+    """Everything bundled, validated, as plain data (the body of ``data summary --json``).
 
-    from isletbayes.data import (PUBLISHED_DIR, load_comparators, load_continuous, load_counts,
-                                 load_cpeptide_means, load_durability, load_sources)
-    sources = load_sources()
-    citation = dict(zip(sources["source_id"], sources["citation"]))
-    counts = load_counts(include_unverified=True)
-    cpeptide = load_cpeptide_means(include_unverified=True)
-    continuous = load_continuous(include_unverified=True)
-    comparators = load_comparators(include_unverified=True)
-    durability = load_durability(include_unverified=True)
+    Read from the validated rows (:func:`isletbayes.data.loaders.validate_table`), not from DataFrames: the
+    command imports neither pandas nor numpy."""
+    from isletbayes.data.loaders import PUBLISHED_DIR, is_missing, validate_table
 
-    def provenance(row) -> dict[str, Any]:
-        return {"source_id": row.source_id, "locator": row.locator, "evidence_type": row.evidence_type,
-                "caveat": row.caveat}
+    sources = validate_table("sources")
+    citation = dict(zip(sources.column("source_id"), sources.column("citation")))
+    counts, cpeptide, continuous, comparators, durability = (
+        validate_table(kind, include_unverified=True)
+        for kind in ("counts", "cpeptide", "continuous", "comparators", "durability"))
 
-    def opt_int(value):
-        return None if pd.isna(value) else int(value)
+    def provenance(row: dict[str, Any]) -> dict[str, Any]:
+        return {"source_id": row["source_id"], "locator": row["locator"], "evidence_type": row["evidence_type"],
+                "caveat": row["caveat"]}
+
+    def opt_float(value) -> float | None:
+        return None if is_missing(value) else float(value)
 
     excluded = []
-    for name, frame, label in [
-        ("counts", counts, lambda r: f"{r.endpoint} {r.r}/{r.n} ({r.cohort})"),
-        ("cpeptide", cpeptide, lambda r: f"day {r.day} mean {r.mean_pmol_l:g} pmol/L"),
-        ("continuous", continuous, lambda r: f"{r.measure} day {r.day} {r.statistic} {r.value:g} {r.unit}"),
-        ("comparators", comparators, lambda r: f"{r.study}: {r.endpoint} "
-                                               f"{'' if opt_int(r.r) is None else f'{r.r}/{r.n}'}".strip()),
-        ("durability", durability, lambda r: f"{r.study}: {r.measure} {r.value:g} {r.unit}"),
+    for table, label in [
+        (counts, lambda r: f"{r['endpoint']} {r['r']}/{r['n']} ({r['cohort']})"),
+        (cpeptide, lambda r: f"day {r['day']} mean {r['mean_pmol_l']:g} pmol/L"),
+        (continuous, lambda r: f"{r['measure']} day {r['day']} {r['statistic']} {r['value']:g} {r['unit']}"),
+        (comparators, lambda r: f"{r['study']}: {r['endpoint']}" + ("" if r["r"] is None else f" {r['r']}/{r['n']}")),
+        (durability, lambda r: f"{r['study']}: {r['measure']} {r['value']:g} {r['unit']}"),
     ]:
-        for row in frame[frame["evidence_type"] == "unverified"].itertuples():
-            excluded.append({"file": name, "what": label(row), **provenance(row)})
+        for row in table.records:
+            if row["evidence_type"] == "unverified":
+                excluded.append({"file": table.kind, "what": label(row), **provenance(row)})
 
     return {
         "folder": str(PUBLISHED_DIR),
-        "sources": int(len(sources)),
+        "sources": len(sources.records),
         "counts_default": [
-            {"endpoint": r.endpoint, "kind": r.kind, "cohort": r.cohort, "timepoint_day": opt_int(r.timepoint_day),
-             "r": int(r.r), "n": int(r.n), "citation": citation[r.source_id], **provenance(r)}
-            for r in counts[counts["used_by_default"]].itertuples()],
+            {"endpoint": r["endpoint"], "kind": r["kind"], "cohort": r["cohort"], "timepoint_day": r["timepoint_day"],
+             "r": r["r"], "n": r["n"], "citation": citation[r["source_id"]], **provenance(r)}
+            for r in counts.flagged("used_by_default")],
         "counts_other": [
-            {"endpoint": r.endpoint, "cohort": r.cohort, "timepoint_day": opt_int(r.timepoint_day), "r": int(r.r),
-             "n": int(r.n), **provenance(r)}
-            for r in counts[~counts["used_by_default"]].itertuples()],
+            {"endpoint": r["endpoint"], "cohort": r["cohort"], "timepoint_day": r["timepoint_day"], "r": r["r"],
+             "n": r["n"], **provenance(r)}
+            for r in counts.flagged("used_by_default", False)],
         "cpeptide_means": [
-            {"day": int(r.day), "mean_pmol_l": float(r.mean_pmol_l), "n": int(r.n), "lod_pmol_l": float(r.lod_pmol_l),
-             "spread_kind": r.spread_kind or None, "series": r.series, **provenance(r)}
-            for r in cpeptide.itertuples()],
-        "continuous_default": [
-            {"measure": r.measure, "cohort": r.cohort, "day": int(r.day), "statistic": r.statistic,
-             "value": float(r.value), "unit": r.unit, **provenance(r)}
-            for r in continuous[continuous["used_by_default"]].itertuples()],
-        "comparators": [
-            {"study": r.study, "endpoint": r.endpoint, "r": opt_int(r.r), "n": opt_int(r.n),
-             "percent": None if pd.isna(r.percent) else float(r.percent), "timepoint": r.timepoint,
-             "time_anchor": r.time_anchor, "group": r.group, "in_default_map": bool(r.in_default_map),
+            {"day": r["day"], "mean_pmol_l": float(r["mean_pmol_l"]), "n": r["n"],
+             "lod_pmol_l": float(r["lod_pmol_l"]), "spread_kind": r["spread_kind"] or None, "series": r["series"],
              **provenance(r)}
-            for r in comparators.itertuples()],
+            for r in cpeptide.records],
+        "continuous_default": [
+            {"measure": r["measure"], "cohort": r["cohort"], "day": r["day"], "statistic": r["statistic"],
+             "value": float(r["value"]), "unit": r["unit"], **provenance(r)}
+            for r in continuous.flagged("used_by_default")],
+        "comparators": [
+            {"study": r["study"], "endpoint": r["endpoint"], "r": r["r"], "n": r["n"],
+             "percent": opt_float(r["percent"]), "timepoint": r["timepoint"], "time_anchor": r["time_anchor"],
+             "group": r["group"], "in_default_map": r["in_default_map"], **provenance(r)}
+            for r in comparators.records],
         "durability": [
-            {"study": r.study, "measure": r.measure, "statistic": r.statistic, "value": float(r.value),
-             "unit": r.unit, "timepoint": r.timepoint, **provenance(r)}
-            for r in durability.itertuples()],
+            {"study": r["study"], "measure": r["measure"], "statistic": r["statistic"], "value": float(r["value"]),
+             "unit": r["unit"], "timepoint": r["timepoint"], **provenance(r)}
+            for r in durability.records],
         "excluded_unverified": excluded,
     }
 

@@ -7,8 +7,6 @@ that a bad value is reported naming the door it came through.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import get_args
 
 import pytest
@@ -116,38 +114,31 @@ def test_usage_errors_share_the_one_line_format(capsys):
     assert err.count("\n") == 0 and "--n-min" in err and "--help" in err
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["data", "check", "{example}"], ["data", "summary"],
-                                  ["design", "--help"]])
-def test_fast_commands_import_no_mcmc_package(argv):
+@pytest.mark.parametrize("argv", [["--help"], ["data", "check", "{example}"], ["data", "check", "{example}", "--json"],
+                                  ["data", "summary"], ["data", "summary", "--json"], ["design", "--help"]])
+def test_fast_commands_import_no_mcmc_and_no_table_package(argv, fresh_command):
+    """Help and the data commands answer from the validated rows: no MCMC package, and neither pandas nor numpy
+    nor scipy (pandas alone is most of a second of start-up on 2 cores)."""
     from isletbayes.data import PARTICIPANT_EXAMPLE
 
-    argv = [a.format(example=PARTICIPANT_EXAMPLE) for a in argv]
-    code = ("import sys\nfrom isletbayes.analyses.cli import main\ncode = main(%r)\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('pymc', 'pytensor', 'arviz', 'arviz_base', 'arviz_stats', 'arviz_plots', 'nutpie'))\n"
-            "print('HEAVY', heavy, code)" % (argv,))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
+    run = fresh_command([a.format(example=PARTICIPANT_EXAMPLE) for a in argv])
+    assert run.exit_code == 0
+    assert run.loaded(*run.MCMC_PACKAGES, "pandas", "numpy", "scipy", "matplotlib") == []
 
 
-def test_an_exact_design_from_its_kept_panel_imports_neither_scipy_stats_nor_matplotlib(tmp_path):
+def test_an_exact_design_from_its_kept_panel_imports_neither_scipy_stats_nor_matplotlib(tmp_path, fresh_command):
     """The exact design path (design priors without MCMC, the day-365 estimand) with its design-prior panel kept
     computes with the incomplete beta function and its inverse: scipy.stats (about 0.8 s of start-up here) and
     matplotlib stay unimported. (The first call, which fits the panel's beta mixtures, uses scipy.stats.)"""
     argv = ["design", "--n-min", "20", "--n-max", "30", "--estimand", "insulin_independence_day365",
             "--design-prior", "phase12,discounted,robust", "--cache-dir", str(tmp_path / "cache")]
-    code = ("import sys\nfrom isletbayes.analyses.cli import main\ncode = main(%r)\n"
-            "heavy = sorted(m for m in sys.modules if m == 'scipy.stats' or m.split('.')[0] in "
-            "('matplotlib', 'pymc', 'pytensor', 'arviz'))\nprint('HEAVY', heavy, code)" % (argv,))
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-            for _ in range(2)]
-    assert all(out.returncode == 0 for out in runs), [out.stderr for out in runs]
-    assert runs[1].stdout.strip().splitlines()[-1] == "HEAVY [] 0"
-    assert runs[1].stdout.splitlines()[:-1] == runs[0].stdout.splitlines()[:-1]  # the same design, kept panel
+    first, kept = fresh_command(argv), fresh_command(argv)
+    assert first.exit_code == kept.exit_code == 0
+    assert kept.loaded(*kept.MCMC_PACKAGES, "scipy.stats", "matplotlib") == []
+    assert kept.output == first.output  # the same design, from the kept panel
 
 
-def test_help_lists_every_command_as_its_own_help_does_without_importing_them(capsys):
+def test_help_lists_every_command_as_its_own_help_does_without_importing_them(capsys, fresh_command):
     """`isletbayes --help` lists the analysis commands from their functions' docstrings read from source: the
     listing is the one typer gives with every command loaded, and no command module is imported for it."""
     import typer
@@ -164,9 +155,7 @@ def test_help_lists_every_command_as_its_own_help_does_without_importing_them(ca
     group.format_help(ctx, None)
     assert capsys.readouterr().out == listed
     assert all(f" {name} " in listed for name in LAZY_COMMANDS)
-    code = ("import sys\nfrom isletbayes.analyses.cli import main\ncode = main(['--help'])\n"
-            "print('LOADED', sorted(m for m in sys.modules if m.endswith('_command') and m != "
-            "'isletbayes.analyses.cli.data_command'), code)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "LOADED [] 0"
+    run = fresh_command(["--help"])
+    assert run.exit_code == 0
+    assert [m for m in run.loaded("isletbayes.analyses.cli") if m.endswith("_command")] == [
+        "isletbayes.analyses.cli.data_command"]

@@ -23,11 +23,13 @@ from isletbayes.data import (
     load_counts,
     load_cpeptide_means,
     load_durability,
+    load_file,
     load_participant_data,
     load_reference_values,
     load_sources,
     published_count,
 )
+from isletbayes.data.loaders import is_missing, validate_table
 
 BUNDLED = {name: kind.bundled_path for name, kind in KINDS.items() if kind.bundled_path is not None}
 LOADERS = {"counts": load_counts, "cpeptide": load_cpeptide_means, "continuous": load_continuous,
@@ -536,3 +538,65 @@ def test_check_file_summarises_participant_data():
 def test_bundled_files_are_in_the_published_folder():
     assert {p.name for p in PUBLISHED_DIR.glob("*.csv")} == {k.bundled_file for k in KINDS.values()
                                                            if k.bundled_file}
+
+
+# ------------------------------------------------------------------------------------------------ plain rows
+
+
+TABLES = [(kind, BUNDLED[kind], unverified) for kind in sorted(BUNDLED) for unverified in (False, True)] + [
+    ("participant", PARTICIPANT_EXAMPLE, False)]
+
+
+@pytest.mark.parametrize("kind, path, include_unverified", TABLES)
+def test_validated_rows_hold_what_the_frame_holds(kind, path, include_unverified):
+    """The data commands read validate_table's plain rows, the analyses the loaders' DataFrame: cell by cell they
+    agree (an empty number is None or NaN in the rows, NA in the frame), and the rows hold plain Python values."""
+    table = validate_table(kind, path, include_unverified=include_unverified)
+    frame = load_file(path, kind)[1] if kind in ("sources", "participant") else LOADERS[kind](
+        path, include_unverified=include_unverified)
+    assert list(frame.columns) == list(KINDS[kind].columns) and len(frame) == len(table.records)
+    for record, (_, row) in zip(table.records, frame.iterrows()):
+        assert list(record) == list(frame.columns)
+        for column, value in record.items():
+            assert type(value) in (str, int, float, bool, type(None)), (column, type(value))
+            if is_missing(value):
+                assert pd.isna(row[column]), (column, row[column])
+            else:
+                assert value == row[column] and type(value)(row[column]) == value, (column, value, row[column])
+    if include_unverified or kind == "sources":
+        assert len(table.records) == len(read_rows(path)[1])  # the source table keeps its unverified sources
+    assert table.outliers == frame.attrs["outliers"]
+
+
+@pytest.mark.parametrize("path", [*BUNDLED.values(), PARTICIPANT_EXAMPLE])
+def test_check_file_summarises_what_the_frame_holds(path):
+    """check_file counts from the plain rows; the same counts from the loaded DataFrame with pandas."""
+    summary = check_file(path)
+    frame = load_file(path)[1]
+    assert summary["rows"] == len(frame) and summary["columns"] == list(frame.columns)
+    if "evidence_type" in frame.columns:
+        assert summary["evidence_types"] == frame["evidence_type"].value_counts().to_dict()
+        assert summary["unverified_rows"] == (frame["evidence_type"] == "unverified").sum()
+    if "source_id" in frame.columns and summary["kind"] != "sources":
+        assert summary["sources"] == sorted(frame["source_id"].unique())
+    if "measure" in frame.columns:
+        assert summary["measures"] == frame["measure"].value_counts().sort_index().to_dict()
+    flag = KINDS[summary["kind"]].default_flag
+    if flag and "rows_not_used_by_default" in summary:
+        assert summary["rows_not_used_by_default"] == (~frame[flag]).sum()
+    if summary["kind"] == "participant":
+        assert summary["cohorts"] == frame.groupby("cohort")["participant"].nunique().to_dict()
+        assert summary["days"] == sorted(frame["day"].unique())
+        assert summary["below_lod_rows"] == frame["below_lod"].sum()
+    if summary["kind"] == "counts":
+        used = frame[frame["used_by_default"]]
+        assert [(c["endpoint"], c["r"], c["n"], c["timepoint_day"]) for c in summary["default_counts"]] == [
+            (e, r, n, None if pd.isna(d) else d) for e, r, n, d in
+            zip(used["endpoint"], used["r"], used["n"], used["timepoint_day"])]
+
+
+def test_validate_table_names_what_it_cannot_do():
+    with pytest.raises(InputError, match="unknown kind 'bogus'"):
+        validate_table("bogus")
+    with pytest.raises(InputError, match="participant file has no bundled copy"):
+        validate_table("participant")

@@ -90,22 +90,13 @@ def test_a_report_from_kept_figures_is_the_report_drawn(small_report, tmp_path, 
     assert uris(build_report(out, pdf=False, figure_cache=tmp_path / "figures").html.read_text()) == drawn
 
 
-def test_a_warm_main_job_imports_no_mcmc_or_plotting_package(small_report, tmp_path):
+def test_a_warm_main_job_imports_no_mcmc_or_plotting_package(small_report, tmp_path, fresh_command):
     """Every section from the fit cache and every figure kept: the job reads results and draws nothing, so it
     imports neither PyMC, nor ArviZ, nor xarray (a second of start-up on 2 cores), nor matplotlib (0.7 s more), nor
     scipy's stats, special and optimize (about 1 s: the robust MAP prior's interval is kept with its fit)."""
-    import subprocess
-    import sys
-
-    argv = ["run", "--config", str(small_report.config_file), "--out", str(tmp_path / "out"), "--cache-dir",
-            str(small_report.out.parent / "cache"), "--no-pdf", "--quiet"]
-    code = ("import sys\nfrom isletbayes.analyses.cli import main\ncode = main(%r)\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pymc', 'pytensor', 'nutpie', 'arviz', "
-            "'arviz_base', 'arviz_stats', 'arviz_plots', 'xarray', 'matplotlib') or m.split('.')[:2] in "
-            "(['scipy', 'stats'], ['scipy', 'special'], ['scipy', 'optimize']))\n"
-            "print('HEAVY', heavy, code)" % (argv,))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
+    run = fresh_command(["run", "--config", str(small_report.config_file), "--out", str(tmp_path / "out"),
+                         "--cache-dir", str(small_report.out.parent / "cache"), "--no-pdf", "--quiet"])
+    assert run.exit_code == 0
+    assert run.loaded(*run.MCMC_PACKAGES, "matplotlib", "scipy.stats", "scipy.special", "scipy.optimize") == []
     index = json.loads((tmp_path / "out" / "results.json").read_text())
     assert all(s["cache"]["status"] == "hit" for s in index["sections"].values() if s.get("cache")), index
