@@ -34,7 +34,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from pydantic import BaseModel, ValidationError
 
@@ -543,43 +543,35 @@ def load_participant_data(path: str | Path, *, allow_outliers: bool = False) -> 
     return _load("participant", path, True, None, allow_outliers)
 
 
-def _loader(kind: str, allow_outliers: bool) -> Callable[[str | Path], pd.DataFrame]:
-    """The loader of a kind for :func:`load_file`: all rows, unverified included."""
-    loaders: dict[str, Callable[[str | Path], pd.DataFrame]] = {
-        "sources": lambda p: load_sources(p),
-        "counts": lambda p: load_counts(p, include_unverified=True),
-        "cpeptide": lambda p: load_cpeptide_means(p, include_unverified=True, allow_outliers=allow_outliers),
-        "continuous": lambda p: load_continuous(p, include_unverified=True, allow_outliers=allow_outliers),
-        "comparators": lambda p: load_comparators(p, include_unverified=True),
-        "durability": lambda p: load_durability(p, include_unverified=True),
-        "reference": lambda p: load_reference_values(p, include_unverified=True),
-        "participant": lambda p: load_participant_data(p, allow_outliers=allow_outliers),
-    }
-    return loaders[kind]
+def _validate_file(path: str | Path, kind: str | None, allow_outliers: bool) -> ValidatedTable:
+    """A file of any kind (told by its header unless given), all rows, unverified included; the accepted outliers
+    are announced once, with a warning pointing at the caller of :func:`load_file` or :func:`check_file`."""
+    kind = kind if kind is not None else detect_kind(read_header(path), file=path)
+    table = validate_table(kind, path, include_unverified=True, allow_outliers=allow_outliers)
+    _warn_outliers(table.path, table.outliers, stacklevel=3)
+    return table
 
 
 def load_file(path: str | Path, kind: str | None = None, *, allow_outliers: bool = False) -> tuple[str, pd.DataFrame]:
     """Validate a file of any kind (told by its header unless given); all rows, unverified included.
 
-    ``allow_outliers`` is passed to the loaders that check plausibility (participant, cpeptide, continuous)."""
-    if kind is not None and kind not in KINDS:
-        raise InputError(f"unknown kind '{kind}' (one of: {', '.join(KINDS)})", option="--kind")
-    kind = kind or detect_kind(read_header(path), file=path)
-    return kind, _loader(kind, allow_outliers)(path)
+    ``allow_outliers`` keeps the values outside a plausibility bound (participant, cpeptide and continuous files,
+    the kinds that have such bounds)."""
+    table = _validate_file(path, kind, allow_outliers)
+    return table.kind, table.to_frame()
 
 
 def check_file(path: str | Path, kind: str | None = None, *, allow_outliers: bool = False) -> dict[str, Any]:
     """Validate a data file and summarise it; raises InputError on the first problem.
 
-    The same checks as :func:`load_file`, read from :func:`validate_table` (no pandas). The summary always has
+    The same checks as :func:`load_file`, read from the validated rows (no pandas). The summary always has
     ``file, kind, rows, columns`` and ``outliers`` (the values outside a plausibility bound that
     ``allow_outliers=True`` accepted, each ``{'line', 'column', 'message'}``; empty otherwise); per kind it adds
     what a reader wants to see (participants, measures and unit conversions; endpoints with their counts; rows
     left out by default).
     """
-    kind = kind or detect_kind(read_header(path), file=path)
-    table = validate_table(kind, path, include_unverified=True, allow_outliers=allow_outliers)
-    _warn_outliers(table.path, table.outliers, stacklevel=2)
+    table = _validate_file(path, kind, allow_outliers)
+    kind = table.kind
     rows = table.records
     columns = KINDS[kind].columns
     summary: dict[str, Any] = {"file": str(path), "kind": kind, "description": KINDS[kind].description,
