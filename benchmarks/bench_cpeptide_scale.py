@@ -327,9 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"n={n}: {same_posterior_z(a, r):.2f}" for n, a, r in _pairs(rows)))
     if len(data_seeds) > 1:
         for r in rows:
-            if r["z_vs_truth"]:
-                print(f"n={r['n_participants']} {r['parametrisation']} data seed {r['data_seed']}: z vs truth "
-                      + ", ".join(f"{k} {v:+.2f}" for k, v in r["z_vs_truth"].items()))
+            print(f"n={r['n_participants']} {r['parametrisation']} data seed {r['data_seed']}: z vs truth "
+                  + ", ".join(f"{k} {v:+.2f}" for k, v in r["z_vs_truth"].items()))
     return {"settings": settings.as_dict(), "mass_matrices": list(mass_matrices), "data_seeds": list(data_seeds),
             "truth": TRUTH.as_dict(), "rows": rows}
 
