@@ -383,10 +383,12 @@ def simulate_graft_function_data(values: dict[str, float], rng: np.random.Genera
 
 
 # ----------------------------------------------------------------------------------------- likelihood terms
-def _mixture_logpdf(x, node_mean, log_weight, sd):
-    """log of sum_j w_j Normal(x; m_j, sd); ``x`` of any shape, nodes on a new last axis."""
-    u = (x[..., None] - node_mean) / sd
-    return pt.logsumexp(log_weight - 0.5 * u**2, axis=-1) - pt.log(sd) - 0.5 * math.log(2 * math.pi)
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _normal_logpdf(x, mean, sd):
+    """log Normal(x; mean, sd), elementwise."""
+    return -0.5 * ((x - mean) / sd) ** 2 - pt.log(sd) - LOG_SQRT_2PI
 
 
 def _normal_logcdf(u):
@@ -398,19 +400,21 @@ def _normal_logsf(u):
 
 
 def _log_normal_interval(a, b):
-    """log(Phi(b) - Phi(a)) for a < b, accurate in both tails: from the lower tail when b <= 0, the upper tail when
-    a >= 0, and 1 - Phi(a) - Phi(-b) between. Every branch is finite everywhere, so the unused ones give finite
-    gradients."""
-    tiny = 1e-12
-    lower = _normal_logcdf(b) + pt.log1mexp(pt.minimum(_normal_logcdf(a) - _normal_logcdf(b), -tiny))
-    upper = _normal_logsf(a) + pt.log1mexp(pt.minimum(_normal_logsf(b) - _normal_logsf(a), -tiny))
-    middle = pt.log1p(-pt.minimum(pt.exp(_normal_logcdf(a)) + pt.exp(_normal_logsf(b)), 1.0 - tiny))
-    return pt.switch(b <= 0.0, lower, pt.switch(a >= 0.0, upper, middle))
+    """log(Phi(b) - Phi(a)) for a < b, accurate in both tails.
+
+    Phi(b) - Phi(a) = Phi(-a) - Phi(-b), so the interval is first reflected, when needed, to (lo, hi) with
+    lo + hi <= 0. Then Phi(lo) <= 1 - Phi(hi), Phi(lo) / Phi(hi) stays away from 1 unless the interval is narrow,
+    and log Phi(hi) + log(1 - exp(log Phi(lo) - log Phi(hi))) loses no precision in either tail. The two sides of
+    the reflection give the same value, so the density and its gradient are continuous across it."""
+    flip = a + b > 0.0
+    lo, hi = pt.switch(flip, -b, a), pt.switch(flip, -a, b)
+    log_hi = _normal_logcdf(hi)
+    return log_hi + pt.log1mexp(pt.minimum(_normal_logcdf(lo) - log_hi, -1e-12))
 
 
-def range_logp(value, node_mean, log_weight, sd, n: int, transform: str, rounding_var, has_mean: bool):
+def range_logp(value, mean, sd, n: int, transform: str, rounding_var, has_mean: bool):
     """Log-likelihood of ``value`` = (minimum, maximum, mean) of n values (natural scale; the mean is used when
-    ``has_mean``) whose model-scale values x (``transform``: 'log' or 'logit100') follow the normal mixture
+    ``has_mean``) whose model-scale values x (``transform``: 'log' or 'logit100') are Normal(mean, sd)
     (module docstring, term 3)."""
     if transform == "log":
         x = pt.log(value[:2])
@@ -418,27 +422,26 @@ def range_logp(value, node_mean, log_weight, sd, n: int, transform: str, roundin
         p = value[:2] / 100.0
         x = pt.log(p) - pt.log1p(-p)
     x_min, x_max = x[0], x[1]
-    log_f = _mixture_logpdf(x, node_mean, log_weight, sd)
-    # F(x_max) - F(x_min) = sum_j w_j [Phi(b_j) - Phi(a_j)], each node's difference on the log scale
-    log_mass = pt.logsumexp(log_weight + _log_normal_interval((x_min - node_mean) / sd, (x_max - node_mean) / sd))
-    logp = math.log(n * (n - 1)) + pt.sum(log_f) + (n - 2) * log_mass
+    log_mass = _log_normal_interval((x_min - mean) / sd, (x_max - mean) / sd)  # log(F(x_max) - F(x_min))
+    logp = math.log(n * (n - 1)) + pt.sum(_normal_logpdf(x, mean, sd)) + (n - 2) * log_mass
     if not has_mean:
         return logp
-    # the mean of the n - 2 inner values, given the extremes (truncated moments by Gauss-Legendre on [x_min, x_max])
+    # the mean of the n - 2 inner values, given the extremes (truncated moments by Gauss-Legendre on [x_min, x_max];
+    # the density's constant cancels in the normalised weights)
     nodes, gl_weights = np.polynomial.legendre.leggauss(TRUNCATED_MOMENT_NODES)
     grid = x_min + (x_max - x_min) * (nodes + 1.0) / 2.0
-    log_dens = _mixture_logpdf(grid, node_mean, log_weight, sd) + np.log(gl_weights)
-    weights = pt.exp(log_dens - pt.logsumexp(log_dens))
+    weights = pt.special.softmax(np.log(gl_weights) - 0.5 * ((grid - mean) / sd) ** 2)
     natural = pt.exp(grid) if transform == "log" else 100.0 * pt.sigmoid(grid)
     mu_t = pt.sum(weights * natural)
     var_t = pt.sum(weights * (natural - mu_t) ** 2)
     inner = (n * value[2] - value[0] - value[1]) / (n - 2)
     sd_inner = pt.sqrt(var_t / (n - 2) + rounding_var)
-    return logp - 0.5 * ((inner - mu_t) / sd_inner) ** 2 - pt.log(sd_inner) - 0.5 * math.log(2 * math.pi)
+    return logp + _normal_logpdf(inner, mu_t, sd_inner)
 
 
-def insulin_logp(value, log_share_node_mean, log_weight, sd, strategy):
-    """Per-participant log-likelihood of (independent, dose cut, exposed) rows (graft_link.insulin_outcome_loglik).
+def insulin_logp(value, log_share_mean, sd, strategy):
+    """Per-participant log-likelihood of (independent, dose cut, exposed) rows (graft_link.insulin_outcome_loglik
+    with one normal component: log phi_i ~ Normal(log_share_mean, sd)).
 
     ``strategy``: an :class:`IntercurrentStrategy`, or a 0-d tensor equal to 1 under the hypothetical strategy and 0
     under the treatment policy (the model's ``hypothetical_strategy`` container, so that both strategies share one
@@ -449,9 +452,9 @@ def insulin_logp(value, log_share_node_mean, log_weight, sd, strategy):
     independent = value[:, 0] > 0.5
     log_cut = pt.log(value[:, 1])
     exposed = value[:, 2] > 0.5
-    density = _mixture_logpdf(log_cut, log_share_node_mean, log_weight, sd)
+    density = _normal_logpdf(log_cut, log_share_mean, sd)
     bound = pt.switch(independent, 0.0, log_cut)
-    above = pt.logsumexp(log_weight + _normal_logsf((bound[:, None] - log_share_node_mean) / sd), axis=-1)
+    above = _normal_logsf((bound - log_share_mean) / sd)  # P(log phi_i >= bound)
     # hypothetical: an exposed participant's dose cut is a lower bound on the share; treatment policy: as observed
     return pt.switch(independent | (exposed & hypothetical), above, density)
 
@@ -521,7 +524,6 @@ def build_graft_function_model(data: GraftFunctionData, priors: cpm.TrajectoryPr
 
         (m365, v365), (m120, v120) = graft_function(DETECTION_DAY), graft_function(HBA1C_DAY)
         pm.Deterministic("graft_function_365_log_sd", pt.sqrt(v365))
-        one = np.zeros(1)  # log weight of a one-component "mixture": a normal law
         # 2. detectable C-peptide at day 365
         u_lod = (math.log(data.means.lod) - m365) / pt.sqrt(v365 + sigma**2)
         pm.Binomial("detectable", n=n, logit_p=_normal_logsf(u_lod) - _normal_logcdf(u_lod),
@@ -543,7 +545,7 @@ def build_graft_function_model(data: GraftFunctionData, priors: cpm.TrajectoryPr
             has_mean = getattr(data, RANGE_FIELDS[name]).mean is not None
 
             def logp(value, mean, sd, rounding_var):
-                return range_logp(value, pt.stack([mean]), one, sd, n, transform, rounding_var, has_mean)
+                return range_logp(value, mean, sd, n, transform, rounding_var, has_mean)
 
             pm.CustomDist(name, mean, sd, data_vars.get(f"{name}_rounding_var", pt.as_tensor(0.0)), logp=logp,
                           observed=data_vars[f"{name}_obs"], signature="(),(),()->(3)")
@@ -560,7 +562,7 @@ def build_graft_function_model(data: GraftFunctionData, priors: cpm.TrajectoryPr
         hypothetical = pm.Data("hypothetical_strategy", float(strategy is IntercurrentStrategy.HYPOTHETICAL))
 
         def insulin(value, mean, sd, hypothetical):
-            return insulin_logp(value, pt.stack([mean]), one, sd, hypothetical)
+            return insulin_logp(value, mean, sd, hypothetical)
 
         pm.CustomDist("insulin", share_mean, share_sd, hypothetical, logp=insulin, observed=data_vars["insulin_obs"],
                       signature="(),(),()->(3)", dims=("participant", "insulin_outcome"))

@@ -9,10 +9,11 @@ import math
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import pytest
 import xarray as xr
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 from isletbayes.data import load_continuous, load_counts, load_cpeptide_means
 from isletbayes.models import cpeptide_trajectory as cpm
@@ -80,8 +81,8 @@ def _scipy_range_logp(lo, hi, mean, n, mu, sd, transform):
 ])
 def test_range_likelihood_is_the_order_statistic_density(transform, lo, hi, mean, mu, sd):
     value = pt.as_tensor(np.array([lo, hi, 0.0 if mean is None else mean]))
-    logp = gfm.range_logp(value, pt.as_tensor([mu]), np.zeros(1), pt.as_tensor(sd), 12, transform,
-                          pt.as_tensor(0.0), mean is not None).eval(**FAST)
+    logp = gfm.range_logp(value, pt.as_tensor(mu), pt.as_tensor(sd), 12, transform, pt.as_tensor(0.0),
+                          mean is not None).eval(**FAST)
     # 16-node Gauss-Legendre truncated moments: relative accuracy about 1e-8 of the log-likelihood
     assert logp == pytest.approx(_scipy_range_logp(lo, hi, mean, 12, mu, sd, transform), rel=1e-6)
 
@@ -89,11 +90,38 @@ def test_range_likelihood_is_the_order_statistic_density(transform, lo, hi, mean
 def test_range_likelihood_keeps_its_precision_far_in_a_tail():
     # both extremes 9 and 10 sd above the centre: Phi(b) - Phi(a) would round to 0 on the natural scale
     value = pt.as_tensor(np.array([math.exp(9.0), math.exp(10.0), 0.0]))
-    logp = gfm.range_logp(value, pt.as_tensor([0.0]), np.zeros(1), pt.as_tensor(1.0), 12, "log",
-                          pt.as_tensor(0.0), False).eval(**FAST)
+    logp = gfm.range_logp(value, pt.as_tensor(0.0), pt.as_tensor(1.0), 12, "log", pt.as_tensor(0.0),
+                          False).eval(**FAST)
     log_mass = stats.norm.logsf(9.0) + math.log(-math.expm1(stats.norm.logsf(10.0) - stats.norm.logsf(9.0)))
     expected = math.log(132) + stats.norm.logpdf(9.0) + stats.norm.logpdf(10.0) + 10 * log_mass
     assert np.isfinite(logp) and logp == pytest.approx(expected, rel=PYMC_LOGCDF_RTOL)
+
+
+@pytest.mark.parametrize("a, b", [
+    (-40.0, -39.0), (-9.0, -8.5), (-3.0, -2.99), (-1.5, -0.2),  # lower tail
+    (-2.0, 0.5), (-0.7, 1.3), (-0.01, 0.01), (-8.0, 8.0),  # straddling 0: both sides of the reflection
+    (0.3, 2.0), (8.5, 9.0), (3.0, 3.01), (39.0, 40.0),  # upper tail
+])
+def test_log_normal_interval_is_accurate_everywhere(a, b):
+    got = gfm._log_normal_interval(pt.as_tensor(a), pt.as_tensor(b)).eval(**FAST)
+    # log(Phi(b) - Phi(a)) from the tail where both cdf values are small: no cancellation in scipy's reference
+    lo, hi = (a, b) if a + b <= 0 else (-b, -a)
+    expected = special.log_ndtr(hi) + math.log(-math.expm1(special.log_ndtr(lo) - special.log_ndtr(hi)))
+    assert np.isfinite(got) and got == pytest.approx(expected, rel=PYMC_LOGCDF_RTOL)
+
+
+def test_log_normal_interval_is_smooth_across_its_reflection():
+    # a + b = 0 is where the interval is reflected; value and gradient agree from both sides
+    a, b = pt.dscalar("a"), pt.dscalar("b")
+    value = gfm._log_normal_interval(a, b)
+    f = pytensor.function([a, b], [value, *pytensor.grad(value, [a, b])], **FAST)
+    eps = 1e-9
+    below, above = f(-0.8 - eps, 0.8), f(-0.8 + eps, 0.8)
+    np.testing.assert_allclose(below, above, rtol=1e-7)
+    # d/db log(Phi(b) - Phi(a)) = phi(b) / (Phi(b) - Phi(a))
+    mass = stats.norm.cdf(0.8) - stats.norm.cdf(-0.8)
+    assert above[2] == pytest.approx(stats.norm.pdf(0.8) / mass, rel=1e-6)
+    assert above[1] == pytest.approx(-stats.norm.pdf(-0.8) / mass, rel=1e-6)
 
 
 def test_order_statistic_density_integrates_to_one():
@@ -114,22 +142,19 @@ def test_insulin_term_matches_the_numpy_reference(strategy):
     cut = np.array([1.0, 1.0, 0.7, 0.36, 0.5, 1.0])
     exposed = np.array([False, True, True, True, False, False])
     values = np.stack([independent, cut, exposed.astype(float)], axis=1)
-    mean, weights, sd = np.array([0.4, 0.1, 0.9]), np.array([0.2, 0.5, 0.3]), 0.45
-    got = gfm.insulin_logp(pt.as_tensor(values), pt.as_tensor(mean), np.log(weights), pt.as_tensor(sd),
-                           strategy).eval(**FAST)
-    expected = insulin_outcome_loglik(mean, sd, weights, independent, cut, exposed, strategy)
+    mean, sd = 0.4, 0.45
+    got = gfm.insulin_logp(pt.as_tensor(values), pt.as_tensor(mean), pt.as_tensor(sd), strategy).eval(**FAST)
+    expected = insulin_outcome_loglik(np.array([mean]), sd, np.ones(1), independent, cut, exposed, strategy)
     np.testing.assert_allclose(got, expected, rtol=PYMC_LOGCDF_RTOL)
-    # and from first principles, one participant of each kind (a single normal component)
-    one = gfm.insulin_logp(pt.as_tensor(values), pt.as_tensor([0.4]), np.zeros(1), pt.as_tensor(sd),
-                           strategy).eval(**FAST)
+    # and from first principles, one participant of each kind
     tol = {"rel": PYMC_LOGCDF_RTOL}
-    assert one[0] == pytest.approx(stats.norm.logsf(0.0, 0.4, sd), **tol)  # independent: P(log phi >= 0)
-    assert one[4] == pytest.approx(stats.norm.logpdf(math.log(0.5), 0.4, sd), **tol)  # not exposed: log cut density
+    assert got[0] == pytest.approx(stats.norm.logsf(0.0, mean, sd), **tol)  # independent: P(log phi >= 0)
+    assert got[4] == pytest.approx(stats.norm.logpdf(math.log(0.5), mean, sd), **tol)  # not exposed: cut density
     if strategy is IntercurrentStrategy.HYPOTHETICAL:
-        assert one[2] == pytest.approx(stats.norm.logsf(math.log(0.7), 0.4, sd), **tol)  # exposed: a lower bound
-        assert one[1] == pytest.approx(stats.norm.logsf(0.0, 0.4, sd), **tol)
+        assert got[2] == pytest.approx(stats.norm.logsf(math.log(0.7), mean, sd), **tol)  # exposed: a lower bound
+        assert got[1] == pytest.approx(stats.norm.logsf(0.0, mean, sd), **tol)
     else:
-        assert one[2] == pytest.approx(stats.norm.logpdf(math.log(0.7), 0.4, sd), **tol)
+        assert got[2] == pytest.approx(stats.norm.logpdf(math.log(0.7), mean, sd), **tol)
 
 
 # -------------------------------------------------------------------------------------------- the joint model
