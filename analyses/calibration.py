@@ -49,6 +49,7 @@ import numpy as np
 from scipy import stats
 
 from isletbayes.analyses.config import CpeptideConfig
+from isletbayes.analyses.cpeptide_result import KEPT_CALIBRATION_PATH
 from isletbayes.analyses.provenance import provenance
 from isletbayes.data.io import write_json_atomic
 from isletbayes.models import cpeptide_trajectory as cpm
@@ -67,7 +68,7 @@ GRAFT_FUNCTION_DRAWS = _CPEPTIDE_DEFAULTS.graft_function_draws
 #: target_accept of the participant-level model: at 0.95, 4 of the first 9 SBC fits had divergent transitions
 PARTICIPANT_TARGET_ACCEPT = 0.99
 FAMILY_ALPHA = 0.01
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = KEPT_CALIBRATION_PATH.parent
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mass-matrix", choices=MASS_MATRICES, default="diag")
     parser.add_argument("--seed", type=int, default=20250620)
     parser.add_argument("--only", choices=["participant", "means", "graft_function"], default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "sbc_cpeptide.json")
+    parser.add_argument("--out", type=Path, default=KEPT_CALIBRATION_PATH)
     args = parser.parse_args(argv)
     problems = []
     if args.only in (None, "participant"):

@@ -57,7 +57,8 @@ import pymc as pm
 from scipy import stats
 
 from isletbayes.analyses.config import CpeptideConfig, SamplerConfig
-from isletbayes.analyses.cpeptide_result import CpeptideResult, HoldoutCheck, ModelCheck, SensitivityFit
+from isletbayes.analyses.cpeptide_result import (KEPT_CALIBRATION_PATH, CpeptideResult, HoldoutCheck, ModelCheck,
+                                                 SensitivityFit)
 from isletbayes.analyses.inputs import AnalysisInputs
 from isletbayes.analyses.provenance import provenance
 from isletbayes.analyses.results import FitCheck
@@ -723,12 +724,10 @@ def kept_calibration() -> pd.DataFrame | None:
     """The kept simulation-based calibration of each C-peptide model (analyses/results/sbc_cpeptide.json): the
     smallest rank-uniformity p, the share of fits failing a diagnostic, the replicates done."""
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent / "results" / "sbc_cpeptide.json"
-    if not path.exists():
+    if not KEPT_CALIBRATION_PATH.exists():
         return None
-    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc = json.loads(KEPT_CALIBRATION_PATH.read_text(encoding="utf-8"))
     rows = []
     for res in doc.get("results", []):
         tests = res.get("tests", {})

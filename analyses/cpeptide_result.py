@@ -10,12 +10,17 @@ when asked for. The models and their references are in :mod:`isletbayes.analyses
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from isletbayes.analyses.results import AnalysisResult, DataTreeField, FitCheck, Frame, ResultModel
+
+#: the kept simulation-based calibration of the C-peptide models (``python -m isletbayes.analyses.calibration``);
+#: every C-peptide result carries its summary, so the file is part of the section's cache key
+KEPT_CALIBRATION_PATH = Path(__file__).resolve().parent / "results" / "sbc_cpeptide.json"
 
 CONTRACTION_RULE = ("posterior sd / prior sd (log scale for positive parameters): < 0.5 informed by the data, "
                     "0.5-0.9 partly informed, >= 0.9 prior only")

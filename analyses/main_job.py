@@ -303,12 +303,15 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
                                                               seed=seed, inputs=inputs,
                                                               safety=config.sections.safety), BinaryResult)
     if name == "cpeptide":
-        from isletbayes.analyses.cpeptide_result import CpeptideResult
+        from isletbayes.analyses.cpeptide_result import KEPT_CALIBRATION_PATH, CpeptideResult
 
+        # the joint model reads the C-peptide means and the continuous and count summaries (graft_function_data_
+        # from_tables), the means-only model the means and 10/12; the result carries the kept calibration's summary
         data = ({"participant": inputs.participant, "cohort": config.cpeptide.cohort}
                 if inputs.participant is not None else
-                {"cpeptide_means": inputs.default_rows("cpeptide_means"),
-                 "insulin_independence": inputs.count("insulin_independence")})
+                {"cpeptide_means": inputs.default_rows("cpeptide_means"), "continuous": inputs.continuous,
+                 "counts": inputs.counts})
+        data["kept_calibration"] = KEPT_CALIBRATION_PATH
         material = key_material("cpeptide", module="isletbayes.analyses.cpeptide", data=data,
                                 priors={"trajectory": config.cpeptide.priors, "link": config.cpeptide.link_priors},
                                 settings={"cpeptide": config.cpeptide, "sampler": config.sampler, "seed": seed})

@@ -192,3 +192,36 @@ def test_report_with_participant_data_takes_the_count_from_it(tmp_path):
     assert (phase12["r"], phase12["n"]) == expected
     assert "Participant-level data were supplied" in (out / "report.html").read_text()
     assert json.loads((out / RESULTS_INDEX).read_text())["report"]["problems"] == []
+
+
+def test_the_cpeptide_key_covers_every_table_the_joint_model_reads_and_the_kept_calibration(tmp_path, monkeypatch):
+    """The joint model reads the continuous summaries (TIR, HbA1c, insulin dose) and the counts (detectable
+    C-peptide, insulin outcomes) besides the means, and the result carries the kept SBC summary: a change to any
+    of them must refit the section, not return the cached result."""
+    import dataclasses
+
+    from isletbayes.analyses import cpeptide_result
+    from isletbayes.analyses.cache import fit_key
+    from isletbayes.analyses.config import MainJobConfig
+    from isletbayes.analyses.inputs import load_inputs
+    from isletbayes.analyses.main_job import plan_section
+
+    config = MainJobConfig()
+    inputs = load_inputs(config.data)
+    kept = tmp_path / "sbc_cpeptide.json"
+    kept.write_text(cpeptide_result.KEPT_CALIBRATION_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(cpeptide_result, "KEPT_CALIBRATION_PATH", kept)
+
+    def key(inp) -> str:
+        return fit_key(plan_section("cpeptide", config, inp).material)
+
+    base = key(inputs)
+    assert key(inputs) == base
+    continuous = inputs.continuous.copy()
+    continuous.loc[continuous.index[0], "value"] = continuous["value"].iloc[0] + 0.1
+    assert key(dataclasses.replace(inputs, continuous=continuous)) != base
+    counts = inputs.counts.copy()
+    counts.loc[counts["endpoint"] == "c_peptide_positive", "r"] -= 1
+    assert key(dataclasses.replace(inputs, counts=counts)) != base
+    kept.write_text(kept.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert key(inputs) != base
