@@ -1,12 +1,12 @@
 """The main job (`isletbayes run`), now and before, side by side in one run: cold (nothing cached) and warm (every
 section from the fit cache), with and without the PDF.
 
-"Before" is commit f97be3b (the version before the one-front-door restructuring), checked out into a temporary
-folder and run on the same Python and packages (:func:`bench_startup.baseline_tree`). Each run is a fresh process
-as a user runs it, with its own fit cache; "cold" also starts from an empty compiled-model cache
-(``ISLETBAYES_COMPILE_CACHE`` pointed at an empty folder), as on a fresh installation. For each run: wall and CPU
-seconds (CPU time is much less disturbed by other load than wall time), and, for the current version, the
-split that ``results.json`` records (analyses, report).
+"Before" is commit f97be3b (the version before the one-front-door restructuring; ``--before COMMIT`` for another),
+checked out into a temporary folder and run on the same Python and packages (:func:`bench_startup.baseline_tree`).
+Each run is a fresh process as a user runs it, with its own fit cache; "cold" also starts from an empty
+compiled-model cache (``ISLETBAYES_COMPILE_CACHE`` pointed at an empty folder), as on a fresh installation. For
+each run: wall and CPU seconds (CPU time is much less disturbed by other load than wall time), and, for the current
+version, the split that ``results.json`` records (analyses, report).
 
 Targets (issue 15): warm without the PDF under 2 s; (README) cold under 3 minutes on 2 cores.
 
@@ -14,6 +14,7 @@ Targets (issue 15): warm without the PDF under 2 s; (README) cold under 3 minute
     python -m benchmarks main_job --quick             # no cold runs: warm only, on a cache filled by a cold run
                                                       #   without the PDF (still minutes: the cache must be filled)
     python benchmarks/bench_main_job.py --config FILE # another configuration (both versions must accept it)
+    python -m benchmarks main_job --quick --before b7ae9b3  # against another commit
 """
 
 from __future__ import annotations
@@ -99,15 +100,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=None, help="passed to `isletbayes run --jobs`")
     parser.add_argument("--quick", action="store_true", help="cold run without the PDF; fewer warm runs")
     parser.add_argument("--no-before", action="store_true", help="time the current version only")
+    parser.add_argument("--before", default=BEFORE, metavar="COMMIT",
+                        help=f"the version to compare with (default {BEFORE}, the version before the restructuring)")
     args = parser.parse_args(argv if argv is not None else [])
     repeat = 2 if args.quick else 3
     kw = {"config": args.config, "jobs": args.jobs}
-    figures: dict = {"baseline_commit": BEFORE, "cpu_count": os.cpu_count(), "load_average_start": load_average()}
+    figures: dict = {"baseline_commit": args.before, "cpu_count": os.cpu_count(), "load_average_start": load_average()}
     with tempfile.TemporaryDirectory(prefix="isletbayes-bench-main-job-") as tmp_name:
         tmp = Path(tmp_name)
         compile_tree(ROOT)  # both versions with their bytecode compiled, as after installation
         figures["now"] = _version("now", tmp, None, args.quick, repeat, **kw)
-        old = None if args.no_before else baseline_tree(tmp / "baseline")
+        old = None if args.no_before else baseline_tree(tmp / "baseline", args.before)
         figures["before"] = _version("before", tmp, old, args.quick, repeat, **kw) if old is not None else None
     figures["load_average_end"] = load_average()
 
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [("cold" + ("" if args.quick else ", with PDF"), "cold", COLD_TARGET_S),
             ("warm, without PDF", "warm_no_pdf", WARM_NO_PDF_TARGET_S), ("warm, with PDF", "warm_pdf", None)]
     print(f"main job on {os.cpu_count()} CPU cores ({args.config or 'bundled configuration'}); before = commit "
-          f"{BEFORE}; warm = median of {repeat} runs; load average {figures['load_average_start']} -> "
+          f"{args.before}; warm = median of {repeat} runs; load average {figures['load_average_start']} -> "
           f"{figures['load_average_end']}")
     print(f"{'run':<24} {'before s':>9} {'now s':>8} {'before/now':>11} {'before CPU':>11} {'now CPU':>8} "
           f"{'target':>8}")
