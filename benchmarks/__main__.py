@@ -25,12 +25,14 @@ def available() -> list[str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0],
-        epilog="available benchmarks: " + ", ".join(available()))
+        epilog="available benchmarks: " + ", ".join(available()) + ". Options after -- go to the one benchmark named "
+               "(python -m benchmarks main_job --quick -- --before COMMIT).")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all); a part of a name is enough")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results/")
-    args = parser.parse_args(argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     names = available()
     if args.list:
         print("\n".join(names))
@@ -40,11 +42,13 @@ def main(argv: list[str]) -> int:
         if unknown:
             parser.error(f"no benchmark matches {', '.join(unknown)} (available: {', '.join(names)})")
         names = [n for n in names if any(w in n for w in args.names)]
+    if extra and len(names) != 1:
+        parser.error(f"{' '.join(extra)}: options of one benchmark; name exactly one (available: {', '.join(names)})")
     from benchmarks.record import append_results, run_benchmark
 
     for name in names:
         print(f"\n=== {name} ===", flush=True)
-        figures = run_benchmark(name, ["--quick"] if args.quick else [])
+        figures = run_benchmark(name, (["--quick"] if args.quick else []) + extra)
         if isinstance(figures, dict) and not args.no_record:
             path = append_results(name, figures, quick=args.quick)
             print(f"(figures appended to {path.relative_to(HERE.parent)})")

@@ -14,7 +14,7 @@ Targets (issue 15): warm without the PDF under 2 s; (README) cold under 3 minute
     python -m benchmarks main_job --quick             # no cold runs: warm only, on a cache filled by a cold run
                                                       #   without the PDF (still minutes: the cache must be filled)
     python benchmarks/bench_main_job.py --config FILE # another configuration (both versions must accept it)
-    python -m benchmarks main_job --quick --before b7ae9b3  # against another commit
+    python -m benchmarks main_job --quick -- --before b7ae9b3  # against another commit
 """
 
 from __future__ import annotations

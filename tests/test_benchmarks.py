@@ -1,4 +1,5 @@
-"""The scale benchmark's rstan comparison: its Stan model text for old and new Stan, and its same-posterior check.
+"""The scale benchmark's rstan comparison (its Stan model text for old and new Stan, its same-posterior check) and
+the runner's passing of one benchmark's options.
 
 The benchmark itself needs R with rstan (optional, not on CI); these are the parts a reader of its figures relies
 on and that run without R."""
@@ -36,3 +37,18 @@ def test_same_posterior_z_is_the_largest_mean_difference_over_its_monte_carlo_er
     assert same_posterior_z(a, b) == pytest.approx(0.2 / 0.05)
     assert same_posterior_z(b, a) == same_posterior_z(a, b)
     assert same_posterior_z(a, a) == 0.0
+
+
+def test_the_runner_passes_options_after_a_double_dash_to_the_one_benchmark_named(monkeypatch, capsys):
+    import benchmarks.record
+    from benchmarks.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(benchmarks.record, "run_benchmark", lambda name, argv: calls.append((name, argv)))
+    assert main(["main_job", "--quick", "--no-record", "--", "--before", "b7ae9b3"]) == 0
+    assert calls == [("main_job", ["--quick", "--before", "b7ae9b3"])]
+    # a benchmark's option never reaches the others, nor is its value read as a benchmark's name
+    with pytest.raises(SystemExit) as stop:
+        main(["--", "--before", "x"])
+    assert stop.value.code == 2 and "name exactly one" in capsys.readouterr().err
+    assert len(calls) == 1
