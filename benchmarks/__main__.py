@@ -1,4 +1,5 @@
-"""Run the benchmarks (``make bench``), or the ones named: ``python -m benchmarks design startup``.
+"""Run the benchmarks (``make bench``), or the ones named: ``python -m benchmarks design startup``. Options after
+``--`` go to the one benchmark named: ``python -m benchmarks main_job --quick -- --before COMMIT``.
 
 Each benchmark is a module ``benchmarks/bench_<name>.py`` with ``main(argv) -> dict``: it times what it is named
 for side by side with the reference it is compared against (the previous implementation, a naive loop, a
