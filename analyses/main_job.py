@@ -305,14 +305,14 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
     if name == "cpeptide":
         from isletbayes.analyses.cpeptide_result import KEPT_CALIBRATION_PATH, CpeptideResult
 
-        # the joint model reads the C-peptide means and the continuous and count summaries (graft_function_data_
-        # from_tables), the means-only model the means and 10/12; the result carries the kept calibration's summary
+        # what the fits read: the participants, or the published means, continuous summaries and counts (the joint
+        # model's graft_function_data_from_tables); and the kept SBC file, whose summary the result carries
         data = ({"participant": inputs.participant, "cohort": config.cpeptide.cohort}
                 if inputs.participant is not None else
                 {"cpeptide_means": inputs.default_rows("cpeptide_means"), "continuous": inputs.continuous,
                  "counts": inputs.counts})
-        data["kept_calibration"] = KEPT_CALIBRATION_PATH
-        material = key_material("cpeptide", module="isletbayes.analyses.cpeptide", data=data,
+        material = key_material("cpeptide", module="isletbayes.analyses.cpeptide",
+                                data={**data, "kept_calibration": KEPT_CALIBRATION_PATH},
                                 priors={"trajectory": config.cpeptide.priors, "link": config.cpeptide.link_priors},
                                 settings={"cpeptide": config.cpeptide, "sampler": config.sampler, "seed": seed})
 

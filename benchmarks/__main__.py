@@ -32,8 +32,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results/")
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    split = argv.index("--") if "--" in argv else len(argv)  # what follows -- is the benchmark's, not the runner's
+    args, extra = parser.parse_args(argv[:split]), argv[split + 1:]
     names = available()
     if args.list:
         print("\n".join(names))
