@@ -134,18 +134,19 @@ def _package_dirs() -> dict[str, Path]:
     return out
 
 
+#: The top-level package (api/, ``import isletbayes as ib``): a facade whose names load on a user's first use of
+#: them. No analysis goes through it, so it is not part of any analysis' code (following its loaders would put every
+#: module, the report's included, into every section's key)
+FACADE = "isletbayes"
+
+
 @lru_cache(maxsize=None)
 def _module_file(name: str) -> Path | None:
     """The source file of the isletbayes module ``name``, or None where ``name`` is no isletbayes module (an object
-    inside one, say), found on disk without importing anything."""
+    inside one, say) or is the :data:`FACADE`, found on disk without importing anything."""
     parts = name.split(".")
-    if parts[0] != "isletbayes":
+    if parts[0] != "isletbayes" or name == FACADE:
         return None
-    if len(parts) == 1:  # the top-level package (api/), its __init__ only
-        import importlib.util
-
-        origin = importlib.util.find_spec("isletbayes").origin
-        return Path(origin) if origin and origin.endswith(".py") else None
     base = _package_dirs().get(parts[1])
     if base is None:
         return None
@@ -191,8 +192,8 @@ def _imported_names(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
 
 def module_closure(module: str) -> list[str]:
     """``module`` and every isletbayes module it imports, directly or through others (read from the source text,
-    imports inside functions included), sorted. Nothing is imported: the modules are found on disk
-    in the package folders (so a warm run pays neither the imports nor, after the first, the parsing)."""
+    imports inside functions included), sorted; the :data:`FACADE` is left out. Nothing is imported: the modules are
+    found on disk in the package folders (so a warm run pays neither the imports nor, after the first, the parsing)."""
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:

@@ -113,6 +113,16 @@ def test_only_the_code_an_analysis_runs_enters_its_key():
         "isletbayes.analyses.design")
 
 
+@pytest.mark.parametrize("section", ["binary", "cpeptide", "design", "durability"])
+def test_editing_the_report_or_the_main_job_keeps_every_section_fit(section):
+    # `from isletbayes import data` (analyses/inputs.py) names the top-level package, whose lazy loaders name every
+    # module: followed, they put the report and the main job into every section's key
+    closure = set(cache_mod.module_closure(f"isletbayes.analyses.{section}"))
+    assert {f"isletbayes.analyses.{section}", "isletbayes.analyses.config", "isletbayes.models"} <= closure
+    assert not {cache_mod.FACADE, "isletbayes.analyses.main_job", "isletbayes.analyses.cli"} & closure
+    assert not [name for name in closure if name.startswith("isletbayes.reports")]
+
+
 def _parsed_imports(source: str) -> list[str]:
     """What the closure needs of a source, found by Python's parser over every syntax node."""
     import ast
