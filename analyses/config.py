@@ -331,8 +331,10 @@ class CpeptideConfig(Block):
                                       "link) priors and the other rise shape, and fit the means-only model beside "
                                       "the joint one (shown side by side; part of the answer)")
     psense: bool = setting(True, "ArviZ power-scaling prior/likelihood sensitivity")
-    holdout_check: bool = setting(True, "leave-one-visit-out check: refit without the last published visit's mean "
-                                        "and predict it (published aggregates only)")
+    holdout_check: bool = setting(True, "leave-one-visit-out check: predict the last published visit's mean from the "
+                                        "posterior without it (the main fit reweighted by Pareto-smoothed importance "
+                                        "sampling; an exact refit where its Pareto k-hat says the weights are "
+                                        "unreliable; published aggregates only)")
     late_decline: bool = setting(False, "model a decline after day 365 (prior-only extrapolation with one year "
                                         "of data)")
     rise_shape: bool = setting(True, "free (Weibull-type) rise shape C = A(1 - exp(-(k t)^h)); false = the "

@@ -14,7 +14,10 @@ format (``--data FILE``). It reports
   alternative priors on the link slope and on the between-participant spread, side by side;
 * a model check (``CpeptideResult.model_check``, :func:`model_check`): the PPC, the early-rise ratio (first
   visit's mean over the second's) against its predictive distribution, the measurement sd against its prior,
-  and, with the sensitivity fits, the exponential rise and the free rise shape side by side, in one statement.
+  and, with the sensitivity fits, the exponential rise and the free rise shape side by side, in one statement;
+* a leave-one-visit-out check (:func:`holdout_check`): the last published mean predicted from the posterior without
+  it, the main fit reweighted by Pareto-smoothed importance sampling (Vehtari, Simpson, Gelman, Yao & Gabry 2024,
+  JMLR 25(72)), or an exact refit where the weights' Pareto k-hat says they are unreliable.
 
 Default rise shape: free (h ~ LogNormal(0, 0.5)), not the exponential (h = 1). The evidence, from fits to the
 published means at the default settings (seeds 1-4, all passing their diagnostics):
@@ -342,12 +345,18 @@ def without_last_visit(spec: ModelSpec) -> ModelSpec:
 
 
 @np.errstate(divide="ignore")
-def predict_cohort_mean(idata, day: float, n_participants: int, seed: int, n_draws: int = 4000) -> np.ndarray:
+def predict_cohort_mean(idata, day: float, n_participants: int, seed: int, n_draws: int = 4000,
+                        draw_weights: np.ndarray | None = None) -> np.ndarray:
     """Replicates of the published mean of ``n_participants`` at ``day`` from a posterior: per draw, new
     participants' measured values (plateau and rate effects, measurement noise) averaged, times the curve misfit
-    exp(delta), delta ~ Normal(0, curve_misfit_sd), which belongs to a published mean."""
+    exp(delta), delta ~ Normal(0, curve_misfit_sd), which belongs to a published mean. ``draw_weights`` (one per
+    draw, chains flattened): importance weights of another posterior, from which the draws are resampled."""
     rng = np.random.default_rng(seed)
-    pick = _draw_subset(idata, n_draws, rng)
+    if draw_weights is None:
+        pick = _draw_subset(idata, n_draws, rng)
+    else:
+        weights = np.asarray(draw_weights, dtype=float).ravel()
+        pick = rng.choice(weights.size, size=n_draws, replace=True, p=weights / weights.sum())
 
     def col(name, default):
         return _flat(idata, name)[pick] if name in idata["posterior"] else np.full(pick.size, default)
@@ -363,24 +372,74 @@ def predict_cohort_mean(idata, day: float, n_participants: int, seed: int, n_dra
     return mean * np.exp(tau * rng.standard_normal(pick.size))
 
 
-def holdout_check(spec: ModelSpec, settings: SamplerSettings, seed: int) -> HoldoutCheck:
-    """Leave-one-visit-out check of the last visit (fit three visits, predict the fourth; issue 10)."""
-    held = without_last_visit(spec)
-    _, idata, diag = fit_checked(held, settings)
+def holdout_log_weights(spec: ModelSpec, idata) -> tuple[np.ndarray, float]:
+    """Pareto-smoothed importance log weights (chain, draw) that turn a fit of ``spec`` into the fit without the
+    last published mean, and their Pareto k-hat.
+
+    The means' joint law factorises as p(y_E | theta) p(y_T | y_E, theta), and the model without the last visit
+    keeps the first factor exactly (the same law on the earlier visits; every other aggregate unchanged), so the
+    raw weights are 1 / p(y_T | y_E, theta) (:func:`~isletbayes.models.cpeptide_trajectory.
+    last_mean_conditional_logpdf`); PSIS smooths their largest values (Vehtari et al. 2024, JMLR 25(72), with the
+    relative efficiency of the likelihood draws as in the loo package). A last visit with a published spread
+    carries one more factor, which the posterior does not store: :func:`holdout_check` refits then."""
+    import xarray as xr
+
+    post = idata["posterior"]
+    tau2 = post["curve_misfit_sd"].values[..., None] ** 2 if "curve_misfit_sd" in post else 0.0
+    location = cpm.cohort_mean_log_location(np.log(post["expected_cohort_mean"].values),
+                                            post["cohort_mean_log_sd"].values ** 2 - tau2)
+    loglik = cpm.last_mean_conditional_logpdf(location, post["cohort_mean_log_cov"].values, spec.means.means)
+    dims = ("chain", "draw")
+    likelihood = xr.DataArray(np.exp(loglik - loglik.max()), dims=dims)
+    r_eff = float(likelihood.azstats.ess(method="mean")) / loglik.size
+    # arviz_stats' psislw takes the log-likelihood of what is left out (its raw log weights are minus that)
+    log_weights, pareto_k = xr.DataArray(loglik, dims=dims).azstats.psislw(dim=list(dims), r_eff=r_eff)
+    return np.asarray(log_weights.values), float(pareto_k)
+
+
+def _last_visit_has_spread(spec: ModelSpec) -> bool:
+    spread = spec.means.spread_sd
+    return spread is not None and bool(np.isfinite(spread[-1]))
+
+
+def holdout_check(spec: ModelSpec, settings: SamplerSettings, seed: int, main_idata=None) -> HoldoutCheck:
+    """Leave-one-visit-out check of the last visit: predict the last published mean from the posterior without it
+    (the earlier visits and every other aggregate; issue 10).
+
+    That posterior is ``main_idata`` (the fit of ``spec``) reweighted by :func:`holdout_log_weights` when their
+    Pareto k-hat is at most :func:`~isletbayes.models.diagnostic_thresholds.psis_k_max`; otherwise, or without
+    ``main_idata``, an exact refit of :func:`without_last_visit`, whose diagnostics the result carries."""
+    from isletbayes.models.diagnostic_thresholds import psis_k_max
+
     day, observed = float(spec.means.days[-1]), float(spec.means.means[-1])
-    rep = predict_cohort_mean(idata, day, spec.means.n_participants, seed)
+    pareto_k = weights = None
+    if main_idata is not None and not _last_visit_has_spread(spec):
+        log_weights, pareto_k = holdout_log_weights(spec, main_idata)
+        if pareto_k <= psis_k_max(log_weights.size):
+            weights = np.exp(log_weights)
+    if weights is None:
+        _, idata, diag = fit_checked(without_last_visit(spec), settings)
+        diagnostics = FitCheck.of(f"holdout check: without day {day:g}", diag)
+        how = ("an exact refit" + (f" (the importance weights of the main fit were unreliable: Pareto k-hat "
+                                   f"{pareto_k:.2f})" if pareto_k is not None else ""))
+    else:
+        idata, diagnostics = main_idata, None
+        how = (f"the main fit reweighted by Pareto-smoothed importance sampling (Pareto k-hat {pareto_k:.2f}; an "
+               f"exact refit runs above {psis_k_max(weights.size):.2f})")
+    rep = predict_cohort_mean(idata, day, spec.means.n_participants, seed, draw_weights=weights)
     q05, q50, q95 = np.quantile(rep, [0.05, 0.5, 0.95])
     p_below = float(np.mean(rep <= observed))
     outside = bool(p_below < 0.05 or p_below > 0.95)
     others = (" and every other published aggregate (time in range, insulin outcomes and detectable C-peptide at "
               "day 365 among them)" if spec.mode == "graft_function" else "")
-    statement = (f"Fitted without the day-{day:g} mean (the earlier visits{others}), the model predicts a day-{day:g} "
+    statement = (f"Without the day-{day:g} mean (from the earlier visits{others}), the model predicts a day-{day:g} "
                  f"mean of {q50:.0f} pmol/L (90% predictive interval {q05:.0f} to {q95:.0f}); the published mean "
                  f"is {observed:.0f} (P(replicate <= observed) = {p_below:.2f}), "
-                 + ("outside" if outside else "inside") + " the interval.")
+                 + ("outside" if outside else "inside") + f" the interval. The fit without it is {how}.")
     return HoldoutCheck(held_out_day=day, observed=observed, predicted_median=float(q50), predicted_q05=float(q05),
                         predicted_q95=float(q95), p_rep_below_observed=p_below, outside_90=outside,
-                        diagnostics=FitCheck.of(f"holdout check: without day {day:g}", diag), statement=statement)
+                        method="refit" if weights is None else "psis", pareto_k=pareto_k, diagnostics=diagnostics,
+                        statement=statement)
 
 
 #: Observed variables with a random generator, per model (the joint model's range and insulin likelihoods are
@@ -708,7 +767,8 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
         sensitivity=sensitivity,
         psense=power_scaling(model, idata, names) if config.psense else None,
         model_check=ModelCheck(**model_check(main_check, shape_rows, priors, spec.mode)),
-        holdout=(holdout_check(spec, settings, seed) if config.holdout_check and spec.means is not None
+        holdout=(holdout_check(spec, settings, seed, main_idata=idata) if config.holdout_check
+                 and spec.means is not None
                  and spec.means.days.size >= 3 else None),
         calibration=kept_calibration(),
         notes=notes,

@@ -52,7 +52,10 @@ class ModelCheck(ResultModel):
 
 
 class HoldoutCheck(ResultModel):
-    """Leave the last visit out: fit the earlier visits (and every other aggregate), predict the last visit's mean."""
+    """Leave the last visit out: from the posterior without it (the earlier visits and every other aggregate),
+    predict the last visit's mean. ``method``: how that posterior was obtained, "psis" (the main fit reweighted by
+    Pareto-smoothed importance sampling, reliable at ``pareto_k``) or "refit" (an exact refit, with its
+    ``diagnostics``; what results saved before the reweighting existed hold)."""
 
     held_out_day: float
     observed: float
@@ -61,7 +64,9 @@ class HoldoutCheck(ResultModel):
     predicted_q95: float
     p_rep_below_observed: float
     outside_90: bool
-    diagnostics: FitCheck
+    method: Literal["psis", "refit"] = "refit"
+    pareto_k: float | None = None
+    diagnostics: FitCheck | None = None
     statement: str
 
 
@@ -96,7 +101,8 @@ class CpeptideResult(AnalysisResult):
         return self.diagnostics_ok
 
     def fit_checks(self) -> list[FitCheck]:
-        """The main fit and every sensitivity refit (a refit identical to the main fit is listed once)."""
+        """The main fit, every sensitivity refit (a refit identical to the main fit is listed once) and the holdout
+        refit when one ran."""
         checks = [self.diagnostics]
         for row in self.sensitivity:
             same = next((c for c in checks if _same_numbers(c, row.diagnostics)), None)
@@ -104,6 +110,8 @@ class CpeptideResult(AnalysisResult):
                 checks.append(row.diagnostics)
             else:
                 same.also.append(row.diagnostics.fit)
+        if self.holdout is not None and self.holdout.diagnostics is not None:
+            checks.append(self.holdout.diagnostics)
         return checks
 
     def sensitivity_group(self, group: str) -> list[SensitivityFit]:

@@ -868,10 +868,38 @@ def cohort_means_likelihood(log_plateau, log_rate, sd_a, sd_k, sigma, visit_day,
     pm.Deterministic("expected_cohort_mean", pt.exp(log_m), dims="visit")
     pm.Deterministic("cohort_mean_log_sd", pt.sqrt(log_var), dims="visit")
     pm.Deterministic("cohort_mean_log_cov", log_cov, dims=("visit", "visit_other"))
-    # the curve misfit is median-zero on the log scale: E log Ybar_obs = log m - S_tt / 2 (sampling part only)
-    pm.CustomDist("cohort_mean", log_m - log_var_sampling / 2.0, log_cov, logp=_log_mv_normal_logp,
-                  random=_log_mv_normal_random, signature="(n),(n,n)->(n)", observed=mean_obs, dims="visit")
+    pm.CustomDist("cohort_mean", cohort_mean_log_location(log_m, log_var_sampling), log_cov,
+                  logp=_log_mv_normal_logp, random=_log_mv_normal_random, signature="(n),(n,n)->(n)",
+                  observed=mean_obs, dims="visit")
     return log_m, rel_cov, log_cov
+
+
+def cohort_mean_log_location(log_m, log_var_sampling):
+    """The location of log Ybar_t in :func:`cohort_means_likelihood`: log m_t - S_tt / 2, with S_tt the sampling part
+    of the variance only (the curve misfit is median-zero on the log scale). Arithmetic only, so it serves PyTensor
+    tensors (the model) and numpy arrays (posterior draws) alike."""
+    return log_m - log_var_sampling / 2.0
+
+
+def last_mean_conditional_logpdf(location, log_cov, means) -> np.ndarray:
+    """Log density of the last published mean given the earlier ones, per posterior draw.
+
+    With log Ybar ~ MvNormal(mu, S) (:func:`cohort_means_likelihood`; mu from :func:`cohort_mean_log_location`, S
+    the posterior's ``cohort_mean_log_cov``), the last visit T given the earlier ones E is
+
+        log Ybar_T | log Ybar_E ~ Normal(mu_T + S_TE S_EE^-1 (y_E - mu_E),  S_TT - S_TE S_EE^-1 S_ET),
+
+    and the density of Ybar_T itself adds -log Ybar_T. ``location``: (..., T); ``log_cov``: (..., T, T); ``means``:
+    the T published means (pmol/L). Returns an array of shape (...)."""
+    from scipy import stats
+
+    y = np.log(np.asarray(means, dtype=float))
+    location, log_cov = np.asarray(location, dtype=float), np.asarray(log_cov, dtype=float)
+    s_ee, s_te = log_cov[..., :-1, :-1], log_cov[..., -1, :-1]
+    b = np.linalg.solve(s_ee, s_te[..., None])[..., 0]
+    mean = location[..., -1] + np.einsum("...i,...i->...", b, y[:-1] - location[..., :-1])
+    var = log_cov[..., -1, -1] - np.einsum("...i,...i->...", b, s_te)
+    return stats.norm.logpdf(y[-1], mean, np.sqrt(var)) - y[-1]
 
 
 def build_means_model(means: CohortMeans, priors: TrajectoryPriors = TrajectoryPriors(),
