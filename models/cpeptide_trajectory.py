@@ -309,7 +309,9 @@ def log_trajectory(log_plateau, rate, day, decline_rate_per_year=0.0, decline_st
 
 
 def _log_trajectory_tensor(log_plateau, log_rate, day, decline_rate, decline_start_day, rise_shape):
-    log_kt = log_rate + pt.log(day)
+    # a Python day such as 365.0 would become a float32 constant (PyTensor keeps the narrowest exact type), and its
+    # log would be taken in float32 (off by 2e-7): the cast makes it float64 and leaves a float64 tensor as it is
+    log_kt = log_rate + pt.log(pt.cast(day, "float64"))
     if rise_shape is not None:
         log_kt = rise_shape * log_kt
     log_c = log_plateau + pt.log1mexp(-pt.exp(log_kt))

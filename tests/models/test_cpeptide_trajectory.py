@@ -113,6 +113,14 @@ def _point(model, params: cpm.PopulationParameters, z_a=None, z_k=None, alpha=No
     return {k: v for k, v in point.items() if k in {v.name for v in model.value_vars}}
 
 
+def test_the_log_trajectory_at_a_fixed_day_is_computed_in_double_precision():
+    """The link's day 365 is a Python number: PyTensor made it a float32 constant and took its log in float32, 2e-7
+    off, so the insulin-independence terms differed from their reference by 5e-8 (found at seed shift 20000)."""
+    log_rate = np.log(np.array([1 / 400.0, 1 / 120.0, 1 / 30.0]))
+    got = cpm._log_trajectory_tensor(math.log(1000.0), pt.as_tensor(log_rate), 365.0, None, 365.0, None).eval()
+    np.testing.assert_allclose(got, cpm.log_trajectory(math.log(1000.0), np.exp(log_rate), 365.0), rtol=1e-14)
+
+
 def test_participant_likelihood_matches_censored_lognormal_and_bernoulli(seed):
     df = cpm.simulate_participants(TRUTH, 5, [1.0, 90.0, 365.0], rng=np.random.default_rng(seed(6)))
     data = cpm.participant_data_from_long(df)
