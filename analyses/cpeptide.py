@@ -415,7 +415,8 @@ def holdout_check(spec: ModelSpec, settings: SamplerSettings, seed: int, main_id
     pareto_k = weights = None
     if main_idata is not None and not _last_visit_has_spread(spec):
         log_weights, pareto_k = holdout_log_weights(spec, main_idata)
-        if pareto_k <= psis_k_max(log_weights.size):
+        k_max = psis_k_max(log_weights.size)
+        if pareto_k <= k_max:
             weights = np.exp(log_weights)
     if weights is None:
         _, idata, diag = fit_checked(without_last_visit(spec), settings)
@@ -425,7 +426,7 @@ def holdout_check(spec: ModelSpec, settings: SamplerSettings, seed: int, main_id
     else:
         idata, diagnostics = main_idata, None
         how = (f"the main fit reweighted by Pareto-smoothed importance sampling (Pareto k-hat {pareto_k:.2f}; an "
-               f"exact refit runs above {psis_k_max(weights.size):.2f})")
+               f"exact refit runs above {k_max:.2f})")
     rep = predict_cohort_mean(idata, day, spec.means.n_participants, seed, draw_weights=weights)
     q05, q50, q95 = np.quantile(rep, [0.05, 0.5, 0.95])
     p_below = float(np.mean(rep <= observed))

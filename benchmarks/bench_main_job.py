@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
         n = now[key]["section_s"].get("cpeptide")
         if n:
             ratio = f"{b / n:.2f}x" if b else "-"
-            verdict = f"{'< ' + format(CPEPTIDE_COLD_TARGET_S, 'g'):>8}  " + (
-                "meets" if n < CPEPTIDE_COLD_TARGET_S else "MISSES") if key == "cold" else ""
+            verdict = ""  # the target is for the cold section; the compiled run is shown beside it
+            if key == "cold":
+                verdict = (f"{'< ' + format(CPEPTIDE_COLD_TARGET_S, 'g'):>8}  "
+                           f"{'meets' if n < CPEPTIDE_COLD_TARGET_S else 'MISSES'}")
             print(f"{label:<24} {b if b else float('nan'):>9.1f} {n:>8.1f} {ratio:>11} {'':>11} {'':>8} {verdict}")
     for key in ("warm_no_pdf", "warm_pdf"):
         if now[key]["not_from_cache"]:
