@@ -103,15 +103,16 @@ class CpeptideResult(AnalysisResult):
     def fit_checks(self) -> list[FitCheck]:
         """The main fit, every sensitivity refit (a refit identical to the main fit is listed once) and the holdout
         refit when one ran."""
-        checks = [self.diagnostics]
+        # copies: the stored checks are the result's, and calling this twice must not list a fit twice in ``also``
+        checks = [self.diagnostics.model_copy(deep=True)]
         for row in self.sensitivity:
             same = next((c for c in checks if _same_numbers(c, row.diagnostics)), None)
             if same is None:
-                checks.append(row.diagnostics)
+                checks.append(row.diagnostics.model_copy(deep=True))
             else:
                 same.also.append(row.diagnostics.fit)
         if self.holdout is not None and self.holdout.diagnostics is not None:
-            checks.append(self.holdout.diagnostics)
+            checks.append(self.holdout.diagnostics.model_copy(deep=True))
         return checks
 
     def sensitivity_group(self, group: str) -> list[SensitivityFit]:

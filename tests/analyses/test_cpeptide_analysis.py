@@ -200,6 +200,21 @@ def test_holdout_by_importance_sampling_matches_the_exact_refit(which, seed):
         assert abs(psis - float(y.mean())) < 4 * math.hypot(se_psis, se_refit), name
 
 
+def test_listing_the_fit_checks_leaves_the_result_unchanged(means_result):
+    """A refit with the main fit's numbers is listed once, under the main fit's ``also``, however often the checks
+    are listed, and the stored diagnostics are not changed by listing them."""
+    from isletbayes.analyses.cpeptide_result import SensitivityFit
+
+    main = means_result.diagnostics
+    twin = SensitivityFit(group="spread", label="a refit identical to the main fit", parameters=means_result.parameters,
+                          diagnostics=main.model_copy(update={"fit": "spread check: identical"}))
+    result = means_result.model_copy(update={"sensitivity": [twin]})
+    before = list(main.also)
+    first, second = result.fit_checks(), result.fit_checks()
+    assert [c.also for c in first] == [c.also for c in second] == [[*before, "spread check: identical"]]
+    assert main.also == before and twin.diagnostics.also == []
+
+
 def test_holdout_falls_back_to_an_exact_refit(monkeypatch, means_result, seed):
     """Weights above the Pareto k-hat threshold, or no main fit: the holdout refits, and its diagnostics count."""
     import isletbayes.models.diagnostic_thresholds as thresholds
