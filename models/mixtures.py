@@ -1124,6 +1124,22 @@ def _restart_slices(n: int, k: int, rng: np.random.Generator) -> list[np.ndarray
     return cuts
 
 
+def _restart_starts(x: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+    """Each restart's initial weights, shape (R, K) (a slice's share of the draws, at least 1e-3, renormalised),
+    and the sorted draws of each of its K slices (all draws for a slice of fewer than two), from which the
+    component parameters are started."""
+    n = len(x)
+    order = np.sort(x)
+    cuts = _restart_slices(n, k, rng)
+    w = np.empty((len(cuts), k))
+    segments = []
+    for i, c in enumerate(cuts):
+        w[i] = np.maximum(np.diff(c) / n, 1e-3)
+        w[i] /= w[i].sum()
+        segments.append([seg if len(seg) >= 2 else order for seg in (order[c[j]:c[j + 1]] for j in range(k))])
+    return w, segments
+
+
 def _em(x: np.ndarray, w: np.ndarray, p1: np.ndarray, p2: np.ndarray, log_comp, m_step, max_iter: int, tol: float):
     """EM for all restarts at once: w, p1, p2 have shape (R, K); returns the best restart's fit.
 
@@ -1178,20 +1194,12 @@ def _em(x: np.ndarray, w: np.ndarray, p1: np.ndarray, p2: np.ndarray, log_comp, 
 
 def _em_beta(x: np.ndarray, k: int, rng: np.random.Generator, constrain_gt1: bool, max_iter: int, tol: float):
     lx, l1x = np.log(x), np.log1p(-x)
-    n = len(x)
     lower = 1.0 if constrain_gt1 else 1e-6
-    order = np.sort(x)
-    cuts = _restart_slices(n, k, rng)
-    w = np.empty((len(cuts), k))
-    a = np.empty((len(cuts), k))
-    b = np.empty((len(cuts), k))
-    for i, c in enumerate(cuts):
-        w[i] = np.maximum(np.diff(c) / n, 1e-3)
-        w[i] /= w[i].sum()
-        for j in range(k):
-            seg = order[c[j]:c[j + 1]]
-            if len(seg) < 2:
-                seg = order
+    w, segments = _restart_starts(x, k, rng)
+    a = np.empty_like(w)
+    b = np.empty_like(w)
+    for i, segs in enumerate(segments):
+        for j, seg in enumerate(segs):
             a[i, j], b[i, j] = _moment_beta(float(seg.mean()), float(seg.var()) * 1.5, lower)
 
     def log_comp(a_, b_):
@@ -1208,19 +1216,11 @@ def _em_beta(x: np.ndarray, k: int, rng: np.random.Generator, constrain_gt1: boo
 
 
 def _em_normal(x: np.ndarray, k: int, rng: np.random.Generator, max_iter: int, tol: float, sd_floor: float):
-    n = len(x)
-    order = np.sort(x)
-    cuts = _restart_slices(n, k, rng)
-    w = np.empty((len(cuts), k))
-    m = np.empty((len(cuts), k))
-    s = np.empty((len(cuts), k))
-    for i, c in enumerate(cuts):
-        w[i] = np.maximum(np.diff(c) / n, 1e-3)
-        w[i] /= w[i].sum()
-        for j in range(k):
-            seg = order[c[j]:c[j + 1]]
-            if len(seg) < 2:
-                seg = order
+    w, segments = _restart_starts(x, k, rng)
+    m = np.empty_like(w)
+    s = np.empty_like(w)
+    for i, segs in enumerate(segments):
+        for j, seg in enumerate(segs):
             m[i, j] = seg.mean()
             s[i, j] = max(seg.std() * 1.5, sd_floor)
 
