@@ -574,7 +574,44 @@ def power_scaling(model: pm.Model, idata, names) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("name")
 
 
-def _same_model(a: ModelSpec, b: ModelSpec) -> bool:
+def model_spec(config: CpeptideConfig, data) -> ModelSpec:
+    """The model ``config`` asks for on ``data`` (published aggregates, cohort means or participant-level data)."""
+    from isletbayes.models.graft_function import GraftFunctionPriors
+
+    return ModelSpec(data=data, priors=cpm.TrajectoryPriors(**config.priors.model_dump()),
+                     link_priors=LinkPriors(**config.link_priors.model_dump()) if config.link else None,
+                     graft_priors=GraftFunctionPriors(**config.graft_priors.model_dump()),
+                     strategy=config.glucocorticoid, late_decline=config.late_decline, rise_shape=config.rise_shape,
+                     graft_function_draws=config.graft_function_draws)
+
+
+def sensitivity_specs(spec: ModelSpec, has_link: bool) -> list[tuple[str, str, ModelSpec]]:
+    """The sensitivity refits of ``spec`` that ``cpeptide.sensitivity`` runs, as (group, label, model), in the
+    order the report lists them: the other glucocorticoid strategy (joint model), the alternative link priors
+    (``has_link``: the fitted model has the logit link), the spread priors of :data:`SPREAD_SCALES`, and both rise
+    shapes (for the joint model, of the means-only model). A refit whose model is ``spec`` reuses the main fit."""
+    out = []
+    if spec.mode == "graft_function":
+        other = "treatment_policy" if spec.strategy == "hypothetical" else "hypothetical"
+        out.append(("glucocorticoid", f"{other.replace('_', ' ')} strategy", replace(spec, strategy=other)))
+    if has_link:
+        for label, lp in ALTERNATIVE_LINK_PRIORS.items():
+            lp = replace(spec.link_priors, beta_mean=lp.beta_mean, beta_sd=lp.beta_sd)
+            out.append(("link", label, replace(spec, link_priors=lp)))
+    for scale in SPREAD_SCALES:
+        out.append(("spread", f"spread sds ~ HalfNormal({scale:g})",
+                    replace(spec, priors=spec.priors.with_spread_scale(scale))))
+    shape_base = replace(spec, data=spec.means) if spec.mode == "graft_function" else spec
+    for shape_free in (False, True):
+        label = "free rise shape h (Weibull-type)" if shape_free else "exponential rise (h = 1)"
+        if spec.mode == "graft_function":
+            label += ", means-only model"
+        out.append(("shape", label, replace(shape_base, rise_shape=shape_free)))
+    return out
+
+
+def same_model(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether ``a`` and ``b`` are one model with the same priors and options (then one fit serves both)."""
     return (a.mode, a.priors, a.link_priors, a.graft_priors, a.strategy, a.late_decline, a.rise_shape) == (
         b.mode, b.priors, b.link_priors, b.graft_priors, b.strategy, b.late_decline, b.rise_shape)
 
@@ -582,7 +619,7 @@ def _same_model(a: ModelSpec, b: ModelSpec) -> bool:
 def _sensitivity_fit(spec: ModelSpec, settings: SamplerSettings, main: tuple):
     """Fit ``spec``, or reuse the main fit when ``spec`` is the main model (same priors and options)."""
     main_spec, model, idata, diag = main
-    if _same_model(spec, main_spec):
+    if same_model(spec, main_spec):
         return model, idata, diag
     return fit_checked(spec, settings)
 
@@ -660,12 +697,9 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
     On the published aggregates the default model is the joint graft-function model (``cpeptide.model``); with
     participant-level data, the participant-level model. Sensitivity refits (the other glucocorticoid strategy,
     alternative spread priors, the means-only model and both rise shapes) run with ``cpeptide.sensitivity``."""
-    from isletbayes.models.graft_function import GraftFunctionPriors, graft_function_data_from_tables
+    from isletbayes.models.graft_function import graft_function_data_from_tables
 
     settings = sampler.settings(seed, config.target_accept)
-    priors = cpm.TrajectoryPriors(**config.priors.model_dump())
-    link_priors = LinkPriors(**config.link_priors.model_dump()) if config.link else None
-    graft_priors = GraftFunctionPriors(**config.graft_priors.model_dump())
     notes = []
     if inputs.participant is None:
         data_inputs = inputs.describe_means()
@@ -700,9 +734,7 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                          "(--cohort) to fit one.")
         if data.ii_value.size == 0:
             notes.append("No day-365 insulin-independence rows: the link is not fitted.")
-    spec = ModelSpec(data=data, priors=priors, link_priors=link_priors, graft_priors=graft_priors,
-                     strategy=config.glucocorticoid, late_decline=config.late_decline,
-                     rise_shape=config.rise_shape, graft_function_draws=config.graft_function_draws)
+    spec = model_spec(config, data)
     if not config.late_decline:
         notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat; the "
                      "plateau is a model extrapolation, C(365) the quantity the data cover.")
@@ -722,26 +754,10 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
     means_contraction = None
     if config.sensitivity:
         main = (spec, model, idata, diag)
-        if spec.mode == "graft_function":
-            other = "treatment_policy" if spec.strategy == "hypothetical" else "hypothetical"
-            sensitivity.append(_sensitivity_fit_result(
-                "glucocorticoid", f"{other.replace('_', ' ')} strategy", replace(spec, strategy=other), settings,
-                names, main))
-        if "alpha" in model.named_vars:
-            for label, lp in ALTERNATIVE_LINK_PRIORS.items():
-                lp = replace(link_priors, beta_mean=lp.beta_mean, beta_sd=lp.beta_sd)
-                sensitivity.append(_sensitivity_fit_result("link", label, replace(spec, link_priors=lp), settings,
-                                                           names, main))
-        for scale in SPREAD_SCALES:
-            sensitivity.append(_sensitivity_fit_result(
-                "spread", f"spread sds ~ HalfNormal({scale:g})",
-                replace(spec, priors=priors.with_spread_scale(scale)), settings, names, main))
-        shape_base = replace(spec, data=spec.means) if spec.mode == "graft_function" else spec
-        for shape_free in (False, True):
-            label = "free rise shape h (Weibull-type)" if shape_free else "exponential rise (h = 1)"
-            s = replace(shape_base, rise_shape=shape_free)
-            if spec.mode == "graft_function":
-                label += ", means-only model"
+        for group, label, s in sensitivity_specs(spec, has_link="alpha" in model.named_vars):
+            if group != "shape":
+                sensitivity.append(_sensitivity_fit_result(group, label, s, settings, names, main))
+                continue
             m, i, d = _sensitivity_fit(s, settings, main)
             pp = _ppc_rows(*_replicates(s, i, seed))
             check = _fit_check(label, s, i, pp, seed)
@@ -750,24 +766,24 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                                               early_rise=check["early_rise"],
                                               diagnostics=FitCheck.of(f"shape check: {label}", d)))
             shape_rows.append(check)
-            if spec.mode == "graft_function" and shape_free:
+            if spec.mode == "graft_function" and s.rise_shape:
                 means_contraction = contraction_table(m, i, s.parameter_names(m), seed)
     main_check = _fit_check("fitted model", spec, idata, ppc, seed)
     run_settings = {"sampler": main_settings.as_dict(), "config": config.model_dump(mode="json"),
-                    "decline_start_day": priors.decline_start_day}
+                    "decline_start_day": spec.priors.decline_start_day}
     contraction = contraction_table(model, idata, spec.all_parameters(model), seed)
     return CpeptideResult(
         mode=spec.mode,
         model_description=model_sentence(spec),
         parameters=summarise_parameters(idata, names),
         contraction=_contraction_side_by_side(contraction, means_contraction),
-        trajectory=population_trajectory(idata, days, seed, decline_start_day=priors.decline_start_day),
+        trajectory=population_trajectory(idata, days, seed, decline_start_day=spec.priors.decline_start_day),
         link_curve=link_curve(idata),
         ppc=ppc,
         diagnostics=FitCheck.of("C-peptide model (main fit)", diag),
         sensitivity=sensitivity,
         psense=power_scaling(model, idata, names) if config.psense else None,
-        model_check=ModelCheck(**model_check(main_check, shape_rows, priors, spec.mode)),
+        model_check=ModelCheck(**model_check(main_check, shape_rows, spec.priors, spec.mode)),
         holdout=(holdout_check(spec, settings, seed, main_idata=idata) if config.holdout_check
                  and spec.means is not None
                  and spec.means.days.size >= 3 else None),

@@ -1,22 +1,28 @@
 """Do the default fits pass every diagnostic whatever the seed? (issue 10, item 4)
 
-Fits each default model to the published data at ``--n-seeds`` sampler seeds (compiled once, refitted through
-nutpie) and records :func:`~isletbayes.models.sampling.check_diagnostics` of every fit: R-hat <= 1.01, bulk and tail
+Fits each model of the default main job's C-peptide section to the published data at ``--n-seeds`` sampler seeds
+and records the diagnostics the section records for it (``analyses.cpeptide.fit_checked``:
+:func:`~isletbayes.models.sampling.check_diagnostics` of every posterior variable): R-hat <= 1.01, bulk and tail
 ESS >= 100 per chain, no divergent transitions, E-BFMI >= 0.3. A seed whose fit fails is reported with its
 failures; nothing is dropped or refitted.
 
-Models (the analysis defaults, nutpie, 4 chains x 1000 draws, the joint model its own number, after 1000 tuning
-steps):
+The fits are the section's own, built by the functions it builds them with (``analyses.cpeptide.model_spec`` and
+``sensitivity_specs`` on the default configuration, each with its own sampler settings: ``SamplerConfig``'s
+4 chains x 1000 draws after 1000 tuning steps, nutpie, ``cpeptide.target_accept``, the joint model at its own
+``cpeptide.graft_function_draws`` draws per chain); a refit that is the main fit (the default spread prior) is
+counted once:
 
-* ``cpeptide_means``: the cohort-means model (free rise shape, curve misfit, logit link to 10/12) (its posterior
-  keeps a mild funnel between the curve and the noise scales: at target_accept 0.9 the published-means fit shows a
-  few divergent transitions per 4000 draws, none at 0.99);
-* ``graft_function_hypothetical`` and ``graft_function_treatment_policy``: the joint model of every published
-  aggregate (:mod:`isletbayes.models.graft_function`) under each strategy for glucocorticoid exposure.
+* ``graft_function_hypothetical``: the main fit, the joint model of every published aggregate
+  (:mod:`isletbayes.models.graft_function`), glucocorticoid exposure under the hypothetical strategy;
+* ``graft_function_treatment_policy``: the same model under the treatment-policy strategy;
+* ``graft_function_spread_<s>``: the joint model with both between-participant sds ~ HalfNormal(s), for each
+  alternative spread prior;
+* ``cpeptide_means_only_exponential`` and ``cpeptide_means_only_free_shape``: the means-only model (the four
+  cohort means, no link) with an exponential rise and with a free rise shape h.
 
-All at the C-peptide analysis defaults (``cpeptide.target_accept``; the joint model at its own
-``cpeptide.graft_function_draws`` draws per chain: :data:`isletbayes.analyses.calibration.CPEPTIDE_TARGET_ACCEPT`
-and ``GRAFT_FUNCTION_DRAWS``).
+``--only cpeptide_means`` also runs the model of ``--aggregate-model cohort_means`` (the means with the logit link
+to 10/12, free rise shape), which the default job does not fit. Models not run keep their kept rows, each with
+the commit it was run at.
 
 ``python -m isletbayes.analyses.seed_robustness`` writes ``analyses/results/seed_robustness.json``.
 """
@@ -27,18 +33,19 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from isletbayes.analyses.calibration import CPEPTIDE_TARGET_ACCEPT, GRAFT_FUNCTION_DRAWS, RESULTS_DIR
+from isletbayes.analyses import cpeptide as ca
+from isletbayes.analyses.calibration import RESULTS_DIR
+from isletbayes.analyses.config import CpeptideConfig, DataConfig, SamplerConfig
+from isletbayes.analyses.inputs import load_inputs
 from isletbayes.analyses.provenance import provenance
 from isletbayes.data.io import write_json_atomic
-from isletbayes.models import cpeptide_trajectory as cpm
-from isletbayes.models import graft_function as gfm
-from isletbayes.models.graft_link import IntercurrentStrategy
-from isletbayes.models.sampling import SamplerSettings, check_diagnostics
+from isletbayes.models.graft_function import graft_function_data_from_tables
 
-MODELS = ("cpeptide_means", "graft_function_hypothetical", "graft_function_treatment_policy")
+#: the model of ``--aggregate-model cohort_means`` (not a fit of the default job; run with ``--only``)
+COHORT_MEANS_OPTION = "cpeptide_means"
 
 
 @dataclass(frozen=True)
@@ -57,86 +64,97 @@ class SeedFit:
     seconds: float
 
 
-def published_models(which=MODELS):
-    """(name, model, parameter names, target_accept, draws per chain or None) of each default model on the bundled
-    published data."""
-    from isletbayes.data import load_continuous, load_counts, load_cpeptide_means
+def _fit_name(group: str, spec: ca.ModelSpec) -> str:
+    if spec.mode == "graft_function":
+        if group == "spread":
+            return f"graft_function_spread_{spec.priors.spread_plateau_scale:g}"
+        return f"graft_function_{spec.strategy}"
+    return f"cpeptide_means_only_{'free_shape' if spec.rise_shape else 'exponential'}"
 
-    cp, cont, counts = load_cpeptide_means(), load_continuous(), load_counts()
+
+def main_job_fits(config: CpeptideConfig | None = None) -> dict[str, ca.ModelSpec]:
+    """The C-peptide section's fits on the bundled published data, by name (module docstring), main fit first."""
+    config = config or CpeptideConfig()
+    inputs = load_inputs(DataConfig())
+    data = graft_function_data_from_tables(inputs.cpeptide_means, inputs.continuous, inputs.counts)
+    main = ca.model_spec(config, data)
+    fits = {_fit_name("main", main): main}
+    for group, _, spec in ca.sensitivity_specs(main, has_link="alpha" in main.build().named_vars):
+        if not ca.same_model(spec, main):
+            fits.setdefault(_fit_name(group, spec), spec)
+    return fits
+
+
+def _cohort_means_option(config: CpeptideConfig) -> ca.ModelSpec:
+    inputs = load_inputs(DataConfig())
+    return ca.model_spec(config.model_copy(update={"model": "cohort_means", "rise_shape": True}),
+                         inputs.cohort_means())
+
+
+def run(n_seeds: int = 20, first_seed: int = 1, which: tuple[str, ...] | None = None,
+        sampler: SamplerConfig = SamplerConfig(), progress: bool = True) -> list[SeedFit]:
+    config = CpeptideConfig()
+    fits = main_job_fits(config)
+    if which is not None:
+        if COHORT_MEANS_OPTION in which:
+            fits[COHORT_MEANS_OPTION] = _cohort_means_option(config)
+        fits = {name: spec for name, spec in fits.items() if name in which}
     out = []
-    if "cpeptide_means" in which:
-        used = cp[cp["used_by_default"]].sort_values("day")
-        ii = counts[(counts["endpoint"] == "insulin_independence") & (counts["cohort"] == "full_dose")
-                    & counts["used_by_default"]]
-        means = cpm.CohortMeans(days=used["day"].to_numpy(float), means=used["mean_pmol_l"].to_numpy(float),
-                                n_participants=int(used["n"].iloc[0]), ii_count=int(ii["r"].iloc[0]))
-        model = cpm.build_means_model(means, rise_shape=True)
-        names = list(cpm.POPULATION_PARAMETERS) + ["curve_misfit_sd", "rise_shape", "alpha", "beta"]
-        out.append(("cpeptide_means", model, names, CPEPTIDE_TARGET_ACCEPT, None))
-    data = gfm.graft_function_data_from_tables(cp, cont, counts)
-    for strategy in IntercurrentStrategy:
-        name = f"graft_function_{strategy.value}"
-        if name in which:
-            model = gfm.build_graft_function_model(data, strategy=strategy)
-            out.append((name, model, list(gfm.GRAFT_FUNCTION_PARAMETERS), CPEPTIDE_TARGET_ACCEPT,
-                        GRAFT_FUNCTION_DRAWS))
-    return out
-
-
-def run(n_seeds: int = 20, first_seed: int = 1, which=MODELS, settings: SamplerSettings = SamplerSettings(),
-        progress: bool = True) -> list[SeedFit]:
-    fits = []
-    for name, model, names, target_accept, draws in published_models(which):
-        refit = cpm.CompiledRefit(model)
+    for name, spec in fits.items():
         for seed in range(first_seed, first_seed + n_seeds):
             start = time.perf_counter()
-            idata = refit.sample({}, replace(settings, seed=seed, target_accept=target_accept,
-                                             draws=draws or settings.draws))
-            d = check_diagnostics(idata, var_names=names)
+            _, _, d = ca.fit_checked(spec, sampler.settings(seed, config.target_accept))
             fit = SeedFit(name, seed, d.ok, d.max_rhat, d.min_ess_bulk, d.min_ess_tail, d.divergences, d.min_ebfmi,
                           d.failures, time.perf_counter() - start)
-            fits.append(fit)
+            out.append(fit)
             if progress:
                 print(f"{name} seed {seed}: {'ok' if d.ok else 'FAILED ' + '; '.join(d.failures)} "
                       f"(R-hat {d.max_rhat:.4f}, ESS {d.min_ess_bulk:.0f}/{d.min_ess_tail:.0f}, "
                       f"{fit.seconds:.0f} s)", file=sys.stderr, flush=True)
-    return fits
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
+    config = CpeptideConfig()
+    names = [*main_job_fits(config), COHORT_MEANS_OPTION]
     parser = argparse.ArgumentParser(prog="python -m isletbayes.analyses.seed_robustness",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--n-seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--only", choices=MODELS, action="append", default=None)
+    parser.add_argument("--cores", type=int, default=None, help="chains sampled in parallel (the draws do not "
+                                                                   "depend on it; default: sampler.cores)")
+    parser.add_argument("--only", choices=names, action="append", default=None,
+                        help="run this model only (repeatable); default: every fit of the default main job")
     parser.add_argument("--out", default=str(RESULTS_DIR / "seed_robustness.json"))
     args = parser.parse_args(argv)
-    settings = SamplerSettings(draws=1000, tune=1000, chains=4, cores=args.cores, nuts_sampler="nutpie")
-    which = tuple(args.only) if args.only else MODELS
-    fits = run(args.n_seeds, args.first_seed, which, settings)
+    sampler = SamplerConfig(cores=args.cores)
+    fits = run(args.n_seeds, args.first_seed, tuple(args.only) if args.only else None, sampler)
+    run_here = provenance(sampler=sampler.settings(args.first_seed, config.target_accept).as_dict(),
+                          n_seeds=args.n_seeds, first_seed=args.first_seed, target_accept=config.target_accept,
+                          graft_function_draws=config.graft_function_draws)
     summary = {}
-    for name in which:
+    for name in dict.fromkeys(f.model for f in fits):
         mine = [f for f in fits if f.model == name]
         summary[name] = {"n_fits": len(mine), "n_failing": sum(not f.ok for f in mine),
                          "max_rhat": max(f.max_rhat for f in mine), "min_ess_bulk": min(f.min_ess_bulk for f in mine),
                          "min_ess_tail": min(f.min_ess_tail for f in mine),
                          "total_divergences": sum(f.divergences for f in mine),
                          "min_ebfmi": min(f.min_ebfmi for f in mine),
-                         "median_seconds": sorted(f.seconds for f in mine)[len(mine) // 2]}
+                         "median_seconds": sorted(f.seconds for f in mine)[len(mine) // 2],
+                         "git_commit": run_here["git_commit"]}
         print(f"{name}: {summary[name]['n_failing']} of {len(mine)} fits failing; max R-hat "
               f"{summary[name]['max_rhat']:.4f}; min ESS {summary[name]['min_ess_bulk']:.0f}/"
               f"{summary[name]['min_ess_tail']:.0f}; divergences {summary[name]['total_divergences']}")
-    # the models not run now keep their kept results (``--only`` refreshes one model, not the file)
+    # the models not run now keep their kept results and the commit they were run at (``--only`` refreshes one
+    # model, not the file)
     kept = json.loads(Path(args.out).read_text(encoding="utf-8")) if Path(args.out).exists() else {}
-    summary = {**{k: v for k, v in kept.get("summary", {}).items() if k not in which}, **summary}
-    fit_rows = [f for f in kept.get("fits", []) if f["model"] not in which] + [asdict(f) for f in fits]
-    write_json_atomic(args.out, {"analysis": "seed_robustness", "summary": summary,
-                                 "fits": fit_rows,
-                                 "provenance": provenance(sampler=settings.as_dict(), n_seeds=args.n_seeds,
-                                                          first_seed=args.first_seed,
-                                                          target_accept=CPEPTIDE_TARGET_ACCEPT,
-                                                          graft_function_draws=GRAFT_FUNCTION_DRAWS)})
+    kept_commit = kept.get("provenance", {}).get("git_commit")
+    summary = {**{k: {"git_commit": kept_commit, **v} for k, v in kept.get("summary", {}).items()
+                  if k not in summary}, **summary}
+    run_now = {f.model for f in fits}
+    fit_rows = [row for row in kept.get("fits", []) if row["model"] not in run_now] + [asdict(f) for f in fits]
+    write_json_atomic(args.out, {"analysis": "seed_robustness", "summary": summary, "fits": fit_rows,
+                                 "provenance": run_here})
     print(f"wrote {args.out}")
     return 0 if all(f.ok for f in fits) else 1
 

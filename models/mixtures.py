@@ -66,11 +66,15 @@ Predictive Priors with the R Bayesian Evidence Synthesis Tools"), whose source w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy
 
 from isletbayes.models.validation import ModelInputError
+
+if TYPE_CHECKING:  # pandas is imported where a table is built, not with the exact layer
+    import pandas as pd
 
 __all__ = [
     "BetaMixture",
@@ -821,7 +825,7 @@ def ess_all(prior: BetaMixture | NormalMixture) -> dict[str, float]:
     return out
 
 
-def ess_table(priors) -> "pd.DataFrame":
+def ess_table(priors) -> pd.DataFrame:
     """ESS by every method for named priors (a mapping name -> mixture): one row per prior, columns ESS_METHODS.
 
     ``table.attrs["default_method"]`` is "elir"; see :func:`ess_all` for why the methods differ for mixtures.
@@ -948,7 +952,7 @@ class TippingPoint:
     gamma: float
     ess: float | None
     ess_max: float
-    table: "pd.DataFrame"
+    table: pd.DataFrame
 
     def as_dict(self) -> dict:
         return {"r": self.r, "n": self.n, "prior_mean": self.prior_mean, "p0": self.p0, "gamma": self.gamma,
