@@ -42,7 +42,8 @@ Every fit of the joint model takes its own ``cpeptide.graft_function_draws`` dra
 ``analyses/calibration.py``). Every fit is checked with :func:`~isletbayes.models.sampling.check_diagnostics`;
 failures are kept in the result
 (:meth:`CpeptideResult.fit_checks`). Entry point: :func:`run_cpeptide` (the ``cpeptide`` configuration block in,
-:class:`CpeptideResult` out).
+:class:`CpeptideResult` out). The model it fits and its refits are :func:`model_spec` and :func:`sensitivity_specs`,
+which the seed-robustness check (``analyses/seed_robustness.py``) fits too.
 """
 
 from __future__ import annotations
