@@ -160,8 +160,9 @@ def estimate_cpeptide(config: Any, *, n_participants: int = 12, n_observations: 
 
 
 def _cpeptide_sampler(config: Any) -> Any:
-    """The sampler block with the most draws per chain any C-peptide fit takes (the joint model has its own)."""
-    draws = max(config.sampler.draws, config.cpeptide.graft_function_draws or 0)
+    """The sampler block with the most draws per chain any C-peptide fit takes (the joint and means-only models have
+    their own)."""
+    draws = max(config.sampler.draws, config.cpeptide.graft_function_draws or 0, config.cpeptide.means_draws or 0)
     return config.sampler.model_copy(update={"draws": draws})
 
 

@@ -347,6 +347,12 @@ class CpeptideConfig(Block):
         2000, "draws per chain of every fit of the joint graft-function model (null = sampler.draws): its slowest "
               "parameter, the plateau spread, has about 800 effective draws in 4 x 1000, and with 1000 draws 8 of 100 "
               "calibration fits failed R-hat <= 1.01 by chance", ge=10, le=1_000_000)
+    means_draws: int | None = setting(
+        2000, "draws per chain of every fit of the means-only model (null = sampler.draws): its plateau and "
+              "half-time trade off along a ridge, with 640 to 1,220 effective draws in 4 x 1000, and with 1000 draws "
+              "5 of the default job's 40 means-only fits at 20 seeds failed R-hat <= 1.01 by chance "
+              "(analyses/results/seed_robustness_rejected_settings.json)", ge=10,
+        le=1_000_000)
     cohort: str | None = setting(None, "fit one cohort of the participant data (null = all cohorts pooled)")
     priors: TrajectoryPriorsConfig = setting(TrajectoryPriorsConfig(), "trajectory priors")
     link_priors: LinkPriorsConfig = setting(LinkPriorsConfig(), "graft-function link priors (logit link of the "

@@ -39,8 +39,10 @@ parameter (see the contraction table and the side-by-side fits). ``--exponential
 Every fit of the joint model takes its own ``cpeptide.graft_function_draws`` draws per chain (2000 by default;
 :meth:`ModelSpec.sampler_settings`): its slowest parameter, the plateau spread, has about 800 effective draws in
 4 x 1000, where R-hat, itself an estimate, crosses 1.01 by chance in a few fits in a hundred (the kept calibration,
-``analyses/calibration.py``). Every fit is checked with :func:`~isletbayes.models.sampling.check_diagnostics`;
-failures are kept in the result
+``analyses/calibration.py``). Every fit of the means-only model takes ``cpeptide.means_draws`` (2000): its
+plateau and half-time trade off along a ridge, with 640 to 1,220 effective draws in 4 x 1000, where 5 of its 40
+fits in the default job at 20 seeds crossed R-hat 1.01 (``analyses/seed_robustness.py``). Every fit is checked
+with :func:`~isletbayes.models.sampling.check_diagnostics`; failures are kept in the result
 (:meth:`CpeptideResult.fit_checks`). Entry point: :func:`run_cpeptide` (the ``cpeptide`` configuration block in,
 :class:`CpeptideResult` out). The model it fits and its refits are :func:`model_spec` and :func:`sensitivity_specs`,
 which the seed-robustness check (``analyses/seed_robustness.py``) fits too.
@@ -111,6 +113,7 @@ class ModelSpec:
     late_decline: bool = False
     rise_shape: bool = False
     graft_function_draws: int | None = None  # draws per chain of the joint model's fits (None: the sampler's)
+    means_draws: int | None = None  # draws per chain of the means-only model's fits (None: the sampler's)
 
     @property
     def mode(self) -> str:
@@ -126,10 +129,10 @@ class ModelSpec:
         return self.data.means if self.mode == "graft_function" else self.data if self.mode == "cohort_means" else None
 
     def sampler_settings(self, settings: SamplerSettings) -> SamplerSettings:
-        """The settings this model is fitted with: ``settings``, with the joint model's own draws per chain."""
-        if self.mode == "graft_function" and self.graft_function_draws is not None:
-            return replace(settings, draws=int(self.graft_function_draws))
-        return settings
+        """The settings this model is fitted with: ``settings``, with the joint and means-only models' own draws
+        per chain."""
+        draws = {"graft_function": self.graft_function_draws, "cohort_means": self.means_draws}.get(self.mode)
+        return settings if draws is None else replace(settings, draws=int(draws))
 
     def build(self) -> pm.Model:
         if self.mode == "graft_function":
@@ -583,7 +586,7 @@ def model_spec(config: CpeptideConfig, data) -> ModelSpec:
                      link_priors=LinkPriors(**config.link_priors.model_dump()) if config.link else None,
                      graft_priors=GraftFunctionPriors(**config.graft_priors.model_dump()),
                      strategy=config.glucocorticoid, late_decline=config.late_decline, rise_shape=config.rise_shape,
-                     graft_function_draws=config.graft_function_draws)
+                     graft_function_draws=config.graft_function_draws, means_draws=config.means_draws)
 
 
 def sensitivity_specs(spec: ModelSpec, has_link: bool) -> list[tuple[str, str, ModelSpec]]:

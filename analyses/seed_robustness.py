@@ -8,9 +8,9 @@ failures; nothing is dropped or refitted.
 
 The fits are the section's own, built by the functions it builds them with (``analyses.cpeptide.model_spec`` and
 ``sensitivity_specs`` on the default configuration, each with its own sampler settings: ``SamplerConfig``'s
-4 chains x 1000 draws after 1000 tuning steps, nutpie, ``cpeptide.target_accept``, the joint model at its own
-``cpeptide.graft_function_draws`` draws per chain); a refit that is the main fit (the default spread prior) is
-counted once:
+4 chains x 1000 draws after 1000 tuning steps, nutpie, ``cpeptide.target_accept``, the joint and means-only models
+at their own ``cpeptide.graft_function_draws`` and ``cpeptide.means_draws`` draws per chain); a refit that is the
+main fit (the default spread prior) is counted once:
 
 * ``graft_function_hypothetical``: the main fit, the joint model of every published aggregate
   (:mod:`isletbayes.models.graft_function`), glucocorticoid exposure under the hypothetical strategy;
@@ -62,6 +62,7 @@ class SeedFit:
     min_ebfmi: float
     failures: list[str]
     seconds: float
+    draws: int  # per chain
 
 
 def _fit_name(group: str, spec: ca.ModelSpec) -> str:
@@ -103,9 +104,10 @@ def run(n_seeds: int = 20, first_seed: int = 1, which: tuple[str, ...] | None = 
     for name, spec in fits.items():
         for seed in range(first_seed, first_seed + n_seeds):
             start = time.perf_counter()
-            _, _, d = ca.fit_checked(spec, sampler.settings(seed, config.target_accept))
+            settings = sampler.settings(seed, config.target_accept)
+            _, _, d = ca.fit_checked(spec, settings)
             fit = SeedFit(name, seed, d.ok, d.max_rhat, d.min_ess_bulk, d.min_ess_tail, d.divergences, d.min_ebfmi,
-                          d.failures, time.perf_counter() - start)
+                          d.failures, time.perf_counter() - start, spec.sampler_settings(settings).draws)
             out.append(fit)
             if progress:
                 print(f"{name} seed {seed}: {'ok' if d.ok else 'FAILED ' + '; '.join(d.failures)} "
@@ -128,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS_DIR / "seed_robustness.json"))
     args = parser.parse_args(argv)
     sampler = SamplerConfig(cores=args.cores)
-    fits = run(args.n_seeds, args.first_seed, tuple(args.only) if args.only else None, sampler)
     run_here = provenance(sampler=sampler.settings(args.first_seed, config.target_accept).as_dict(),
                           n_seeds=args.n_seeds, first_seed=args.first_seed, target_accept=config.target_accept,
-                          graft_function_draws=config.graft_function_draws)
+                          graft_function_draws=config.graft_function_draws, means_draws=config.means_draws)
+    fits = run(args.n_seeds, args.first_seed, tuple(args.only) if args.only else None, sampler)
     summary = {}
     for name in dict.fromkeys(f.model for f in fits):
         mine = [f for f in fits if f.model == name]
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                          "total_divergences": sum(f.divergences for f in mine),
                          "min_ebfmi": min(f.min_ebfmi for f in mine),
                          "median_seconds": sorted(f.seconds for f in mine)[len(mine) // 2],
-                         "git_commit": run_here["git_commit"]}
+                         "draws_per_chain": mine[0].draws, "git_commit": run_here["git_commit"]}
         print(f"{name}: {summary[name]['n_failing']} of {len(mine)} fits failing; max R-hat "
               f"{summary[name]['max_rhat']:.4f}; min ESS {summary[name]['min_ess_bulk']:.0f}/"
               f"{summary[name]['min_ess_tail']:.0f}; divergences {summary[name]['total_divergences']}")
