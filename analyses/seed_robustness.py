@@ -65,12 +65,14 @@ class SeedFit:
     draws: int  # per chain
 
 
-def _fit_name(group: str, spec: ca.ModelSpec) -> str:
-    if spec.mode == "graft_function":
-        if group == "spread":
-            return f"graft_function_spread_{spec.priors.spread_plateau_scale:g}"
-        return f"graft_function_{spec.strategy}"
-    return f"cpeptide_means_only_{'free_shape' if spec.rise_shape else 'exponential'}"
+def _fit_name(group: str, label: str, spec: ca.ModelSpec) -> str:
+    if spec.mode != "graft_function":
+        return f"cpeptide_means_only_{'free_shape' if spec.rise_shape else 'exponential'}"
+    if group == "spread":
+        return f"graft_function_spread_{spec.priors.spread_plateau_scale:g}"
+    if group == "link":
+        return "graft_function_link_" + "_".join(label.lower().split())
+    return f"graft_function_{spec.strategy}"
 
 
 def main_job_fits(config: CpeptideConfig | None = None) -> dict[str, ca.ModelSpec]:
@@ -79,10 +81,13 @@ def main_job_fits(config: CpeptideConfig | None = None) -> dict[str, ca.ModelSpe
     inputs = load_inputs(DataConfig())
     data = graft_function_data_from_tables(inputs.cpeptide_means, inputs.continuous, inputs.counts)
     main = ca.model_spec(config, data)
-    fits = {_fit_name("main", main): main}
-    for group, _, spec in ca.sensitivity_specs(main, has_link="alpha" in main.build().named_vars):
+    fits = {_fit_name("main", "", main): main}
+    for group, label, spec in ca.sensitivity_specs(main, has_link="alpha" in main.build().named_vars):
         if not ca.same_model(spec, main):
-            fits.setdefault(_fit_name(group, spec), spec)
+            name = _fit_name(group, label, spec)
+            if name in fits:  # cannot happen with the refits above; never let two fits share a row
+                raise ValueError(f"two fits of the C-peptide section are both named {name!r}")
+            fits[name] = spec
     return fits
 
 
