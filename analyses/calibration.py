@@ -23,12 +23,13 @@ the participant-level likelihood with the exponential rise, as the phase 3 simul
 (:data:`CPEPTIDE_TARGET_ACCEPT`) and, for the joint model, its own draws per chain (:data:`GRAFT_FUNCTION_DRAWS`).
 The cohort-means problem runs at 1000 draws per chain, the number the analysis took when it was calibrated; the
 analysis now takes ``cpeptide.means_draws`` (2000), which leaves the model and its calibration as they were and
-gives each fit about twice the effective draws. ``--only NAME --out FILE`` runs one. Defaults: 100 replicates per problem, 4 chains x 1000 draws (the joint model:
-its own number) after 1000 tuning steps (a fit passing the ESS check then has >= 400 effective draws, so the 99
-thinned draws are close to independent). Each finished replicate is appended to ``FILE.<problem>.jsonl``; a rerun
-with the same arguments resumes from it (the same replicates, seeds and results), so a long run can be
-interrupted. On 2 cores a replicate takes 5 to 30 seconds (minutes when the machine is shared). Runs at settings
-that were tried and rejected are kept in ``results/sbc_rejected_settings.json``.
+gives each fit about twice the effective draws. ``--only NAME --out FILE`` runs one. Defaults: 100 replicates per
+problem, 4 chains x 1000 draws (the joint model: its own number) after 1000 tuning steps (a fit passing the ESS
+check then has >= 400 effective draws, so the 99 thinned draws are close to independent). Each finished replicate
+is appended to ``FILE.<problem>.jsonl``; a rerun with the same arguments resumes from it (the same replicates,
+seeds and results), so a long run can be interrupted. On 2 cores a replicate takes 5 to 30 seconds (minutes when
+the machine is shared). Runs at settings that were tried and rejected are kept in
+``results/sbc_rejected_settings.json``.
 
 Why not the kept library simuk: it draws the data from the model's own prior predictive and refits with
 ``pm.sample`` (one compilation per replicate). The cohort-means and joint models approximate the law of their
