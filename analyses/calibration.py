@@ -20,10 +20,8 @@ the participant-level likelihood with the exponential rise, as the phase 3 simul
 (:data:`PARTICIPANT_TARGET_ACCEPT`); the cohort-means likelihood with the free rise shape and the curve misfit, as
 ``isletbayes cpeptide`` fits it; and the joint model of every published aggregate
 (:mod:`isletbayes.models.graft_function`, hypothetical strategy), at the C-peptide analysis's target acceptance
-(:data:`CPEPTIDE_TARGET_ACCEPT`) and, for the joint model, its own draws per chain (:data:`GRAFT_FUNCTION_DRAWS`).
-The cohort-means problem runs at 1000 draws per chain, the number the analysis took when it was calibrated; the
-analysis now takes ``cpeptide.means_draws`` (2000), which leaves the model and its calibration as they were and
-gives each fit about twice the effective draws. ``--only NAME --out FILE`` runs one. Defaults: 100 replicates per
+(:data:`CPEPTIDE_TARGET_ACCEPT`) and, for the joint and cohort-means models, their own draws per chain
+(:data:`GRAFT_FUNCTION_DRAWS`, :data:`MEANS_DRAWS`). ``--only NAME --out FILE`` runs one. Defaults: 100 replicates per
 problem, 4 chains x 1000 draws (the joint model: its own number) after 1000 tuning steps (a fit passing the ESS
 check then has >= 400 effective draws, so the 99 thinned draws are close to independent). Each finished replicate
 is appended to ``FILE.<problem>.jsonl``; a rerun with the same arguments resumes from it (the same replicates,
@@ -68,6 +66,8 @@ N_RANK_DRAWS = 99
 _CPEPTIDE_DEFAULTS = CpeptideConfig()
 CPEPTIDE_TARGET_ACCEPT = _CPEPTIDE_DEFAULTS.target_accept
 GRAFT_FUNCTION_DRAWS = _CPEPTIDE_DEFAULTS.graft_function_draws
+#: draws per chain of the means-only model (``cpeptide.means_draws``; see analyses/seed_robustness.py)
+MEANS_DRAWS = _CPEPTIDE_DEFAULTS.means_draws
 #: target_accept of the participant-level model: at 0.95, 4 of the first 9 SBC fits had divergent transitions
 PARTICIPANT_TARGET_ACCEPT = 0.99
 FAMILY_ALPHA = 0.01
@@ -107,12 +107,25 @@ def uniformity_test(ranks: np.ndarray, n_rank: int = N_RANK_DRAWS, bins: int | N
     return {"bins": bins, "counts": counts.tolist(), "chi2": float(chi2), "p_value": float(p)}
 
 
-def read_checkpoint(path: Path) -> list[dict]:
-    """The replicates of an interrupted run, in order (each with its ranks and diagnostics)."""
+def read_checkpoint(path: Path, settings: SamplerSettings | None = None) -> list[dict]:
+    """The replicates of an interrupted run, in order (each with its ranks and diagnostics). With ``settings``,
+    a replicate recorded at other sampler settings is an error: a resumed run must not mix settings. (Records
+    written before the settings were recorded carry none and are not checked.)"""
     records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     if [r["replicate"] for r in records] != list(range(len(records))):
         raise ValueError(f"{path}: replicates are not 0, 1, 2, ... in order")
+    if settings is not None:
+        wanted = _checkpoint_settings(settings)
+        for r in records:
+            if r.get("settings", wanted) != wanted:
+                raise ValueError(f"{path}: replicate {r['replicate']} was fitted at {r['settings']}, not at {wanted}; "
+                                 "move the file aside to run at these settings")
     return records
+
+
+def _checkpoint_settings(settings: SamplerSettings) -> dict:
+    """The sampler settings a replicate's ranks depend on (not ``cores``)."""
+    return {k: v for k, v in settings.as_dict().items() if k != "cores"}
 
 
 def summarise_ranks(ranks: dict[str, list[int]], n_failing: int) -> dict:
@@ -133,7 +146,7 @@ def run_sbc(problem: SBCProblem, n_replicates: int, settings: SamplerSettings, s
     start = time.perf_counter()
     ranks = {name: [] for name in problem.parameters}
     failures, min_ess = [], []
-    done = read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else []
+    done = read_checkpoint(checkpoint, settings) if checkpoint is not None and checkpoint.exists() else []
     for record in done[:n_replicates]:  # resume: the replicates already fitted are not fitted again
         for name in problem.parameters:
             ranks[name].append(record["ranks"][name])
@@ -158,7 +171,8 @@ def run_sbc(problem: SBCProblem, n_replicates: int, settings: SamplerSettings, s
             with open(checkpoint, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"replicate": r, "ranks": {k: v[-1] for k, v in ranks.items()},
                                      "truth": {k: float(truth[k]) for k in problem.parameters},
-                                     "diagnostics": diag.as_dict()}) + "\n")
+                                     "diagnostics": diag.as_dict(),
+                                     "settings": _checkpoint_settings(settings)}) + "\n")
         if progress:
             print(f"  {problem.name}: replicate {r + 1}/{n_replicates}", file=sys.stderr, flush=True)
     threshold = FAMILY_ALPHA / len(problem.parameters)
@@ -250,7 +264,7 @@ def cpeptide_means_problem(n_participants: int = 12, days=SBC_DAYS,
     return SBCProblem("cpeptide_means", model, _parameters(rise_shape) + ("curve_misfit_sd",), draw,
                       f"means of {n_participants} simulated participants at days {list(days)} (times the curve "
                       f"misfit exp(delta_t)) and their day-365 insulin-independence count; {_shape_words(rise_shape)}",
-                      target_accept=CPEPTIDE_TARGET_ACCEPT)
+                      target_accept=CPEPTIDE_TARGET_ACCEPT, draws=MEANS_DRAWS)
 
 
 def graft_function_problem(strategy: IntercurrentStrategy | str = IntercurrentStrategy.HYPOTHETICAL,

@@ -89,7 +89,7 @@ def test_participant_model_sbc_small(participant_problem, seed):
 #: defaults it stands for (the C-peptide analysis's for the means and joint models, the phase 3 simulations' for the
 #: participant model)
 KEPT_SETTINGS = {"cpeptide_participant": (calibration.PARTICIPANT_TARGET_ACCEPT, 1000),
-                 "cpeptide_means": (calibration.CPEPTIDE_TARGET_ACCEPT, 1000),
+                 "cpeptide_means": (calibration.CPEPTIDE_TARGET_ACCEPT, calibration.MEANS_DRAWS),
                  "graft_function_hypothetical": (calibration.CPEPTIDE_TARGET_ACCEPT, calibration.GRAFT_FUNCTION_DRAWS)}
 
 
@@ -137,6 +137,19 @@ def test_kept_seed_robustness_result():
     if partial:
         pytest.skip("seed-robustness run partial, finish it with python -m isletbayes.analyses.seed_robustness: "
                     + "; ".join(partial))
+
+
+def test_an_sbc_checkpoint_at_other_settings_is_not_resumed(tmp_path):
+    """A resumed SBC run must not mix replicates fitted at other sampler settings (say, another number of draws)."""
+    at_1000 = SamplerSettings(draws=1000, chains=4, seed=7)
+    path = tmp_path / "sbc.cpeptide_means.jsonl"
+    record = {"replicate": 0, "ranks": {"a": 3}, "truth": {"a": 0.5}, "diagnostics": {"ok": True}}
+    path.write_text(json.dumps({**record, "settings": calibration._checkpoint_settings(at_1000)}) + "\n")
+    assert len(calibration.read_checkpoint(path, SamplerSettings(draws=1000, chains=4, seed=7, cores=2))) == 1
+    with pytest.raises(ValueError, match="move the file aside"):
+        calibration.read_checkpoint(path, SamplerSettings(draws=2000, chains=4, seed=7))
+    path.write_text(json.dumps(record) + "\n")  # written before settings were recorded: not checked
+    assert len(calibration.read_checkpoint(path, SamplerSettings(draws=2000))) == 1
 
 
 def test_uniformity_test_detects_non_uniform_ranks(seed):
