@@ -75,10 +75,11 @@ def _fit_name(group: str, label: str, spec: ca.ModelSpec) -> str:
     return f"graft_function_{spec.strategy}"
 
 
-def main_job_fits(config: CpeptideConfig | None = None) -> dict[str, ca.ModelSpec]:
-    """The C-peptide section's fits on the bundled published data, by name (module docstring), main fit first."""
+def main_job_fits(config: CpeptideConfig | None = None, inputs=None) -> dict[str, ca.ModelSpec]:
+    """The C-peptide section's fits on the bundled published data (``inputs``: already loaded), by name (module
+    docstring), main fit first."""
     config = config or CpeptideConfig()
-    inputs = load_inputs(DataConfig())
+    inputs = inputs or load_inputs(DataConfig())
     data = graft_function_data_from_tables(inputs.cpeptide_means, inputs.continuous, inputs.counts)
     main = ca.model_spec(config, data)
     fits = {_fit_name("main", "", main): main}
@@ -91,25 +92,26 @@ def main_job_fits(config: CpeptideConfig | None = None) -> dict[str, ca.ModelSpe
     return fits
 
 
-def _cohort_means_option(config: CpeptideConfig) -> ca.ModelSpec:
+def seed_robustness_fits(config: CpeptideConfig) -> dict[str, ca.ModelSpec]:
+    """Every model this check can run, by name: the section's fits, then the model of ``--aggregate-model
+    cohort_means`` (:data:`COHORT_MEANS_OPTION`)."""
     inputs = load_inputs(DataConfig())
-    return ca.model_spec(config.model_copy(update={"model": "cohort_means", "rise_shape": True}),
-                         inputs.cohort_means())
+    fits = main_job_fits(config, inputs)
+    fits[COHORT_MEANS_OPTION] = ca.model_spec(config.model_copy(update={"model": "cohort_means", "rise_shape": True}),
+                                              inputs.cohort_means())
+    return fits
 
 
-def run(n_seeds: int = 20, first_seed: int = 1, which: tuple[str, ...] | None = None,
-        sampler: SamplerConfig = SamplerConfig(), progress: bool = True) -> list[SeedFit]:
-    config = CpeptideConfig()
-    fits = main_job_fits(config)
-    if which is not None:
-        if COHORT_MEANS_OPTION in which:
-            fits[COHORT_MEANS_OPTION] = _cohort_means_option(config)
-        fits = {name: spec for name, spec in fits.items() if name in which}
+def run(fits: dict[str, ca.ModelSpec], n_seeds: int = 20, first_seed: int = 1,
+        sampler: SamplerConfig = SamplerConfig(), target_accept: float | None = None,
+        progress: bool = True) -> list[SeedFit]:
+    """Fit each of ``fits`` at ``n_seeds`` seeds from ``first_seed`` (``target_accept``: the C-peptide analysis's,
+    ``cpeptide.target_accept``), as the section fits it."""
     out = []
     for name, spec in fits.items():
         for seed in range(first_seed, first_seed + n_seeds):
             start = time.perf_counter()
-            settings = sampler.settings(seed, config.target_accept)
+            settings = sampler.settings(seed, target_accept)
             _, _, d = ca.fit_checked(spec, settings)
             fit = SeedFit(name, seed, d.ok, d.max_rhat, d.min_ess_bulk, d.min_ess_tail, d.divergences, d.min_ebfmi,
                           d.failures, time.perf_counter() - start, spec.sampler_settings(settings).draws)
@@ -123,14 +125,14 @@ def run(n_seeds: int = 20, first_seed: int = 1, which: tuple[str, ...] | None = 
 
 def main(argv: list[str] | None = None) -> int:
     config = CpeptideConfig()
-    names = [*main_job_fits(config), COHORT_MEANS_OPTION]
+    models = seed_robustness_fits(config)
     parser = argparse.ArgumentParser(prog="python -m isletbayes.analyses.seed_robustness",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--n-seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--cores", type=int, default=None, help="chains sampled in parallel (the draws do not "
                                                                    "depend on it; default: sampler.cores)")
-    parser.add_argument("--only", choices=names, action="append", default=None,
+    parser.add_argument("--only", choices=list(models), action="append", default=None,
                         help="run this model only (repeatable); default: every fit of the default main job")
     parser.add_argument("--out", default=str(RESULTS_DIR / "seed_robustness.json"))
     args = parser.parse_args(argv)
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     run_here = provenance(sampler=sampler.settings(args.first_seed, config.target_accept).as_dict(),
                           n_seeds=args.n_seeds, first_seed=args.first_seed, target_accept=config.target_accept,
                           graft_function_draws=config.graft_function_draws, means_draws=config.means_draws)
-    fits = run(args.n_seeds, args.first_seed, tuple(args.only) if args.only else None, sampler)
+    which = args.only or [name for name in models if name != COHORT_MEANS_OPTION]
+    fits = run({name: models[name] for name in which}, args.n_seeds, args.first_seed, sampler, config.target_accept)
     summary = {}
     for name in dict.fromkeys(f.model for f in fits):
         mine = [f for f in fits if f.model == name]
