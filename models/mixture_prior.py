@@ -222,7 +222,7 @@ class NormalScoresSplineTransform(Transform):
     and the inverse solves a quadratic in xi. ``forward`` maps theta to z, ``backward`` z to theta.
     """
 
-    name = "normal_scores"
+    name = "normalscores"  # no underscore: PyMC recovers the variable's name by splitting the value's on "_"
     ndim_supp = 0
 
     def __init__(self, z_knots, y_knots, slopes, logit: bool):

@@ -228,6 +228,22 @@ def test_user_binomial_model_gives_the_exact_conjugate_posterior(seed):
     _assert_matches(fit(model, SamplerSettings(seed=seed(101))), RBEST_BETA.posterior(10, 12))
 
 
+def test_user_model_gets_arviz_log_likelihood_and_log_prior(seed):
+    """PyMC finds a variable's name from its transformed value's name by splitting on '_' (``theta_<transform>__``),
+    so a transform name with an underscore broke ``compute_log_likelihood`` and ``compute_log_prior`` (what LOO and
+    prior-sensitivity checks read) for every model with a mixture prior. Both now give the exact densities."""
+    with pm.Model() as model:
+        theta = mp.mixture_prior("theta", RBEST_BETA)
+        pm.Binomial("r", n=12, p=theta, observed=10)
+    assert [v.name for v in model.value_vars] == ["theta_normalscores__"]
+    idata = fit(model, SamplerSettings(draws=100, tune=200, chains=1, seed=seed(102)))
+    pm.compute_log_likelihood(idata, model=model, extend_inferencedata=True, progressbar=False)
+    pm.compute_log_prior(idata, model=model, extend_inferencedata=True, progressbar=False)
+    draws = idata["posterior"]["theta"].values
+    np.testing.assert_allclose(idata["log_likelihood"]["r"].values, stats.binom.logpmf(10, 12, draws), rtol=1e-10)
+    np.testing.assert_allclose(idata["log_prior"]["theta"].values, RBEST_BETA.logpdf(draws), rtol=1e-8)
+
+
 #: name -> (prior, r, n) of the peaked-prior test (r None: the prior alone), fitted together in one model
 PEAKED_CASES = {"conflict": (PEAKED_ROBUST, 10, 12), "prior_only": (PEAKED_ROBUST, None, None),
                 "map3": (MAP3_ROBUST, 6, 12)}
