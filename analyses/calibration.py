@@ -55,6 +55,7 @@ from isletbayes.analyses.provenance import provenance
 from isletbayes.data.io import write_json_atomic
 from isletbayes.models import cpeptide_trajectory as cpm
 from isletbayes.models import graft_function as gfm
+from isletbayes.models.compiled_models import model_structure_key
 from isletbayes.models.graft_link import IntercurrentStrategy, LinkPriors
 from isletbayes.models.sampling import MASS_MATRICES, SamplerSettings, check_diagnostics
 
@@ -107,10 +108,12 @@ def uniformity_test(ranks: np.ndarray, n_rank: int = N_RANK_DRAWS, bins: int | N
     return {"bins": bins, "counts": counts.tolist(), "chi2": float(chi2), "p_value": float(p)}
 
 
-def read_checkpoint(path: Path, settings: SamplerSettings | None = None) -> list[dict]:
+def read_checkpoint(path: Path, settings: SamplerSettings | None = None, model_key: str | None = None) -> list[dict]:
     """The replicates of an interrupted run, in order (each with its ranks and diagnostics). With ``settings``,
-    a replicate recorded at other sampler settings is an error: a resumed run must not mix settings. (Records
-    written before the settings were recorded carry none and are not checked.)"""
+    a replicate recorded at other sampler settings is an error, and with ``model_key``
+    (:func:`~isletbayes.models.compiled_models.model_structure_key`) one recorded for another model structure
+    (another model, parametrisation or package version): a resumed run must not mix settings or models. (Records
+    written before the settings or the model were recorded carry none and are not checked.)"""
     records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     if [r["replicate"] for r in records] != list(range(len(records))):
         raise ValueError(f"{path}: replicates are not 0, 1, 2, ... in order")
@@ -120,6 +123,11 @@ def read_checkpoint(path: Path, settings: SamplerSettings | None = None) -> list
             if r.get("settings", wanted) != wanted:
                 raise ValueError(f"{path}: replicate {r['replicate']} was fitted at {r['settings']}, not at {wanted}; "
                                  "move the file aside to run at these settings")
+    if model_key is not None:
+        for r in records:
+            if r.get("model_key", model_key) != model_key:
+                raise ValueError(f"{path}: replicate {r['replicate']} was fitted with another model structure "
+                                 f"({r['model_key'][:12]}, not {model_key[:12]}); move the file aside to run this model")
     return records
 
 
@@ -146,7 +154,8 @@ def run_sbc(problem: SBCProblem, n_replicates: int, settings: SamplerSettings, s
     start = time.perf_counter()
     ranks = {name: [] for name in problem.parameters}
     failures, min_ess = [], []
-    done = read_checkpoint(checkpoint, settings) if checkpoint is not None and checkpoint.exists() else []
+    model_key = model_structure_key(problem.model) if checkpoint is not None else None
+    done = read_checkpoint(checkpoint, settings, model_key) if checkpoint is not None and checkpoint.exists() else []
     for record in done[:n_replicates]:  # resume: the replicates already fitted are not fitted again
         for name in problem.parameters:
             ranks[name].append(record["ranks"][name])
@@ -172,7 +181,8 @@ def run_sbc(problem: SBCProblem, n_replicates: int, settings: SamplerSettings, s
                 fh.write(json.dumps({"replicate": r, "ranks": {k: v[-1] for k, v in ranks.items()},
                                      "truth": {k: float(truth[k]) for k in problem.parameters},
                                      "diagnostics": diag.as_dict(),
-                                     "settings": _checkpoint_settings(settings)}) + "\n")
+                                     "settings": _checkpoint_settings(settings),
+                                     "model_key": model_key}) + "\n")
         if progress:
             print(f"  {problem.name}: replicate {r + 1}/{n_replicates}", file=sys.stderr, flush=True)
     threshold = FAMILY_ALPHA / len(problem.parameters)

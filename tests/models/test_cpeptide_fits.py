@@ -152,6 +152,25 @@ def test_an_sbc_checkpoint_at_other_settings_is_not_resumed(tmp_path):
     assert len(calibration.read_checkpoint(path, SamplerSettings(draws=2000))) == 1
 
 
+def test_an_sbc_checkpoint_of_another_model_is_not_resumed(tmp_path, participant_problem):
+    """Nor replicates fitted with another model structure (here: the participant model's spreads on the log scale,
+    as before they moved to the normal-scores scale; or any other change of the model or of the packages)."""
+    from isletbayes.models.compiled_models import model_structure_key
+
+    data = cpm.participant_data_from_long(cpm.simulate_participants(
+        cpm.PopulationParameters(1200.0, 90.0, 0.35, 0.3, 0.2), 12, DAYS, rng=np.random.default_rng(1), link=False))
+    now = model_structure_key(participant_problem.model)
+    other = model_structure_key(cpm.build_participant_model(data, parametrisation="non_centred"))
+    assert now != other
+    path = tmp_path / "sbc.cpeptide_participant.jsonl"
+    record = {"replicate": 0, "ranks": {"a": 3}, "truth": {"a": 0.5}, "diagnostics": {"ok": True}}
+    path.write_text(json.dumps({**record, "model_key": now}) + "\n")
+    assert len(calibration.read_checkpoint(path, model_key=now)) == 1
+    path.write_text(json.dumps({**record, "model_key": other}) + "\n")
+    with pytest.raises(ValueError, match="another model structure"):
+        calibration.read_checkpoint(path, model_key=now)
+
+
 def test_uniformity_test_detects_non_uniform_ranks(seed):
     rng = np.random.default_rng(seed(0))
     # uniform ranks pass at the 0.001 level except with probability 0.001
@@ -183,8 +202,16 @@ def test_graft_function_model_sbc_small(seed):
 
 def test_recovery_with_50_participants(seed):
     """50 participants (the adaptive parametrisation, compiled on one data set and refitted on another): every
-    diagnostic passes and the 99.9% intervals of the population parameters cover the truth."""
-    truth = cpm.PopulationParameters(1200.0, 90.0, 0.35, 0.3, 0.2, alpha=1.5, beta=1.0)
+    diagnostic passes and the 99.9% intervals of the population parameters cover the truth.
+
+    That this fit converges at any seed is measured, not assumed: it is the 50-participant fit of the scale
+    benchmark (same truth, 4 x 1000 draws, target_accept 0.99), which passed every diagnostic on 20 of 20 simulated
+    data sets (``python -m benchmarks.bench_cpeptide_scale --sizes=50 --parametrisations=adaptive
+    --data-seeds=1,...,20 --no-rstan``, kept in benchmarks/results/cpeptide_scale.jsonl; see the README). With the
+    spreads on the log scale it did not always: this test (then with a measurement sd of 0.2) failed at
+    ISLETBAYES_TEST_SEED_SHIFT=25000, one chain stuck near sd_log_rate = 0 giving R-hat 1.019
+    (models/cpeptide_trajectory.py, HalfNormalScoresTransform)."""
+    truth = cpm.PopulationParameters(1200.0, 90.0, 0.35, 0.3, 0.18, alpha=1.5, beta=1.0)
     template = cpm.participant_data_from_long(cpm.simulate_participants(truth, 50, DAYS,
                                                                         rng=np.random.default_rng(seed(0))))
     refit = cpm.CompiledRefit(cpm.build_participant_model(template))

@@ -142,27 +142,32 @@ def test_participant_likelihood_matches_censored_lognormal_and_bernoulli(seed):
 
 
 def _effects_and_log_jacobian(model):
-    """The centred model's coordinates (log A, log A_i, log k_i) as functions of the adaptive model's value
-    variables, and log |det| of their Jacobian with respect to the adaptive model's own coordinates (the median
-    level at the reference day and the effects; the other coordinates are shared), by automatic differentiation:
-    an independent check of the hand-derived change of variables."""
+    """The centred model's coordinates (log A, log A_i, log k_i, log sd_A, log sd_k) as functions of the adaptive
+    model's value variables, and log |det| of their Jacobian with respect to the adaptive model's own coordinates
+    (the median level at the reference day, the effects and the spreads' normal scores; the other coordinates are
+    shared), by automatic differentiation: an independent check of the hand-derived change of variables."""
     import pytensor
     from pytensor.gradient import jacobian
 
     outputs = [pt.log(model["plateau_pmol_l"]).reshape((1,)), pt.log(model["plateau_participant"]),
-               -pt.log(model["t_half_participant"])]  # log k_i up to the constant log(ln 2) / h
+               -pt.log(model["t_half_participant"]),  # log k_i up to the constant log(ln 2) / h
+               pt.log(model["sd_log_plateau"]).reshape((1,)), pt.log(model["sd_log_rate"]).reshape((1,))]
     outputs = model.replace_rvs_by_values(outputs)
-    own = [model.rvs_to_values[model[name]]
-           for name in ("log_median_cpeptide_reference_day", "log_plateau_effect", "log_rate_effect")]
+    own = [model.rvs_to_values[model[name]] for name in ADAPTIVE_OWN_RVS]
     theta = pt.concatenate(outputs)
     jac = pt.concatenate([jacobian(theta, v).reshape((theta.shape[0], -1)) for v in own], axis=1)
     compiled = pytensor.function(list(model.value_vars), [*outputs, jac], on_unused_input="ignore")
 
     def transform(**point):
-        log_plateau, log_a, log_k, jac = compiled(**point)
-        return float(log_plateau[0]), log_a, log_k, np.linalg.slogdet(jac)[1]
+        log_plateau, log_a, log_k, log_sd_a, log_sd_k, jac = compiled(**point)
+        return float(log_plateau[0]), log_a, log_k, float(log_sd_a[0]), float(log_sd_k[0]), np.linalg.slogdet(jac)[1]
 
     return transform
+
+
+#: the random variables whose coordinates the adaptive model changes (the others it shares with the centred one)
+ADAPTIVE_OWN_RVS = ("log_median_cpeptide_reference_day", "log_plateau_effect", "log_rate_effect", "sd_log_plateau",
+                    "sd_log_rate")
 
 
 @pytest.mark.parametrize("rise_shape", [False, True])
@@ -181,12 +186,13 @@ def test_adaptive_parametrisation_is_a_change_of_variables_of_the_same_model(see
     for _ in range(5):
         point = {name: np.asarray(value) + rng.normal(0.0, 0.5, np.shape(value))
                  for name, value in adaptive.initial_point().items()}
-        log_plateau, log_a, log_k, log_det = transform(**point)
+        log_plateau, log_a, log_k, log_sd_a, log_sd_k, log_det = transform(**point)
         h = math.exp(point["rise_shape_log__"]) if rise_shape else 1.0
-        shared = {k: v for k, v in point.items()
-                  if k not in ("log_median_cpeptide_reference_day", "log_plateau_effect", "log_rate_effect")}
+        own = {adaptive.rvs_to_values[adaptive[name]].name for name in ADAPTIVE_OWN_RVS}
+        shared = {k: v for k, v in point.items() if k not in own}
         theta_point = {**shared, "plateau_pmol_l_log__": log_plateau, "log_plateau_effect": log_a,
-                       "log_rate_effect": log_k + math.log(math.log(2.0)) / h}
+                       "log_rate_effect": log_k + math.log(math.log(2.0)) / h,
+                       "sd_log_plateau_log__": log_sd_a, "sd_log_rate_log__": log_sd_k}
         assert logp_adaptive(point) == pytest.approx(logp_centred(theta_point) + log_det, rel=1e-10, abs=1e-8)
 
 
@@ -375,3 +381,33 @@ def test_bad_priors_and_schedules_are_refused():
         cpm.simulate_participants(TRUTH, 3, [0.0, 90.0])
     with pytest.raises(ModelInputError, match="outside"):
         cpm.CohortMeans(days=DAYS, means=[1.0] * 4, n_participants=12, ii_count=13)
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.5, 1.0])
+def test_spreads_on_the_normal_scores_scale_keep_their_half_normal_prior(scale):
+    """HalfNormalScoresTransform is a change of coordinates only: under the prior the sampled coordinate is exactly
+    Normal(0, 1) (so the HalfNormal density is unchanged), forward and backward invert each other, and the density
+    and its gradient stay finite far into both tails (no overflow in the branch not taken)."""
+    import pytensor
+
+    with pm.Model() as model:
+        pm.HalfNormal("sd", sigma=scale, default_transform=cpm.HalfNormalScoresTransform())
+    (value,) = model.value_vars
+    assert value.name == "sd_halfnormalscores__"
+    logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    z = np.array([-35.0, -8.0, -3.0, -0.7, 0.0, 0.4, 2.5, 8.0, 12.0])
+    for zi in z:
+        assert logp({value.name: zi}) == pytest.approx(stats.norm.logpdf(zi), rel=1e-12, abs=1e-12)
+        assert dlogp({value.name: zi}) == pytest.approx(-zi, rel=1e-9, abs=1e-9)
+    transform = cpm.HalfNormalScoresTransform()
+    zv = pt.dvector("z")
+    sd = transform.backward(zv, scale)
+    back_and_forth = pytensor.function([zv], [sd, transform.forward(sd, scale)])
+    inner = np.array([-6.0, -3.0, -0.7, 0.0, 0.4, 2.5, 6.0])
+    sds, again = back_and_forth(inner)
+    # sd is the prior's quantile at Phi(z): checked by the cdf in the lower tail and the survival function in the
+    # upper one, where each is precise (halfnorm.ppf(norm.cdf(z)) itself loses 7 digits at |z| = 6)
+    lower, prior = inner < 0, stats.halfnorm(scale=scale)
+    np.testing.assert_allclose(prior.cdf(sds[lower]), stats.norm.cdf(inner[lower]), rtol=1e-12)
+    np.testing.assert_allclose(prior.sf(sds[~lower]), stats.norm.sf(inner[~lower]), rtol=1e-12)
+    np.testing.assert_allclose(again, inner, rtol=1e-9, atol=1e-9)
