@@ -10,7 +10,10 @@ hold at any seed (``ISLETBAYES_TEST_SEED_SHIFT`` moves them all). This script re
 * ``mixture_prior_peaked``: ``tests/models/test_mixture_prior.py``'s three robust MAP priors in one model (a
   prior-data conflict, the prior alone, a three-component prior); the diagnostics, and the z-scores the test
   compares with 4: of the mean, (mean - exact) / MCSE, and at each quantile q of the exact posterior,
-  (share of draws below it - q) / sqrt(q (1 - q) / ESS of that indicator).
+  (share of draws below it - q) / sqrt(q (1 - q) / ESS of that indicator);
+* ``cpeptide_recovery_50``: ``tests/models/test_cpeptide_fits.py``'s 50-participant recovery fit (data and sampler
+  seed 31 + s); the diagnostics on the population and link parameters. The model is compiled once, on the
+  template the test compiles it on.
 
 ``python tests/seed_sweeps.py map_prior_exnex --n 100`` (``--draws N`` to try other than the test's draws per
 chain) appends to ``tests/seed_sweeps.jsonl`` (one line per fit, with the sweep's settings and package versions)
@@ -53,6 +56,19 @@ def mixture_prior_peaked(seed: int, draws: int) -> dict:
     return row
 
 
+_RECOVERY_50_REFIT = []  # compiled once per process
+
+
+def cpeptide_recovery_50(seed: int, draws: int) -> dict:
+    from isletbayes.models.sampling import check_diagnostics
+
+    t = _test_module("test_cpeptide_fits")
+    if not _RECOVERY_50_REFIT:
+        _RECOVERY_50_REFIT.append(t.recovery_50_refit(0))
+    idata = t.recovery_fit(_RECOVERY_50_REFIT[0], t.RECOVERY_50_TRUTH, 50, seed, draws)
+    return _diagnostics(check_diagnostics(idata, var_names=t.RECOVERY_PARAMETERS))
+
+
 def _diagnostics(d) -> dict:
     return {"ok": bool(d.ok), "max_rhat": float(d.max_rhat), "min_ess_bulk": float(d.min_ess_bulk),
             "min_ess_tail": float(d.min_ess_tail), "divergences": int(d.divergences), "failures": list(d.failures)}
@@ -60,7 +76,8 @@ def _diagnostics(d) -> dict:
 
 #: name -> (run, the test's base seed, the test module and its draws per chain)
 SWEEPS = {"map_prior_exnex": (map_prior_exnex, 2016, "test_map_prior", "EXNEX_DRAWS"),
-          "mixture_prior_peaked": (mixture_prior_peaked, 102, "test_mixture_prior", "PEAKED_DRAWS")}
+          "mixture_prior_peaked": (mixture_prior_peaked, 102, "test_mixture_prior", "PEAKED_DRAWS"),
+          "cpeptide_recovery_50": (cpeptide_recovery_50, 31, "test_cpeptide_fits", "RECOVERY_DRAWS")}
 
 
 def main(argv: list[str] | None = None) -> int:
