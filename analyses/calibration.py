@@ -303,6 +303,16 @@ def graft_function_problem(strategy: IntercurrentStrategy | str = IntercurrentSt
 
 
 
+def merge_results(kept: list[dict], new: list[dict]) -> list[dict]:
+    """The kept results with the problems run now replaced in place and new problems appended: the problems not
+    run now keep their kept results (``--only`` refreshes one problem, not the file), each with the provenance it
+    was run with (results kept before per-problem provenance was recorded have none; the file's provenance is
+    that of its last writer)."""
+    fresh = {r["problem"]: r for r in new}
+    merged = [fresh.pop(r["problem"], r) for r in kept]
+    return merged + list(fresh.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m isletbayes.analyses.calibration",
                                      description=__doc__.split("\n")[0])
@@ -333,14 +343,14 @@ def main(argv: list[str] | None = None) -> int:
                                    nuts_sampler="nutpie", seed=args.seed, mass_matrix=args.mass_matrix)
         res = run_sbc(problem, args.replicates, settings, seed=args.seed, progress=True,
                       checkpoint=args.out.with_suffix(f".{problem.name}.jsonl"))
+        # each problem's own commit, versions and time: ``--only`` reruns one problem and keeps the others'
+        res["provenance"] = provenance(seed=args.seed, replicates=args.replicates, sampler=res["sampler"])
         results.append(res)
         ps = ", ".join(f"{k} p={t['p_value']:.3f}" for k, t in res["tests"].items())
         print(f"{problem.name}: {'uniform' if res['uniform'] else 'NOT UNIFORM: ' + str(res['failed_parameters'])}"
               f" ({ps}); {res['n_fits_failing_diagnostics']} fits failing diagnostics; {res['total_seconds']:.0f} s")
-    # the problems not run now keep their kept results (``--only`` refreshes one problem, not the file)
-    ran = {r["problem"] for r in results}
     kept = json.loads(args.out.read_text(encoding="utf-8"))["results"] if args.out.exists() else []
-    results = [r for r in kept if r["problem"] not in ran] + results
+    results = merge_results(kept, results)
     write_json_atomic(args.out, {"analysis": "sbc_cpeptide", "results": results,
                                  "provenance": provenance(seed=args.seed, replicates=args.replicates,
                                                           sampler={r["problem"]: r["sampler"] for r in results})})

@@ -195,6 +195,15 @@ def test_an_sbc_checkpoint_of_another_model_is_not_resumed(tmp_path, participant
         calibration.read_checkpoint(path, model_key=now)
 
 
+def test_rerunning_one_sbc_problem_keeps_the_others_in_place():
+    """``--only`` replaces the problem it reran where it stood, with its own provenance, and keeps the others."""
+    kept = [{"problem": "a", "n": 1}, {"problem": "b", "n": 1}, {"problem": "c", "n": 1}]
+    rerun = {"problem": "b", "n": 2, "provenance": {"git_commit": "x"}}
+    merged = calibration.merge_results(kept, [rerun, {"problem": "d", "n": 1}])
+    assert [r["problem"] for r in merged] == ["a", "b", "c", "d"]
+    assert merged[1] is rerun and merged[0] is kept[0] and merged[2] is kept[2]
+
+
 def test_uniformity_test_detects_non_uniform_ranks(seed):
     rng = np.random.default_rng(seed(0))
     # uniform ranks pass at the 0.001 level except with probability 0.001
