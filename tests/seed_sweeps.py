@@ -64,7 +64,7 @@ def cpeptide_recovery_50(seed: int, draws: int) -> dict:
 
     t = _test_module("test_cpeptide_fits")
     if not _RECOVERY_50_REFIT:
-        _RECOVERY_50_REFIT.append(t.recovery_50_refit(0))
+        _RECOVERY_50_REFIT.append(t.recovery_50_refit())
     idata = t.recovery_fit(_RECOVERY_50_REFIT[0], t.RECOVERY_50_TRUTH, 50, seed, draws)
     return _diagnostics(check_diagnostics(idata, var_names=t.RECOVERY_PARAMETERS))
 

@@ -3,8 +3,8 @@
 Walking the syntax tree of every module of data/, models/, analyses/ and reports/ (imports inside functions
 included), these tests assert that imports point only to the left, that only the command-line room of analyses/
 imports reports/, that the exact layer never imports PyMC, PyTensor or ArviZ, that analysis modules hold no
-console formatting, that no project module is loaded by name through importlib, and that no two modules share a
-name.
+console formatting, that no project module is loaded by name through importlib, that no two modules share a
+name, and that no PyMC transform the project defines has an underscore in its name.
 """
 
 from __future__ import annotations
@@ -110,3 +110,28 @@ def test_no_two_modules_share_a_name():
             seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
     shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
     assert not shared, f"modules sharing a name: {shared}"
+
+
+def test_no_transform_name_has_an_underscore():
+    """PyMC names a transformed value ``<variable>_<transform name>__`` and recovers the variable's name by dropping
+    the last three '_'-separated pieces (``pymc.util.get_untransformed_name``), so a transform named with an
+    underscore breaks ``compute_log_likelihood`` and ``compute_log_prior`` for every model that uses it (as
+    ``normal_scores`` once did for every model with a mixture prior)."""
+    found, bad = set(), []
+    for layer in LAYERS:
+        for path in modules(layer):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.ClassDef):
+                    continue
+                bases = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+                if not any(b.endswith("Transform") for b in bases):
+                    continue
+                for stmt in node.body:
+                    if (isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name"
+                                                             for t in stmt.targets)
+                            and isinstance(stmt.value, ast.Constant)):
+                        found.add(node.name)
+                        if "_" in stmt.value.value:
+                            bad.append(f"{path.relative_to(ROOT)}:{stmt.lineno} {node.name}: {stmt.value.value!r}")
+    assert {"HalfNormalScoresTransform", "NormalScoresSplineTransform"} <= found, found
+    assert not bad, bad

@@ -61,7 +61,12 @@ def recovery_fit(refit, truth, n, seed, draws=RECOVERY.draws):
                         replace(RECOVERY, seed=seed, draws=draws))
 
 
-def recovery_50_refit(template_seed):
+#: the one template the 50-participant model is compiled on, in the test and in tests/seed_sweeps.py (not shifted,
+#: so that the sweep's fit at shift s is the test's fit at s)
+RECOVERY_50_TEMPLATE_SEED = 0
+
+
+def recovery_50_refit(template_seed=RECOVERY_50_TEMPLATE_SEED):
     """The 50-participant model compiled on a template data set. A refit replaces every data container of the
     density, but nutpie computes its initial point from the template's, so the template changes the draws (not
     their distribution)."""
@@ -244,9 +249,7 @@ def test_recovery_with_50_participants(seed):
     at shift 25000 when it still compiled on a shifted template (one chain stuck near sd_log_rate = 0 for 145 of its
     1000 draws, R-hat 1.019)."""
     truth = RECOVERY_50_TRUTH
-    # compiled on one fixed template, so that the sweep's fit at shift s is this test's fit at s (the template
-    # reaches the draws only through nutpie's initial point, which a refit computes from the template's data)
-    idata = _recover(recovery_50_refit(0), truth, 50, seed(31))
+    idata = _recover(recovery_50_refit(), truth, 50, seed(31))
     for name in cpm.POPULATION_PARAMETERS:
         lo, hi = _interval(idata, name)
         assert lo < getattr(truth, name) < hi, (name, lo, hi)
