@@ -158,9 +158,10 @@ class ModelSpec:
         return self.parameter_names(model)
 
 
-def fit_checked(spec: ModelSpec, settings: SamplerSettings):
-    """Build, fit and check one model (at ``spec.sampler_settings(settings)``); returns (model, idata, diagnostics)."""
-    model = spec.build()
+def fit_checked(spec: ModelSpec, settings: SamplerSettings, model: pm.Model | None = None):
+    """Build (unless ``model``, built from ``spec``, is given), fit and check one model (at
+    ``spec.sampler_settings(settings)``); returns (model, idata, diagnostics)."""
+    model = spec.build() if model is None else model
     idata = fit(model, spec.sampler_settings(settings))
     diagnostics = check_diagnostics(idata)
     return model, idata, diagnostics
@@ -614,6 +615,22 @@ def sensitivity_specs(spec: ModelSpec, has_link: bool) -> list[tuple[str, str, M
     return out
 
 
+def compile_refits_in_background(spec: ModelSpec, model: pm.Model, settings: SamplerSettings) -> list[str]:
+    """Start compiling the sensitivity refits' models in another process, so that on two cores their compiles
+    overlap the main fit (``compiled_models.CompiledModelCache.compile_in_background``); returns the structure keys
+    it compiles. ``model``: the main fit's, built from ``spec``; refits that share its compiled model (they differ
+    in ``pm.Data`` values) are not sent. Only a speed-up: the draws are the same either way."""
+    if settings.nuts_sampler != "nutpie":
+        return []
+    from isletbayes.models.compiled_models import default_cache
+
+    refits: list[ModelSpec] = []
+    for _, _, s in sensitivity_specs(spec, has_link="alpha" in model.named_vars):
+        if not same_model(s, spec) and not any(same_model(s, r) for r in refits):
+            refits.append(s)
+    return default_cache().compile_in_background([s.build for s in refits], skip=[model]) if refits else []
+
+
 def same_model(a: ModelSpec, b: ModelSpec) -> bool:
     """Whether ``a`` and ``b`` are one model with the same priors and options (then one fit serves both)."""
     return (a.mode, a.priors, a.link_priors, a.graft_priors, a.strategy, a.late_decline, a.rise_shape) == (
@@ -742,7 +759,10 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
     if not config.late_decline:
         notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat; the "
                      "plateau is a model extrapolation, C(365) the quantity the data cover.")
-    model, idata, diag = fit_checked(spec, settings)
+    model = spec.build()
+    if config.sensitivity:
+        compile_refits_in_background(spec, model, settings)
+    model, idata, diag = fit_checked(spec, settings, model)
     main_settings = spec.sampler_settings(settings)  # what the main fit ran with (the joint model's own draws)
     names = spec.parameter_names(model)
     add_arviz_groups(spec, model, idata, main_settings, spec.all_parameters(model))

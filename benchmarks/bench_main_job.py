@@ -4,7 +4,10 @@ section from the fit cache), with and without the PDF.
 "Before" is commit f97be3b (the version before the one-front-door restructuring; ``--before COMMIT`` for another),
 checked out into a temporary folder and run on the same Python and packages (:func:`bench_startup.baseline_tree`).
 Each run is a fresh process as a user runs it, with its own fit cache; "cold" also starts from an empty
-compiled-model cache (``ISLETBAYES_COMPILE_CACHE`` pointed at an empty folder), as on a fresh installation. For
+compiled-model cache (``ISLETBAYES_COMPILE_CACHE`` pointed at an empty folder), but keeps PyTensor's own
+compile folder (its C modules and numba's cache of the functions PyTensor generates per operation), as after an
+upgrade of isletbayes only. "Fresh install" (``--fresh-install``) empties that folder too
+(``PYTENSOR_FLAGS=base_compiledir=<empty folder>``), as on a new machine: every operation is compiled anew. For
 each run: wall and CPU seconds (CPU time is much less disturbed by other load than wall time), and, for the current
 version, the split that ``results.json`` records (analyses, report). "Compiled" is one more run with the
 compiled-model cache that the cold run filled and an empty fit cache: every fit runs, no model compiles (as for a
@@ -18,6 +21,7 @@ Targets (issue 15): warm without the PDF under 2 s; (README) cold under 3 minute
                                                       #   without the PDF (still minutes: the cache must be filled)
     python benchmarks/bench_main_job.py --config FILE # another configuration (both versions must accept it)
     python -m benchmarks main_job --quick -- --before b7ae9b3  # against another commit
+    python -m benchmarks main_job --quick -- --fresh-install   # also a run with PyTensor's compile folder empty
 """
 
 from __future__ import annotations
@@ -47,17 +51,22 @@ CPEPTIDE_COLD_TARGET_S = 120.0
 
 
 def run_main_job(root: Path, pythonpath: Path | None, *, pdf: bool, config: str | None = None,
-                 jobs: int | None = None, compile_cache: Path | None = None,
+                 jobs: int | None = None, compile_cache: Path | None = None, pytensor_dir: Path | None = None,
                  extra: list[str] | None = None) -> dict:
     """One ``isletbayes run`` into ``root/out`` with the fit cache ``root/cache``: wall and CPU seconds, the cache
-    outcome of each section and the timings results.json records."""
+    outcome of each section and the timings results.json records. ``pytensor_dir``: PyTensor's base compile
+    folder for this run (default: the user's)."""
     args = ["run", "--out", str(root / "out"), "--cache-dir", str(root / "cache"), "--quiet",
             "--pdf" if pdf else "--no-pdf", *(extra or [])]
     if config:
         args += ["--config", config]
     if jobs:
         args += ["--jobs", str(jobs)]
-    env = cli_env(pythonpath, **({"ISLETBAYES_COMPILE_CACHE": str(compile_cache)} if compile_cache else {}))
+    extra_env = {"ISLETBAYES_COMPILE_CACHE": str(compile_cache)} if compile_cache else {}
+    if pytensor_dir is not None:
+        flags = [f for f in os.environ.get("PYTENSOR_FLAGS", "").split(",") if f and "compiledir" not in f]
+        extra_env["PYTENSOR_FLAGS"] = ",".join([*flags, f"base_compiledir={pytensor_dir}"])
+    env = cli_env(pythonpath, **extra_env)
     load = load_average()
     cpu0, started = children_cpu_seconds(), time.perf_counter()
     proc = subprocess.run(cli_command(args), env=env, capture_output=True, text=True)
@@ -83,11 +92,17 @@ def _warm(root: Path, pythonpath: Path | None, pdf: bool, repeat: int, **kw) -> 
             "not_from_cache": missed, "timings_s": best["timings_s"], "load_average": runs[0]["load_average"]}
 
 
-def _version(label: str, tmp: Path, pythonpath: Path | None, quick: bool, repeat: int, **kw) -> dict:
+def _version(label: str, tmp: Path, pythonpath: Path | None, quick: bool, repeat: int, fresh_install: bool = False,
+             **kw) -> dict:
     root = tmp / label
     compile_cache = tmp / f"{label}-compiled"
     compile_cache.mkdir(parents=True)
     out: dict = {}
+    if fresh_install:
+        print(f"  {label}: fresh-install run (PyTensor's compile folder empty too) ...", file=sys.stderr, flush=True)
+        out["fresh_install"] = run_main_job(tmp / f"{label}-fresh", pythonpath, pdf=False,
+                                            compile_cache=tmp / f"{label}-fresh-compiled",
+                                            pytensor_dir=tmp / f"{label}-pytensor", **kw)
     print(f"  {label}: cold run ...", file=sys.stderr, flush=True)
     out["cold"] = run_main_job(root, pythonpath, pdf=not quick, compile_cache=compile_cache, **kw)
     print(f"  {label}: run with the models compiled (an empty fit cache) ...", file=sys.stderr, flush=True)
@@ -105,22 +120,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=None, help="passed to `isletbayes run --jobs`")
     parser.add_argument("--quick", action="store_true", help="cold run without the PDF; fewer warm runs")
     parser.add_argument("--no-before", action="store_true", help="time the current version only")
+    parser.add_argument("--fresh-install", action="store_true",
+                        help="one more cold run per version with PyTensor's compile folder empty too (a new machine)")
     parser.add_argument("--before", default=BEFORE, metavar="COMMIT",
                         help=f"the version to compare with (default {BEFORE}, the version before the restructuring)")
     args = parser.parse_args(argv if argv is not None else [])
     repeat = 2 if args.quick else 3
     kw = {"config": args.config, "jobs": args.jobs}
+    versions_kw = {**kw, "fresh_install": args.fresh_install}
     figures: dict = {"baseline_commit": args.before, "cpu_count": os.cpu_count(), "load_average_start": load_average()}
     with tempfile.TemporaryDirectory(prefix="isletbayes-bench-main-job-") as tmp_name:
         tmp = Path(tmp_name)
         compile_tree(ROOT)  # both versions with their bytecode compiled, as after installation
-        figures["now"] = _version("now", tmp, None, args.quick, repeat, **kw)
+        figures["now"] = _version("now", tmp, None, args.quick, repeat, **versions_kw)
         old = None if args.no_before else baseline_tree(tmp / "baseline", args.before)
-        figures["before"] = _version("before", tmp, old, args.quick, repeat, **kw) if old is not None else None
+        figures["before"] = _version("before", tmp, old, args.quick, repeat, **versions_kw) if old is not None else None
     figures["load_average_end"] = load_average()
 
     now, before = figures["now"], figures["before"]
-    rows = [("cold" + ("" if args.quick else ", with PDF"), "cold", COLD_TARGET_S),
+    rows = [("fresh install", "fresh_install", COLD_TARGET_S)] if args.fresh_install else []
+    rows += [("cold" + ("" if args.quick else ", with PDF"), "cold", COLD_TARGET_S),
             ("warm, without PDF", "warm_no_pdf", WARM_NO_PDF_TARGET_S), ("warm, with PDF", "warm_pdf", None)]
     print(f"main job on {os.cpu_count()} CPU cores ({args.config or 'bundled configuration'}); before = commit "
           f"{args.before}; warm = median of {repeat} runs; load average {figures['load_average_start']} -> "
@@ -135,13 +154,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{label:<24} {b['wall_s'] if b else float('nan'):>9.1f} {n['wall_s']:>8.1f} {ratio:>11} "
               f"{b['cpu_s'] if b else float('nan'):>11.1f} {n['cpu_s']:>8.1f} "
               f"{('< ' + format(target, 'g')) if target else '':>8}  {verdict}")
-    for label, key in (("cold, C-peptide section", "cold"), ("compiled, C-peptide", "compiled")):
+    sections = [("fresh, C-peptide section", "fresh_install")] if args.fresh_install else []
+    sections += [("cold, C-peptide section", "cold"), ("compiled, C-peptide", "compiled")]
+    for label, key in sections:
         b = (before or {}).get(key, {}).get("section_s", {}).get("cpeptide") if before else None
         n = now[key]["section_s"].get("cpeptide")
         if n:
             ratio = f"{b / n:.2f}x" if b else "-"
             verdict = ""  # the target is for the cold section; the compiled run is shown beside it
-            if key == "cold":
+            if key in ("cold", "fresh_install"):
                 verdict = (f"{'< ' + format(CPEPTIDE_COLD_TARGET_S, 'g'):>8}  "
                            f"{'meets' if n < CPEPTIDE_COLD_TARGET_S else 'MISSES'}")
             print(f"{label:<24} {b if b else float('nan'):>9.1f} {n:>8.1f} {ratio:>11} {'':>11} {'':>8} {verdict}")

@@ -69,8 +69,11 @@ API
 ``sampling.fit(model, settings)`` with ``nuts_sampler="nutpie"``, compiled through the cache; progress to the
 reporter of ``sampling.reporting_progress``)
 ``model_structure_key(model, var_names=None) -> str``; ``model_structure(model, var_names=None) -> ModelStructure``;
-``CompiledModelCache(directory=None, disk=True)`` with ``.compile_nutpie(model, var_names=None)``, ``.last``
-(a ``CacheEvent``: key, source "compiled" / "disk" / "memory", seconds, path, why a disk entry was rejected),
+``CompiledModelCache(directory=None, disk=True)`` with ``.compile_nutpie(model, var_names=None)``,
+``.compile_in_background(builders, var_names=None)`` (compile other models in another process meanwhile, onto the
+disk cache, where a later ``compile_nutpie`` loads them: the compiles of a job's models overlap), ``.last``
+(a ``CacheEvent``: key, source "compiled" / "disk" / "disk (compiled in the background)" / "memory", seconds,
+path, why a disk entry was rejected),
 ``.entry_path(key)``, ``.clear_memory()``; ``default_cache()``; ``default_cache_dir()``; ``package_versions()``;
 ``nutpie_seed(seed, chains)``; ``CACHE_ENV``.
 """
@@ -92,7 +95,7 @@ import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -304,7 +307,7 @@ class CacheEvent:
     """How the last :meth:`CompiledModelCache.compile_nutpie` call got its model."""
 
     key: str
-    source: str  # "memory", "disk", "compiled" or "compiled (not cached: <why>)"
+    source: str  # "memory", "disk", "disk (compiled in the background)", "compiled" or "compiled (not cached: <why>)"
     seconds: float
     path: Path | None = None
     rejected: str | None = None  # why a disk entry was not used (corrupted, version mismatch, ...)
@@ -319,6 +322,7 @@ class CompiledModelCache:
         self._memory: dict[str, _Compiled] = {}
         self._per_model: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
+        self._background: dict[str, Any] = {}  # structure key -> the process compiling it onto disk
         self.last: CacheEvent | None = None
 
     def entry_path(self, key: str) -> Path | None:
@@ -363,9 +367,10 @@ class CompiledModelCache:
                 source, entry = "memory", self._memory[key]
             else:
                 entry = None
+                background = self._wait_for_background(key)
                 if self.disk and structure.portable:
                     entry, rejected = self._load(key, structure)
-                    source = "disk"
+                    source = "disk (compiled in the background)" if background and entry is not None else "disk"
                 if entry is None:
                     entry = self._compile(model, structure, var_names)
                     source = "compiled"
@@ -380,6 +385,57 @@ class CompiledModelCache:
             self.last = CacheEvent(key, source, time.perf_counter() - start,
                                    self.entry_path(key) if self.disk else None, rejected)
             return compiled
+
+    def compile_in_background(self, builders: Sequence[Callable[[], Any]], var_names: Sequence[str] | None = None,
+                              skip: Sequence[Any] = ()) -> list[str]:
+        """Start compiling the models that ``builders`` build, in one other process, onto this cache's disk
+        folder, while this process goes on; returns the structure keys it compiles.
+
+        A later :meth:`compile_nutpie` of one of those structures waits for its entry (or for the process to end)
+        and loads it from disk, instead of compiling it a second time: on two cores, the compiles of a job's
+        other models overlap with the first model's compile and sampling, which run here. Same draws as
+        compiling here (a model loaded from disk is the model compiled here: module docstring). Each builder
+        is called here once, to know its structure key (cheap: no compile), and again in the other process,
+        so it must be picklable (a module-level function or a bound method of a picklable object; builders that
+        are not start nothing). ``skip``: models this process compiles itself; their structures are not sent.
+        Structures already in memory or on disk, or not portable, and a cache without a disk folder, start
+        nothing. The process is terminated when this one exits; where this one is killed,
+        it finishes its compiles and exits (what it writes is a whole entry, or none). A compile that fails
+        there is made here when it is needed, with this process's error reporting."""
+        if not self.disk:
+            return []
+        with self._lock:
+            here = {model_structure(model, var_names).key for model in skip}
+            todo: dict[str, Callable[[], Any]] = {}
+            for build in builders:
+                structure = model_structure(build(), var_names)
+                key = structure.key
+                if (not structure.cacheable or not structure.portable or key in here or key in todo
+                        or key in self._memory or key in self._background or self.entry_path(key).exists()):
+                    continue
+                todo[key] = build
+            if not todo:
+                return []
+            try:
+                job = pickle.dumps((list(todo.values()), str(self.directory), var_names),
+                                   protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - pickle raises several types for what it cannot pickle
+                return []
+            process = _start_background_compile(job)
+            for key in todo:
+                self._background[key] = process
+            return list(todo)
+
+    def _wait_for_background(self, key: str) -> bool:
+        """If a background process (:meth:`compile_in_background`) compiles ``key``, wait until its entry is on
+        disk or the process has ended; whether one did."""
+        process = self._background.pop(key, None)
+        if process is None:
+            return False
+        path = self.entry_path(key)
+        while process.poll() is None and not path.exists():
+            time.sleep(0.05)
+        return True
 
     # ---------------------------------------------------------------------------------------------- steps
     def _compile(self, model, structure: ModelStructure, var_names) -> _Compiled:
@@ -497,6 +553,52 @@ class CompiledModelCache:
             path.unlink()
         except OSError:
             pass
+
+
+_BACKGROUND: list = []  # the background compile processes this process started (ended at exit)
+
+
+def _start_background_compile(job: bytes):
+    """A Python process (this interpreter, this environment) running :func:`_compile_from_stdin` on ``job``, the
+    pickled ``(builders, directory, var_names)``. A fresh interpreter, not ``multiprocessing``: a spawned child
+    would import the caller's main script again (and run it, where the script has no ``__main__`` guard). Its
+    output is discarded; it is terminated when this process exits."""
+    import atexit
+    import subprocess
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from isletbayes.models.compiled_models import _compile_from_stdin; "
+                               "_compile_from_stdin()"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.stdin.write(job)
+        process.stdin.close()
+    except OSError:  # it could not start reading: whatever it would compile is compiled where needed
+        process.kill()
+    if not _BACKGROUND:
+        atexit.register(_end_background_compiles)
+    _BACKGROUND[:] = [p for p in _BACKGROUND if p.poll() is None] + [process]
+    return process
+
+
+def _end_background_compiles() -> None:
+    for process in _BACKGROUND:
+        if process.poll() is None:
+            process.terminate()
+
+
+def _compile_from_stdin() -> None:
+    """The background process of :meth:`CompiledModelCache.compile_in_background`: build and compile each model
+    into the disk cache, in order. A model that fails here is compiled by the process that needs it, which
+    reports the failure (this one's output is discarded)."""
+    builders, directory, var_names = pickle.load(sys.stdin.buffer)
+    warnings.simplefilter("ignore")
+    cache = CompiledModelCache(directory)
+    for build in builders:
+        try:
+            cache.compile_nutpie(build(), var_names)
+        except Exception:  # noqa: BLE001 - reported by the process that compiles it again (docstring)
+            continue
 
 
 class _Rejected(Exception):

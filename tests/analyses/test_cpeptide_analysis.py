@@ -344,6 +344,33 @@ def test_model_check_flags_an_exponential_rise_that_cannot_produce_the_lag():
         "misfit_flagged"]
 
 
+@pytest.mark.parametrize("model", ["graft_function", "cohort_means"])
+def test_every_refit_structure_is_the_main_fits_or_compiled_in_the_background(monkeypatch, tmp_path, model):
+    """The background compile (``compile_refits_in_background``) covers every sensitivity refit whose compiled model
+    is not the main fit's: none of them waits for a compile of its own."""
+    from isletbayes.models import compiled_models as cm
+    from isletbayes.models.graft_function import graft_function_data_from_tables
+
+    inputs = load_inputs(DataConfig())
+    config = CpeptideConfig(model=model)
+    data = (graft_function_data_from_tables(inputs.cpeptide_means, inputs.continuous, inputs.counts)
+            if model == "graft_function" else inputs.cohort_means())
+    spec = ca.model_spec(config, data)
+    started = []
+    monkeypatch.setenv(cm.CACHE_ENV, str(tmp_path))  # an empty cache: every structure is still to compile
+    monkeypatch.setattr(cm, "_start_background_compile", lambda job: started.append(job))
+    main_model = spec.build()
+    keys = ca.compile_refits_in_background(spec, main_model, SamplerConfig().settings(0, config.target_accept))
+    main = cm.model_structure_key(main_model)
+    refits = {cm.model_structure_key(s.build())
+              for _, _, s in ca.sensitivity_specs(spec, has_link="alpha" in main_model.named_vars)}
+    assert len(started) == 1 and len(keys) == len(set(keys)) and main not in keys
+    assert set(keys) == refits - {main}
+    # the joint model: the two means-only models (its refits share its compiled model); the means-only model: the
+    # other rise shape and the two other spread priors (constants of its graph)
+    assert len(keys) == (2 if model == "graft_function" else 3)
+
+
 @pytest.mark.slow
 def test_full_analysis_with_sensitivity_fits(seed):
     """Every fit of the default analysis (main, glucocorticoid, spread, both rise shapes of the means-only model, the

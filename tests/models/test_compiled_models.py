@@ -3,6 +3,7 @@ new one), corrupted and out-of-date entries rebuilt, the off switch, and ``sampl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -182,6 +183,24 @@ def test_sample_nutpie_gives_the_draws_of_fit(tmp_path):
     via_cache = cm.sample_nutpie(model, settings, cache=cm.CompiledModelCache(tmp_path))
     np.testing.assert_array_equal(via_fit["posterior"]["x"].values, via_cache["posterior"]["x"].values)
     assert set(via_cache.children) >= {"posterior", "sample_stats", "observed_data"}
+
+
+def test_a_model_compiled_in_the_background_is_loaded_not_compiled_again(seed, tmp_path):
+    data = _endpoint_data(np.random.default_rng(seed(5)))
+    build = functools.partial(ce.build_day365_model, data)  # picklable: the other process builds it too
+    cache = cm.CompiledModelCache(tmp_path)
+    key = cm.model_structure_key(build())
+    assert cache.compile_in_background([build, build]) == [key]  # one process, each structure once
+    assert cache.compile_in_background([build]) == []  # already being compiled
+    compiled = cache.compile_nutpie(build())  # waits for the entry, then loads it
+    assert cache.last.source == "disk (compiled in the background)" and cache.last.path.is_file()
+    fresh = cm.CompiledModelCache(disk=False).compile_nutpie(build())
+    assert _digest(_draws(compiled)) == _digest(_draws(fresh))
+    # nothing is started for a structure on disk, for a cache without a folder, or for a builder the other process
+    # could not receive
+    assert cm.CompiledModelCache(tmp_path).compile_in_background([build]) == []
+    assert cm.CompiledModelCache(disk=False).compile_in_background([build]) == []
+    assert cm.CompiledModelCache(tmp_path / "other").compile_in_background([lambda: build()]) == []
 
 
 def test_cache_folder_setting(monkeypatch, tmp_path):
