@@ -717,7 +717,9 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
 
     On the published aggregates the default model is the joint graft-function model (``cpeptide.model``); with
     participant-level data, the participant-level model. Sensitivity refits (the other glucocorticoid strategy,
-    alternative spread priors, the means-only model and both rise shapes) run with ``cpeptide.sensitivity``."""
+    alternative spread priors, the means-only model and both rise shapes) run with ``cpeptide.sensitivity``; their
+    models that the main fit's compiled model does not serve compile meanwhile in another process
+    (:func:`compile_refits_in_background`)."""
     from isletbayes.models.graft_function import graft_function_data_from_tables
 
     settings = sampler.settings(seed, config.target_accept)
