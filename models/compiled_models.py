@@ -399,9 +399,9 @@ class CompiledModelCache:
         so it must be picklable (a module-level function or a bound method of a picklable object; builders that
         are not start nothing). ``skip``: models this process compiles itself; their structures are not sent.
         Structures already in memory or on disk, or not portable, and a cache without a disk folder, start
-        nothing. The process is terminated when this one exits; where this one is killed,
-        it finishes its compiles and exits (what it writes is a whole entry, or none). A compile that fails
-        there is made here when it is needed, with this process's error reporting."""
+        nothing. The process is terminated when this one exits (where this one is killed, it finishes its
+        compiles and exits); what it writes is a whole entry or none. A compile that fails there is made here
+        when it is needed, with this process's error reporting."""
         if not self.disk:
             return []
         with self._lock:
