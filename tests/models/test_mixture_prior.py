@@ -238,7 +238,7 @@ def test_user_model_gets_arviz_log_likelihood_and_log_prior(seed):
     assert [v.name for v in model.value_vars] == ["theta_normalscores__"]
     idata = fit(model, SamplerSettings(draws=100, tune=200, chains=1, seed=seed(102)))
     pm.compute_log_likelihood(idata, model=model, extend_inferencedata=True, progressbar=False)
-    pm.compute_log_prior(idata, model=model, extend_inferencedata=True, progressbar=False)
+    pm.stats.compute_log_prior(idata, model=model, extend_inferencedata=True, progressbar=False)
     draws = idata["posterior"]["theta"].values
     np.testing.assert_allclose(idata["log_likelihood"]["r"].values, stats.binom.logpmf(10, 12, draws), rtol=1e-10)
     np.testing.assert_allclose(idata["log_prior"]["theta"].values, RBEST_BETA.logpdf(draws), rtol=1e-8)
