@@ -174,19 +174,18 @@ def test_holdout_by_importance_sampling_matches_the_exact_refit(which, seed):
     import arviz_stats as azs
     import xarray as xr
 
-    from isletbayes.models.diagnostic_thresholds import psis_k_max
-
     spec = _holdout_specs(which)
     # four chains for the joint model: the day-365 mean moves it more (the weights' Pareto k-hat was 0.40 to 0.67 at
-    # six seeds of 4 x 1000 draws, against 0.27 to 0.50 for the means-only model at 2 x 1000), so whether its k-hat
-    # crosses 0.7, where the analysis refits instead, is chance; the comparison below holds either way
+    # six seeds of 4 x 1000 draws). For either model, whether the k-hat crosses psis_k_max (where the analysis
+    # refits instead: test_holdout_falls_back_to_an_exact_refit) is chance, so it is not asserted: for the means-only
+    # model at 2 x 1000 draws it was 0.35 to 0.53 at seed shifts 1000, 2000, 5000, 6000, 8000 and 9000, and 0.75 at
+    # 4000; the comparison below held at all seven.
     sampler = SMALL if which == "cohort_means" else SMALL.model_copy(update={"chains": 4})
     settings = sampler.settings(seed(31), CpeptideConfig().target_accept)
     _, full, _ = ca.fit_checked(spec, settings)
     _, refit, _ = ca.fit_checked(ca.without_last_visit(spec), settings)
     log_w, k = ca.holdout_log_weights(spec, full)
-    if which == "cohort_means":
-        assert k <= psis_k_max(log_w.size)
+    assert np.isfinite(k) and k < 1.0  # beyond 1 the weights' variance is infinite: no comparison could be made
     w = np.exp(log_w)
     assert w.sum() == pytest.approx(1.0)
     for name in ("plateau_pmol_l", "t_half_days", "rise_shape", "curve_misfit_sd"):
