@@ -112,23 +112,31 @@ def read_checkpoint(path: Path, settings: SamplerSettings | None = None, model_k
     """The replicates of an interrupted run, in order (each with its ranks and diagnostics). With ``settings``,
     a replicate recorded at other sampler settings is an error, and with ``model_key``
     (:func:`~isletbayes.models.compiled_models.model_structure_key`) one recorded for another model structure
-    (another model, parametrisation or package version): a resumed run must not mix settings or models. (Records
-    written before the settings or the model were recorded carry none and are not checked.)"""
+    (another model, parametrisation or package version): a resumed run must not mix settings or models. A
+    replicate that does not record what is checked (written before the settings or the model were recorded) is an
+    error too: what it was fitted with cannot be known, so it is never taken for a fit of this model."""
     records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     if [r["replicate"] for r in records] != list(range(len(records))):
         raise ValueError(f"{path}: replicates are not 0, 1, 2, ... in order")
+    checks = []
     if settings is not None:
-        wanted = _checkpoint_settings(settings)
-        for r in records:
-            if r.get("settings", wanted) != wanted:
-                raise ValueError(f"{path}: replicate {r['replicate']} was fitted at {r['settings']}, not at {wanted}; "
-                                 "move the file aside to run at these settings")
+        checks.append(("settings", _checkpoint_settings(settings), "sampler settings"))
     if model_key is not None:
+        checks.append(("model_key", model_key, "model structure"))
+    for field_name, wanted, what in checks:
         for r in records:
-            if r.get("model_key", model_key) != model_key:
-                raise ValueError(f"{path}: replicate {r['replicate']} was fitted with another model structure "
-                                 f"({r['model_key'][:12]}, not {model_key[:12]}); move the file aside to run this model")
+            if field_name not in r:
+                raise ValueError(f"{path}: replicate {r['replicate']} does not record its {what}, so it cannot be "
+                                 "resumed; move the file aside to run anew")
+            if r[field_name] != wanted:
+                raise ValueError(f"{path}: replicate {r['replicate']} was fitted with another {what} "
+                                 f"({_shown(r[field_name])}, not {_shown(wanted)}); move the file aside to run anew")
     return records
+
+
+def _shown(value):
+    """A checkpoint field as an error message shows it: a structure key by its first 12 hex digits."""
+    return value[:12] if isinstance(value, str) else value
 
 
 def _checkpoint_settings(settings: SamplerSettings) -> dict:

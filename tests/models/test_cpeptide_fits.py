@@ -144,6 +144,25 @@ def test_kept_sbc_results_are_calibrated(problem):
             res["problem"], res["diagnostic_failures"])
 
 
+@pytest.mark.parametrize("problem", ["cpeptide_participant", "cpeptide_means", "graft_function_hypothetical"])
+def test_kept_sbc_summary_is_its_checkpoint(problem):
+    """Each kept SBC summary is what its checkpoint holds: the same replicates, ranks and failing fits, every
+    replicate fitted at the summary's sampler settings and with one model structure, both recorded (so a resumed
+    run can refuse replicates of another model), and the problem carries its own provenance."""
+    kept = json.loads((calibration.RESULTS_DIR / "sbc_cpeptide.json").read_text(encoding="utf-8"))
+    res = next(r for r in kept["results"] if r["problem"] == problem)
+    records = calibration.read_checkpoint(calibration.RESULTS_DIR / f"sbc_cpeptide.{problem}.jsonl")
+    assert len(records) == res["n_replicates"]
+    for name, ranks in res["ranks"].items():
+        assert [r["ranks"][name] for r in records] == ranks, name
+    assert [r["replicate"] for r in records if not r["diagnostics"]["ok"]] == [
+        f["replicate"] for f in res["diagnostic_failures"]]
+    wanted = {k: v for k, v in res["sampler"].items() if k != "cores"}
+    assert all(r.get("settings") == wanted for r in records)
+    assert len({r.get("model_key") for r in records}) == 1 and records[0].get("model_key")
+    assert res["provenance"]["git_commit"] and res["provenance"]["package_versions"]["pymc"]
+
+
 def test_kept_seed_robustness_result():
     """Every fit of the default main job's C-peptide section passes every diagnostic at 20 seeds
     (analyses/results/seed_robustness.json); a model with fewer than 20 seeds run so far is reported as a skip,
@@ -176,8 +195,10 @@ def test_an_sbc_checkpoint_at_other_settings_is_not_resumed(tmp_path):
     assert len(calibration.read_checkpoint(path, SamplerSettings(draws=1000, chains=4, seed=7, cores=2))) == 1
     with pytest.raises(ValueError, match="move the file aside"):
         calibration.read_checkpoint(path, SamplerSettings(draws=2000, chains=4, seed=7))
-    path.write_text(json.dumps(record) + "\n")  # written before settings were recorded: not checked
-    assert len(calibration.read_checkpoint(path, SamplerSettings(draws=2000))) == 1
+    path.write_text(json.dumps(record) + "\n")  # written before settings were recorded: cannot be checked
+    with pytest.raises(ValueError, match="does not record its sampler settings"):
+        calibration.read_checkpoint(path, SamplerSettings(draws=2000))
+    assert len(calibration.read_checkpoint(path)) == 1  # read without checks (summaries of a finished run)
 
 
 def test_an_sbc_checkpoint_of_another_model_is_not_resumed(tmp_path, participant_problem):
@@ -197,6 +218,9 @@ def test_an_sbc_checkpoint_of_another_model_is_not_resumed(tmp_path, participant
     assert len(calibration.read_checkpoint(path, model_key=now)) == 1
     path.write_text(json.dumps({**record, "model_key": other}) + "\n")
     with pytest.raises(ValueError, match="another model structure"):
+        calibration.read_checkpoint(path, model_key=now)
+    path.write_text(json.dumps(record) + "\n")  # written before the model was recorded: cannot be checked
+    with pytest.raises(ValueError, match="does not record its model structure"):
         calibration.read_checkpoint(path, model_key=now)
 
 
