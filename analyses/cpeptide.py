@@ -825,8 +825,11 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
 
 def kept_calibration() -> pd.DataFrame | None:
     """The kept simulation-based calibration of each C-peptide model (analyses/results/sbc_cpeptide.json): the
-    smallest rank-uniformity p, the share of fits failing a diagnostic, the replicates done."""
+    smallest rank-uniformity p and the p below which a parameter's ranks fail (Bonferroni over the model's
+    parameters), the share of fits failing a diagnostic, the replicates done."""
     import json
+
+    from isletbayes.analyses.calibration import FAMILY_ALPHA
 
     if not KEPT_CALIBRATION_PATH.exists():
         return None
@@ -836,6 +839,7 @@ def kept_calibration() -> pd.DataFrame | None:
         tests = res.get("tests", {})
         rows.append({"model": res["problem"], "replicates": res.get("n_replicates"),
                      "min_rank_p": min((t["p_value"] for t in tests.values()), default=float("nan")),
+                     "rank_p_threshold": FAMILY_ALPHA / len(tests) if tests else float("nan"),
                      "uniform": bool(res.get("uniform")), "failing_fits": res.get("n_fits_failing_diagnostics"),
                      "description": res.get("description", "")})
     return pd.DataFrame(rows).set_index("model") if rows else None

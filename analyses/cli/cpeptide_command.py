@@ -114,10 +114,12 @@ def print_result(console, result) -> None:
         console.print(f"[bold {colour}]holdout check[/bold {colour}]: {result.holdout.statement}")
     if result.calibration is not None:
         cal = Table(title="Simulation-based calibration (kept run, analyses/results/sbc_cpeptide.json)")
-        for col in ("model", "replicates", "smallest rank-uniformity p", "fits failing a diagnostic"):
+        for col in ("model", "replicates", "smallest rank-uniformity p", "fails below (Bonferroni)",
+                    "fits failing a diagnostic"):
             cal.add_column(col)
         for model, r in result.calibration.iterrows():
-            cal.add_row(str(model), f"{r['replicates']}", f"{r['min_rank_p']:.2f}", f"{r['failing_fits']}")
+            cal.add_row(str(model), f"{r['replicates']}", f"{r['min_rank_p']:.2g}", f"{r['rank_p_threshold']:.2g}",
+                        f"{r['failing_fits']}")
         console.print(cal)
     for note in result.notes:
         console.print(f"note: {note}")

@@ -251,6 +251,11 @@ def test_kept_calibration_lists_every_model_run():
     doc = _json.loads((Path(ca.__file__).parent / "results" / "sbc_cpeptide.json").read_text())
     assert list(table.index) == [res["problem"] for res in doc["results"]]
     assert ((table["min_rank_p"] >= 0) & (table["min_rank_p"] <= 1)).all()
+    # the verdict is the Bonferroni rule the threshold column states
+    n_parameters = {res["problem"]: len(res["tests"]) for res in doc["results"]}
+    for model, row in table.iterrows():
+        assert row["rank_p_threshold"] == pytest.approx(0.01 / n_parameters[model])
+        assert row["uniform"] == (row["min_rank_p"] >= row["rank_p_threshold"])
 
 
 def test_result_round_trips_through_its_folder(published_result, tmp_path):
