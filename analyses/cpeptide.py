@@ -45,7 +45,8 @@ fits in the default job at 20 seeds crossed R-hat 1.01 (``analyses/seed_robustne
 with :func:`~isletbayes.models.sampling.check_diagnostics`; failures are kept in the result
 (:meth:`CpeptideResult.fit_checks`). Entry point: :func:`run_cpeptide` (the ``cpeptide`` configuration block in,
 :class:`CpeptideResult` out). The model it fits and its refits are :func:`model_spec` and :func:`sensitivity_specs`,
-which the seed-robustness check (``analyses/seed_robustness.py``) fits too.
+which the seed-robustness check (``analyses/seed_robustness.py``) fits too; :func:`compile_ahead` starts compiling
+them in another process, for a caller (the main job) with other work to do first.
 """
 
 from __future__ import annotations
@@ -624,11 +625,40 @@ def compile_refits_in_background(spec: ModelSpec, model: pm.Model, settings: Sam
         return []
     from isletbayes.models.compiled_models import default_cache
 
-    refits: list[ModelSpec] = []
-    for _, _, s in sensitivity_specs(spec, has_link="alpha" in model.named_vars):
-        if not same_model(s, spec) and not any(same_model(s, r) for r in refits):
-            refits.append(s)
+    refits = _distinct_models([s for _, _, s in sensitivity_specs(spec, has_link="alpha" in model.named_vars)],
+                              exclude=spec)
     return default_cache().compile_in_background([s.build for s in refits], skip=[model]) if refits else []
+
+
+def compile_ahead(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int, inputs: AnalysisInputs) -> list[str]:
+    """Start compiling every model :func:`run_cpeptide` will fit with these arguments (the main model first, then
+    the sensitivity refits' when ``cpeptide.sensitivity``), in another process, onto the compiled-model cache;
+    returns the structure keys it compiles (none for PyMC's own sampler, or when all are compiled already).
+
+    For a caller with other work first: the main job calls it before its exact sections, so the compiles use the
+    core those sections leave idle. :func:`run_cpeptide`, in any process, then loads each model from the disk
+    cache, or waits for the entry being compiled (``compiled_models``: one compile per model across processes).
+    Only a speed-up: the draws are the same either way."""
+    settings = sampler.settings(seed, config.target_accept)
+    if settings.nuts_sampler != "nutpie":
+        return []
+    from isletbayes.models.compiled_models import default_cache
+
+    spec = model_spec(config, fit_data(config, inputs)[0])
+    models = [spec]
+    if config.sensitivity:
+        has_link = "alpha" in spec.build().named_vars
+        models += _distinct_models([s for _, _, s in sensitivity_specs(spec, has_link=has_link)], exclude=spec)
+    return default_cache().compile_in_background([s.build for s in models])
+
+
+def _distinct_models(specs: list[ModelSpec], exclude: ModelSpec) -> list[ModelSpec]:
+    """``specs`` less those that are ``exclude``'s model or an earlier one's (one fit, one compile, serves both)."""
+    out: list[ModelSpec] = []
+    for s in specs:
+        if not same_model(s, exclude) and not any(same_model(s, r) for r in out):
+            out.append(s)
+    return out
 
 
 def same_model(a: ModelSpec, b: ModelSpec) -> bool:
@@ -711,18 +741,12 @@ def _contraction_side_by_side(main: pd.DataFrame, means: pd.DataFrame | None) ->
     return main.join(other, how="left")
 
 
-def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
-                 inputs: AnalysisInputs) -> CpeptideResult:
-    """Fit the C-peptide model and summarise it (see the module docstring).
-
-    On the published aggregates the default model is the joint graft-function model (``cpeptide.model``); with
-    participant-level data, the participant-level model. Sensitivity refits (the other glucocorticoid strategy,
-    alternative spread priors, the means-only model and both rise shapes) run with ``cpeptide.sensitivity``; their
-    models that the main fit's compiled model does not serve compile meanwhile in another process
-    (:func:`compile_refits_in_background`)."""
+def fit_data(config: CpeptideConfig, inputs: AnalysisInputs) -> tuple[Any, dict, list[str]]:
+    """What :func:`run_cpeptide` fits: the data of its model (the joint model's or the cohort means' on the published
+    aggregates, the participants' when ``inputs`` has them, one cohort with ``cpeptide.cohort``), the description
+    of those inputs that the result carries, and the notes that go with them."""
     from isletbayes.models.graft_function import graft_function_data_from_tables
 
-    settings = sampler.settings(seed, config.target_accept)
     notes = []
     if inputs.participant is None:
         data_inputs = inputs.describe_means()
@@ -757,6 +781,20 @@ def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
                          "(--cohort) to fit one.")
         if data.ii_value.size == 0:
             notes.append("No day-365 insulin-independence rows: the link is not fitted.")
+    return data, data_inputs, notes
+
+
+def run_cpeptide(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int,
+                 inputs: AnalysisInputs) -> CpeptideResult:
+    """Fit the C-peptide model and summarise it (see the module docstring).
+
+    On the published aggregates the default model is the joint graft-function model (``cpeptide.model``); with
+    participant-level data, the participant-level model. Sensitivity refits (the other glucocorticoid strategy,
+    alternative spread priors, the means-only model and both rise shapes) run with ``cpeptide.sensitivity``; their
+    models that the main fit's compiled model does not serve compile meanwhile in another process
+    (:func:`compile_refits_in_background`)."""
+    settings = sampler.settings(seed, config.target_accept)
+    data, data_inputs, notes = fit_data(config, inputs)
     spec = model_spec(config, data)
     if not config.late_decline:
         notes.append("No late decline is modelled (off by default): trajectories beyond the last visit are flat; the "

@@ -11,7 +11,8 @@ entry points as the command line:
 
 Each section's result is looked up in the fit cache (:mod:`isletbayes.analyses.cache`) by a hash of everything
 it depends on, computed only on a miss (the MCMC sections in separate processes, each seeded, so the numbers do
-not depend on how many run at once), and saved under ``<out>/<section>/`` by the result's own ``save``. A cache
+not depend on how many run at once; the C-peptide models compile in another process while the exact sections
+run, on the core those leave idle), and saved under ``<out>/<section>/`` by the result's own ``save``. A cache
 entry keeps the section's summary and fit checks (:class:`SectionRecord`) beside its files, so that a section
 from the cache is copied and indexed without reading its draws (the report reads them once, from ``<out>``).
 :func:`write_index` writes ``<out>/results.json``: the configuration and its hash, data-file hashes, per-section
@@ -273,6 +274,8 @@ class SectionPlan:
     material: dict[str, Any]
     compute: Callable[[], AnalysisResult]
     result_type: type[AnalysisResult]
+    #: starts compiling the section's models in another process (only a speed-up: the draws are the same)
+    compile_ahead: Callable[[], list[str]] | None = None
 
 
 def _wanted(config: MainJobConfig, name: str) -> bool:
@@ -321,7 +324,12 @@ def plan_section(name: str, config: MainJobConfig, inputs: AnalysisInputs, *, cp
 
             return run_cpeptide(config.cpeptide, sampler=config.sampler, seed=seed, inputs=inputs)
 
-        return SectionPlan(name, material, compute_cpeptide, CpeptideResult)
+        def compile_cpeptide() -> list[str]:
+            from isletbayes.analyses.cpeptide import compile_ahead
+
+            return compile_ahead(config.cpeptide, sampler=config.sampler, seed=seed, inputs=inputs)
+
+        return SectionPlan(name, material, compute_cpeptide, CpeptideResult, compile_ahead=compile_cpeptide)
     if name == "design":
         from isletbayes.analyses.design import DesignInputs, DesignResult, key_inputs, run_design
 
@@ -449,7 +457,8 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
     """Run every section switched on, through the cache; save each under ``out/<section>/``.
 
     Cached sections are copied (not loaded: :class:`SectionRecord`); the others are computed, the exact ones
-    first (a mistake in their settings stops the run in seconds), then the MCMC ones in up to ``jobs`` worker
+    first (a mistake in their settings stops the run in seconds; meanwhile the MCMC sections' models compile in
+    another process: :attr:`SectionPlan.compile_ahead`), then the MCMC ones in up to ``jobs`` worker
     processes at once (default: as many as there are CPU cores, at most the number of such sections), then the
     design's simulations, which draw from the C-peptide section. ``inputs``: the data, if already loaded. Worker processes ignore Ctrl-C; on an
     interrupt they are stopped at once (what they were fitting is lost, every section already stored in the
@@ -526,10 +535,15 @@ def run_sections(config: MainJobConfig, out: Path, *, cache: FitCache, participa
             finished(name, compute_section(*args(name)))
 
         try:
-            # the exact sections first (seconds): a mistake in their settings is found before minutes of MCMC
-            for name in to_compute:
-                if name not in HEAVY_SECTIONS and not (name == "design" and simulate):
-                    compute_here(name)
+            # the exact sections first (seconds): a mistake in their settings is found before minutes of MCMC;
+            # meanwhile the MCMC sections' models compile in another process, on the core they leave idle
+            exact = [n for n in to_compute if n not in HEAVY_SECTIONS and not (n == "design" and simulate)]
+            if exact:
+                for name in heavy:
+                    if plans[name].compile_ahead is not None:
+                        plans[name].compile_ahead()
+            for name in exact:
+                compute_here(name)
             if n_jobs > 1:
                 listener(JobEvent("computing", ", ".join(heavy), f"{n_jobs} processes"))
                 pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"),

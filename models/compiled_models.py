@@ -48,7 +48,10 @@ One file per key, ``<key>.nutpie`` in :func:`default_cache_dir` (``$ISLETBAYES_C
 ``$XDG_CACHE_HOME/isletbayes/compiled``, else ``~/.cache/isletbayes/compiled``; ``ISLETBAYES_COMPILE_CACHE=off``
 keeps the cache in memory only). A file is written to a temporary name in the same folder, flushed, fsynced
 and renamed, so a reader sees a whole entry or none, and concurrent writers of one key leave one whole
-entry. It records the cache format, the key, the package versions and the SHA-256 of its payload. An entry
+entry. Processes do not even compile one key twice: a process that needs a model not on disk holds an advisory
+lock (``flock`` on ``.<key>.lock`` beside the entry) while it compiles and writes it, and another process that
+needs the same model meanwhile waits for that lock and then loads the entry (the operating system releases the
+lock however its holder ends; where it cannot be taken, each process compiles). It records the cache format, the key, the package versions and the SHA-256 of its payload. An entry
 that cannot be read, whose checksum, key, format or versions do not match, or whose code cannot be rebuilt,
 is deleted and the model is compiled again (and the reason is kept in :attr:`CompiledModelCache.last`).
 Entries are pickles, as numba's own cache files are: the cache folder must be writable only by its user.
@@ -92,10 +95,10 @@ import threading
 import time
 import warnings
 import weakref
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -323,6 +326,7 @@ class CompiledModelCache:
         self._per_model: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
         self._background: dict[str, Any] = {}  # structure key -> the process compiling it onto disk
+        self._claimed: dict[str, int] = {}  # structure key -> descriptor of its held lock file (_claim)
         self.last: CacheEvent | None = None
 
     def entry_path(self, key: str) -> Path | None:
@@ -368,18 +372,20 @@ class CompiledModelCache:
             else:
                 entry = None
                 background = self._wait_for_background(key)
-                if self.disk and structure.portable:
-                    entry, rejected = self._load(key, structure)
-                    source = "disk (compiled in the background)" if background and entry is not None else "disk"
-                if entry is None:
-                    entry = self._compile(model, structure, var_names)
-                    source = "compiled"
-                    if entry.payload is None:
-                        source = "compiled (not cached on disk: the code holds process addresses)"
-                    elif not structure.portable:
-                        source = "compiled (not cached on disk: the graph description is process-specific)"
-                    elif self.disk:
-                        self._write(key, entry.payload)
+                shared = self.disk and structure.portable
+                with self._entry_lock(key) if shared else nullcontext():
+                    if shared:
+                        entry, rejected = self._load(key, structure)
+                        source = "disk (compiled in the background)" if background and entry is not None else "disk"
+                    if entry is None:
+                        entry = self._compile(model, structure, var_names)
+                        source = "compiled"
+                        if entry.payload is None:
+                            source = "compiled (not cached on disk: the code holds process addresses)"
+                        elif not structure.portable:
+                            source = "compiled (not cached on disk: the graph description is process-specific)"
+                        elif self.disk:
+                            self._write(key, entry.payload)
                 self._memory[key] = entry
             compiled = self._assemble(model, structure, entry)
             self.last = CacheEvent(key, source, time.perf_counter() - start,
@@ -411,7 +417,8 @@ class CompiledModelCache:
                 structure = model_structure(build(), var_names)
                 key = structure.key
                 if (not structure.cacheable or not structure.portable or key in here or key in todo
-                        or key in self._memory or key in self._background or self.entry_path(key).exists()):
+                        or key in self._memory or key in self._background or self.entry_path(key).exists()
+                        or self._being_compiled_elsewhere(key)):
                     continue
                 todo[key] = build
             if not todo:
@@ -539,6 +546,79 @@ class CompiledModelCache:
         expand = _cfunc(_stored_callback, meta["expand_signature"], stored["expand"])
         return _Compiled(logp, expand, meta, payload)
 
+    @contextmanager
+    def _entry_lock(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock on ``key``'s disk entry while it is looked up and, if missing, compiled and
+        written: two processes that need one model at once (the main job's background compile of a section's
+        models and the section's own process; two jobs; parallel tests) compile it once, the second loads what
+        the first wrote. An advisory ``flock`` on a file beside the entry, released by the operating system when
+        the holder ends however it ends. Where it cannot be taken (no ``fcntl``, a folder that cannot be
+        written), nothing waits: each process compiles, as without the lock, and the entry is written whole.
+        A key this cache claimed beforehand (:meth:`_claim`) is already held."""
+        if key in self._claimed:
+            yield
+            return
+        fd = self._lock_file(key)
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
+
+    def _lock_file(self, key: str, wait: bool = True) -> int | None:
+        """An open descriptor of ``key``'s lock file, locked exclusively; None where no lock can be taken (no
+        ``fcntl``, a folder that cannot be written, a file system without locks). ``wait=False``: raise
+        ``BlockingIOError`` at once if another holds it."""
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system
+            return None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        except OSError:
+            os.close(fd)
+            return None
+        except BaseException:  # interrupted while waiting
+            os.close(fd)
+            raise
+        return fd
+
+    def _being_compiled_elsewhere(self, key: str) -> bool:
+        """Whether another process (or another cache object) holds ``key``'s lock now: it is compiling that
+        model, or has claimed it to compile next (:func:`_compile_from_stdin`)."""
+        if key in self._claimed or self.directory is None or not (self.directory / f".{key}.lock").exists():
+            return False
+        try:
+            fd = self._lock_file(key, wait=False)
+        except BlockingIOError:
+            return True
+        if fd is not None:
+            os.close(fd)
+        return False
+
+    def _claim(self, keys: Sequence[str]) -> None:
+        """Lock each of ``keys`` now, in sorted order (so that two claimers cannot wait for each other), and
+        hold them until :meth:`_release`: a process that then needs one of those models waits for its entry
+        instead of compiling it too, and does not start a background compile of it."""
+        for key in sorted(set(keys)):
+            if key not in self._claimed:
+                fd = self._lock_file(key)
+                if fd is not None:
+                    self._claimed[key] = fd
+
+    def _release(self, key: str) -> None:
+        fd = self._claimed.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
     def _write(self, key: str, payload: bytes) -> None:
         envelope = {"format": CACHE_FORMAT, "key": key, "versions": package_versions(),
                     "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}
@@ -588,17 +668,28 @@ def _end_background_compiles() -> None:
 
 
 def _compile_from_stdin() -> None:
-    """The background process of :meth:`CompiledModelCache.compile_in_background`: build and compile each model
-    into the disk cache, in order. A model that fails here is compiled by the process that needs it, which
+    """The background process of :meth:`CompiledModelCache.compile_in_background`: build each model, claim the
+    disk entries of all (their locks), then compile each into the disk cache, in order, releasing each entry when it
+    is written. A model that fails here is compiled by the process that needs it, which
     reports the failure (this one's output is discarded)."""
     builders, directory, var_names = pickle.load(sys.stdin.buffer)
     warnings.simplefilter("ignore")
     cache = CompiledModelCache(directory)
+    models: list[tuple[Any, str]] = []
     for build in builders:
         try:
-            cache.compile_nutpie(build(), var_names)
+            model = build()
+            models.append((model, model_structure(model, var_names).key))
+        except Exception:  # noqa: BLE001 - reported by the process that builds it again (docstring)
+            continue
+    cache._claim([key for _, key in models])  # all of them first: their users wait here instead of compiling
+    for model, key in models:
+        try:
+            cache.compile_nutpie(model, var_names)
         except Exception:  # noqa: BLE001 - reported by the process that compiles it again (docstring)
             continue
+        finally:
+            cache._release(key)
 
 
 class _Rejected(Exception):

@@ -351,7 +351,8 @@ def test_model_check_flags_an_exponential_rise_that_cannot_produce_the_lag():
 @pytest.mark.parametrize("model", ["graft_function", "cohort_means"])
 def test_every_refit_structure_is_the_main_fits_or_compiled_in_the_background(monkeypatch, tmp_path, model):
     """The background compile (``compile_refits_in_background``) covers every sensitivity refit whose compiled model
-    is not the main fit's: none of them waits for a compile of its own."""
+    is not the main fit's: none of them waits for a compile of its own. ``compile_ahead`` sends the main model and
+    the same refits."""
     from isletbayes.models import compiled_models as cm
     from isletbayes.models.graft_function import graft_function_data_from_tables
 
@@ -373,6 +374,14 @@ def test_every_refit_structure_is_the_main_fits_or_compiled_in_the_background(mo
     # the joint model: the two means-only models (its refits share its compiled model); the means-only model: the
     # other rise shape and the two other spread priors (constants of its graph)
     assert len(keys) == (2 if model == "graft_function" else 3)
+    # compile_ahead (the main job, before its exact sections): the main model first, then the same refits
+    monkeypatch.setenv(cm.CACHE_ENV, str(tmp_path / "ahead"))
+    ahead = ca.compile_ahead(config, sampler=SamplerConfig(), seed=0, inputs=inputs)
+    assert len(started) == 2 and ahead == [main, *keys]
+    without = ca.compile_ahead(config.model_copy(update={"sensitivity": False}), sampler=SamplerConfig(), seed=0,
+                               inputs=inputs)
+    assert without == []  # the main model is being compiled already (by this cache's background process)
+    assert ca.compile_ahead(config, sampler=SamplerConfig(nuts_sampler="pymc"), seed=0, inputs=inputs) == []
 
 
 @pytest.mark.slow

@@ -170,7 +170,8 @@ def test_corrupted_and_outdated_entries_are_rebuilt(tmp_path):
     cache = cm.CompiledModelCache(tmp_path)
     cache.compile_nutpie(model)
     assert cache.last.source == "disk" and cache.last.key == key
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left behind
+    # no temporary files left behind: the entry and the (empty) file whose lock a compile holds
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, f".{key}.lock"])
     assert len(draws) == 64
 
 
@@ -201,6 +202,50 @@ def test_a_model_compiled_in_the_background_is_loaded_not_compiled_again(seed, t
     assert cm.CompiledModelCache(tmp_path).compile_in_background([build]) == []
     assert cm.CompiledModelCache(disk=False).compile_in_background([build]) == []
     assert cm.CompiledModelCache(tmp_path / "other").compile_in_background([lambda: build()]) == []
+
+
+def test_a_model_another_process_is_compiling_is_waited_for_and_loaded(seed, tmp_path):
+    """Two caches on one folder that know nothing of each other (as two processes: the main job's background
+    compile and a section's worker) compile one model once: the second waits for the first's entry and loads it,
+    and does not send it to a background compile meanwhile."""
+    import threading
+
+    import pytensor
+
+    data = _endpoint_data(np.random.default_rng(seed(6)))
+    key = cm.model_structure_key(ce.build_day365_model(data))
+    first, second = cm.CompiledModelCache(tmp_path), cm.CompiledModelCache(tmp_path)
+    compiling, release = threading.Event(), threading.Event()
+    compile_here = first._compile
+
+    def held_compile(*args):  # hold the entry's lock until the second cache is asking for the model
+        compiling.set()
+        release.wait(120)
+        return compile_here(*args)
+
+    first._compile = held_compile
+    fastmath = pytensor.config.numba__fastmath
+    try:
+        owner = threading.Thread(target=first.compile_nutpie, args=(ce.build_day365_model(data),))
+        owner.start()
+        assert compiling.wait(120)
+        got = {}
+        waiter = threading.Thread(target=lambda: got.update(model=second.compile_nutpie(ce.build_day365_model(data))))
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive() and not first.entry_path(key).exists()  # waiting, with nothing on disk yet
+        # nor does a cache start compiling in the background what another is compiling
+        assert second.compile_in_background([functools.partial(ce.build_day365_model, data)]) == []
+        release.set()
+        owner.join(300)
+        waiter.join(300)
+    finally:
+        release.set()
+        pytensor.config.numba__fastmath = fastmath  # both threads changed and restored the flag, interleaved
+    assert first.last.source == "compiled" and second.last.source == "disk"
+    assert first.last.key == second.last.key == key
+    fresh = cm.CompiledModelCache(disk=False).compile_nutpie(ce.build_day365_model(data))
+    assert _digest(_draws(got["model"])) == _digest(_draws(fresh))
 
 
 def test_cache_folder_setting(monkeypatch, tmp_path):
