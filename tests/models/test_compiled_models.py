@@ -220,7 +220,8 @@ def test_a_model_another_process_is_compiling_is_waited_for_and_loaded(seed, tmp
 
     def held_compile(*args):  # hold the entry's lock until the second cache is asking for the model
         compiling.set()
-        release.wait(120)
+        if not release.wait(120):  # fails the test (the owner's compile never happens) instead of passing slowly
+            raise RuntimeError("the test never released the first cache's compile")
         return compile_here(*args)
 
     first._compile = held_compile
@@ -234,8 +235,10 @@ def test_a_model_another_process_is_compiling_is_waited_for_and_loaded(seed, tmp
         waiter.start()
         waiter.join(1.0)
         assert waiter.is_alive() and not first.entry_path(key).exists()  # waiting, with nothing on disk yet
-        # nor does a cache start compiling in the background what another is compiling
-        assert second.compile_in_background([functools.partial(ce.build_day365_model, data)]) == []
+        # nor does a third cache start compiling in the background what another is compiling (not ``second``: its
+        # own lock is held by the waiting thread, as any cache's is while it waits)
+        third = cm.CompiledModelCache(tmp_path)
+        assert third.compile_in_background([functools.partial(ce.build_day365_model, data)]) == []
         release.set()
         owner.join(300)
         waiter.join(300)
