@@ -51,9 +51,10 @@ and renamed, so a reader sees a whole entry or none, and concurrent writers of o
 entry. Processes do not even compile one key twice: a process that needs a model not on disk holds an advisory
 lock (``flock`` on ``.<key>.lock`` beside the entry) while it compiles and writes it, and another process that
 needs the same model meanwhile waits for that lock and then loads the entry (the operating system releases the
-lock however its holder ends; where it cannot be taken, each process compiles). It records the cache format, the key, the package versions and the SHA-256 of its payload. An entry
-that cannot be read, whose checksum, key, format or versions do not match, or whose code cannot be rebuilt,
-is deleted and the model is compiled again (and the reason is kept in :attr:`CompiledModelCache.last`).
+lock however its holder ends; where it cannot be taken, each process compiles). An entry records the cache
+format, the key, the package versions and the SHA-256 of its payload. An entry that cannot be read, whose
+checksum, key, format or versions do not match, or whose code cannot be rebuilt, is deleted and the model is
+compiled again (and the reason is kept in :attr:`CompiledModelCache.last`).
 Entries are pickles, as numba's own cache files are: the cache folder must be writable only by its user.
 
 Reproducibility: every model is compiled with PyTensor's ``numba__fastmath`` off (:func:`exact_float_code`).
