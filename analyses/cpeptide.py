@@ -625,8 +625,7 @@ def compile_refits_in_background(spec: ModelSpec, model: pm.Model, settings: Sam
         return []
     from isletbayes.models.compiled_models import default_cache
 
-    refits = _distinct_models([s for _, _, s in sensitivity_specs(spec, has_link="alpha" in model.named_vars)],
-                              exclude=spec)
+    refits = _refits_to_compile(spec, has_link="alpha" in model.named_vars)
     return default_cache().compile_in_background([s.build for s in refits], skip=[model]) if refits else []
 
 
@@ -647,16 +646,16 @@ def compile_ahead(config: CpeptideConfig, *, sampler: SamplerConfig, seed: int, 
     spec = model_spec(config, fit_data(config, inputs)[0])
     models = [spec]
     if config.sensitivity:
-        has_link = "alpha" in spec.build().named_vars
-        models += _distinct_models([s for _, _, s in sensitivity_specs(spec, has_link=has_link)], exclude=spec)
+        models += _refits_to_compile(spec, has_link="alpha" in spec.build().named_vars)
     return default_cache().compile_in_background([s.build for s in models])
 
 
-def _distinct_models(specs: list[ModelSpec], exclude: ModelSpec) -> list[ModelSpec]:
-    """``specs`` less those that are ``exclude``'s model or an earlier one's (one fit, one compile, serves both)."""
+def _refits_to_compile(spec: ModelSpec, has_link: bool) -> list[ModelSpec]:
+    """The sensitivity refits of ``spec`` (:func:`sensitivity_specs`) less those whose model is ``spec``'s or an
+    earlier refit's (one fit, one compile, serves both)."""
     out: list[ModelSpec] = []
-    for s in specs:
-        if not same_model(s, exclude) and not any(same_model(s, r) for r in out):
+    for _, _, s in sensitivity_specs(spec, has_link=has_link):
+        if not same_model(s, spec) and not any(same_model(s, r) for r in out):
             out.append(s)
     return out
 

@@ -547,6 +547,10 @@ class CompiledModelCache:
         expand = _cfunc(_stored_callback, meta["expand_signature"], stored["expand"])
         return _Compiled(logp, expand, meta, payload)
 
+    def _lock_path(self, key: str) -> Path:
+        """The (empty) file whose ``flock`` guards ``key``'s entry: beside it, hidden."""
+        return self.directory / f".{key}.lock"
+
     @contextmanager
     def _entry_lock(self, key: str) -> Iterator[None]:
         """Hold an exclusive lock on ``key``'s disk entry while it is looked up and, if missing, compiled and
@@ -576,7 +580,7 @@ class CompiledModelCache:
             return None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self._lock_path(key), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return None
         try:
@@ -595,7 +599,7 @@ class CompiledModelCache:
     def _being_compiled_elsewhere(self, key: str) -> bool:
         """Whether another process (or another cache object) holds ``key``'s lock now: it is compiling that
         model, or has claimed it to compile next (:func:`_compile_from_stdin`)."""
-        if key in self._claimed or self.directory is None or not (self.directory / f".{key}.lock").exists():
+        if key in self._claimed or self.directory is None or not self._lock_path(key).exists():
             return False
         try:
             fd = self._lock_file(key, wait=False)
