@@ -6,6 +6,12 @@ Targets (issue 15): `--help` and the data commands under 0.5 s; an exact design 
 Besides wall time (which other load on the machine inflates), each row gives the CPU seconds of the process
 (user + system, much less disturbed by load) and the share of it spent importing modules (``-X importtime``).
 
+Two floor rows say how close an exact design command can come with the libraries it computes with: the design
+command stopped as soon as its options are read and checked (a bad ``--estimand``: the command line, the typed
+configuration, exit status 2) and a process that only imports numpy and scipy.special (the beta functions, tails
+and quantiles of the exact layer). Their sum bounds any exact design command from below, with no pandas, no data
+read, nothing computed and no result written.
+
 :func:`baseline_tree` (the baseline's packages under a namespace shim) and :func:`cli_command` (the command line of
 either version as a fresh process) are shared with the other side-by-side benchmarks (``bench_main_job``,
 ``bench_cpeptide``).
@@ -25,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "f97be3b"
 COMPUTED, KEPT = "design defaults, panel computed", "design defaults, panel kept"
-TARGET_S = {"--help": 0.5, "data check": 0.5, "data summary": 0.5, "design --exact-only (n 20..100)": 1.0,
+EXACT = "design --exact-only (n 20..100)"
+TARGET_S = {"--help": 0.5, "data check": 0.5, "data summary": 0.5, EXACT: 1.0,
             COMPUTED: 1.0, KEPT: 1.0}
 CACHE_OPTIONS = ("--no-cache", "--cache-dir")  # options the baseline does not have
 _CLI = "import sys\nfrom isletbayes.analyses.cli import main\nsys.exit(main(sys.argv[1:]))"
@@ -83,19 +90,30 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _run(argv: list[str], pythonpath: Path | None) -> tuple[float, float]:
+#: floor rows: (process arguments after the interpreter, the exit status it must give)
+FLOORS = {
+    "floor: design options read only": ([*cli_command(["design", "--n-min", "20", "--n-max", "100", "--estimand",
+                                                        "not_an_estimand"])[1:]], 2),
+    "floor: import numpy, scipy.special": (["-c", "import numpy, scipy.special"], 0),
+}
+
+
+def _run(argv: list[str], pythonpath: Path | None, floor: str | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of one fresh process: the command line with ``argv``, or the floor row ``floor``."""
+    args, expected = FLOORS[floor] if floor else (cli_command(argv)[1:], 0)
     cpu0, t0 = children_cpu_seconds(), time.perf_counter()
-    proc = subprocess.run(cli_command(argv), env=cli_env(pythonpath), capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *args], env=cli_env(pythonpath), capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, children_cpu_seconds() - cpu0
-    if proc.returncode != 0:
+    if proc.returncode != expected:
         raise SystemExit(f"bench_startup: {' '.join(argv)} failed ({'baseline' if pythonpath else 'now'}):\n"
                          f"{proc.stderr[-2000:]}")
     return wall, cpu
 
 
-def _import_seconds(argv: list[str], pythonpath: Path | None) -> float:
+def _import_seconds(argv: list[str], pythonpath: Path | None, floor: str | None = None) -> float:
     """Seconds spent importing modules in one run (the sum of top-level cumulative times of -X importtime)."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", *cli_command(argv)[1:]], env=cli_env(pythonpath),
+    args = FLOORS[floor][0] if floor else cli_command(argv)[1:]
+    proc = subprocess.run([sys.executable, "-X", "importtime", *args], env=cli_env(pythonpath),
                           capture_output=True, text=True)
     total = 0
     for line in proc.stderr.splitlines():
@@ -110,10 +128,10 @@ def _import_seconds(argv: list[str], pythonpath: Path | None) -> float:
     return total / 1e6
 
 
-def _time(argv: list[str], pythonpath: Path | None, repeat: int) -> dict[str, float]:
-    runs = [_run(argv, pythonpath) for _ in range(repeat)]
+def _time(argv: list[str], pythonpath: Path | None, repeat: int, floor: str | None = None) -> dict[str, float]:
+    runs = [_run(argv, pythonpath, floor) for _ in range(repeat)]
     return {"wall_s": statistics.median(w for w, _ in runs), "cpu_s": statistics.median(c for _, c in runs),
-            "import_s": _import_seconds(argv, pythonpath)}
+            "import_s": _import_seconds(argv, pythonpath, floor)}
 
 
 def main(argv: list[str]) -> dict:
@@ -123,7 +141,7 @@ def main(argv: list[str]) -> dict:
                 "data summary": ["data", "summary"],
                 # the exact path alone: design priors that need no MCMC (the phase 1/2 posterior, discounted and
                 # robustified), the day-365 estimand (no durability model), the binomial rule
-                "design --exact-only (n 20..100)": ["design", "--n-min", "20", "--n-max", "100", "--estimand",
+                EXACT: ["design", "--n-min", "20", "--n-max", "100", "--estimand",
                                                     "insulin_independence_day365", "--design-prior",
                                                     "phase12,discounted,robust"],
                 "design (n 20..100, defaults)": ["design", "--n-min", "20", "--n-max", "100"]}
@@ -146,7 +164,7 @@ def main(argv: list[str]) -> dict:
             now = _time(args, None, 1 if label == COMPUTED else repeat)
             before = None
             if old is not None:
-                before_args = args if "exact-only" not in label else ["design", "--n-min", "20", "--n-max", "100"]
+                before_args = args if label != EXACT else ["design", "--n-min", "20", "--n-max", "100"]
                 if "--cache-dir" in before_args:
                     before_args = before_args[:before_args.index("--cache-dir")]
                 before_args = [a for a in before_args if a not in CACHE_OPTIONS]
@@ -157,6 +175,10 @@ def main(argv: list[str]) -> dict:
             figures[label] = {"now": now, "before": before,
                               "ratio_wall": (before["wall_s"] / now["wall_s"]) if before else None,
                               "target_s": TARGET_S[label], "meets_target": now["wall_s"] < TARGET_S[label]}
+        floors = {}
+        for label in FLOORS:
+            _run([], None, label)  # warm-up, as above
+            floors[label] = _time([], None, repeat, label)
     load_after = load_average()
     print(f"median of {repeat} fresh processes each (1 for the computed-panel design); before = commit {BEFORE}; "
           f"load average {load_before} -> {load_after} on {os.cpu_count()} cores")
@@ -169,12 +191,18 @@ def main(argv: list[str]) -> dict:
         print(f"{label:<34} {b:>9.2f} {f['now']['wall_s']:>7.2f} {ratio:>11} {f['now']['cpu_s']:>10.2f} "
               f"{f['now']['import_s']:>10.2f} {'< ' + str(f['target_s']):>8}  {ok}")
     print("(before of the exact-only design row: the baseline's design command at its defaults, which were exact)")
+    for label, f in floors.items():
+        print(f"{label:<34} {'':>9} {f['wall_s']:>7.2f} {'':>11} {f['cpu_s']:>10.2f} {f['import_s']:>10.2f}")
+    floor_s = sum(f["wall_s"] for f in floors.values())
+    print(f"floor of an exact design command (the two floor rows added): {floor_s:.2f} s"
+          + (f"; the exact-only design command: {figures[EXACT]['now']['wall_s']:.2f} s" if EXACT in figures else ""))
     kept_ratio = None
     if COMPUTED in figures and KEPT in figures:
         kept_ratio = figures[COMPUTED]["now"]["wall_s"] / figures[KEPT]["now"]["wall_s"]
         print(f"default design, design-prior panel computed / kept in the fit cache: {kept_ratio:.1f}x")
     return {"commands": figures, "load_average_before": load_before, "load_average_after": load_after,
-            "repeat": repeat, "baseline_commit": BEFORE, "kept_panel_ratio_wall": kept_ratio}
+            "repeat": repeat, "baseline_commit": BEFORE, "kept_panel_ratio_wall": kept_ratio, "floors": floors,
+            "design_floor_s": floor_s}
 
 
 if __name__ == "__main__":
