@@ -92,8 +92,8 @@ def load_average() -> list[float]:
 
 #: floor rows: (process arguments after the interpreter, the exit status it must give)
 FLOORS = {
-    "floor: design options read only": ([*cli_command(["design", "--n-min", "20", "--n-max", "100", "--estimand",
-                                                        "not_an_estimand"])[1:]], 2),
+    "floor: design options read only": (cli_command(["design", "--n-min", "20", "--n-max", "100", "--estimand",
+                                                     "not_an_estimand"])[1:], 2),
     "floor: import numpy, scipy.special": (["-c", "import numpy, scipy.special"], 0),
 }
 
@@ -105,7 +105,7 @@ def _run(argv: list[str], pythonpath: Path | None, floor: str | None = None) -> 
     proc = subprocess.run([sys.executable, *args], env=cli_env(pythonpath), capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, children_cpu_seconds() - cpu0
     if proc.returncode != expected:
-        raise SystemExit(f"bench_startup: {' '.join(argv)} failed ({'baseline' if pythonpath else 'now'}):\n"
+        raise SystemExit(f"bench_startup: {floor or ' '.join(argv)} failed ({'baseline' if pythonpath else 'now'}):\n"
                          f"{proc.stderr[-2000:]}")
     return wall, cpu
 
@@ -141,9 +141,8 @@ def main(argv: list[str]) -> dict:
                 "data summary": ["data", "summary"],
                 # the exact path alone: design priors that need no MCMC (the phase 1/2 posterior, discounted and
                 # robustified), the day-365 estimand (no durability model), the binomial rule
-                EXACT: ["design", "--n-min", "20", "--n-max", "100", "--estimand",
-                                                    "insulin_independence_day365", "--design-prior",
-                                                    "phase12,discounted,robust"],
+                EXACT: ["design", "--n-min", "20", "--n-max", "100", "--estimand", "insulin_independence_day365",
+                        "--design-prior", "phase12,discounted,robust"],
                 "design (n 20..100, defaults)": ["design", "--n-min", "20", "--n-max", "100"]}
     figures: dict[str, dict] = {}
     load_before = load_average()
