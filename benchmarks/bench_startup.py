@@ -98,21 +98,19 @@ FLOORS = {
 }
 
 
-def _run(argv: list[str], pythonpath: Path | None, floor: str | None = None) -> tuple[float, float]:
-    """Wall and CPU seconds of one fresh process: the command line with ``argv``, or the floor row ``floor``."""
-    args, expected = FLOORS[floor] if floor else (cli_command(argv)[1:], 0)
+def _run(args: list[str], pythonpath: Path | None, status: int = 0) -> tuple[float, float]:
+    """Wall and CPU seconds of one fresh process ``python ARGS``, which must exit with ``status``."""
     cpu0, t0 = children_cpu_seconds(), time.perf_counter()
     proc = subprocess.run([sys.executable, *args], env=cli_env(pythonpath), capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, children_cpu_seconds() - cpu0
-    if proc.returncode != expected:
-        raise SystemExit(f"bench_startup: {floor or ' '.join(argv)} failed ({'baseline' if pythonpath else 'now'}):\n"
-                         f"{proc.stderr[-2000:]}")
+    if proc.returncode != status:
+        raise SystemExit(f"bench_startup: exit status {proc.returncode}, not {status} "
+                         f"({'baseline' if pythonpath else 'now'}):\npython {' '.join(args)}\n{proc.stderr[-2000:]}")
     return wall, cpu
 
 
-def _import_seconds(argv: list[str], pythonpath: Path | None, floor: str | None = None) -> float:
+def _import_seconds(args: list[str], pythonpath: Path | None) -> float:
     """Seconds spent importing modules in one run (the sum of top-level cumulative times of -X importtime)."""
-    args = FLOORS[floor][0] if floor else cli_command(argv)[1:]
     proc = subprocess.run([sys.executable, "-X", "importtime", *args], env=cli_env(pythonpath),
                           capture_output=True, text=True)
     total = 0
@@ -128,10 +126,11 @@ def _import_seconds(argv: list[str], pythonpath: Path | None, floor: str | None 
     return total / 1e6
 
 
-def _time(argv: list[str], pythonpath: Path | None, repeat: int, floor: str | None = None) -> dict[str, float]:
-    runs = [_run(argv, pythonpath, floor) for _ in range(repeat)]
+def _time(args: list[str], pythonpath: Path | None, repeat: int, status: int = 0) -> dict[str, float]:
+    """Medians of ``repeat`` runs of ``python ARGS`` (:func:`_run`), and the import seconds of one more."""
+    runs = [_run(args, pythonpath, status) for _ in range(repeat)]
     return {"wall_s": statistics.median(w for w, _ in runs), "cpu_s": statistics.median(c for _, c in runs),
-            "import_s": _import_seconds(argv, pythonpath, floor)}
+            "import_s": _import_seconds(args, pythonpath)}
 
 
 def main(argv: list[str]) -> dict:
@@ -155,12 +154,13 @@ def main(argv: list[str]) -> dict:
         commands[KEPT] = [*defaults, "--cache-dir", str(Path(tmp) / "fit-cache")]
         compile_tree(ROOT)  # both versions timed with their bytecode compiled, as after installation
         for label, args in commands.items():
+            process = cli_command(args)[1:]
             try:
-                _run(args, None)  # warm-up: the operating system's file cache
+                _run(process, None)  # warm-up: the operating system's file cache
             except SystemExit as err:
                 print(f"  {label}: not run ({str(err).splitlines()[0]})")
                 continue
-            now = _time(args, None, 1 if label == COMPUTED else repeat)
+            now = _time(process, None, 1 if label == COMPUTED else repeat)
             before = None
             if old is not None:
                 before_args = args if label != EXACT else ["design", "--n-min", "20", "--n-max", "100"]
@@ -168,16 +168,16 @@ def main(argv: list[str]) -> dict:
                     before_args = before_args[:before_args.index("--cache-dir")]
                 before_args = [a for a in before_args if a not in CACHE_OPTIONS]
                 try:
-                    before = _time(before_args, old, 1 if "defaults" in label else repeat)
+                    before = _time(cli_command(before_args)[1:], old, 1 if "defaults" in label else repeat)
                 except SystemExit:
                     before = None
             figures[label] = {"now": now, "before": before,
                               "ratio_wall": (before["wall_s"] / now["wall_s"]) if before else None,
                               "target_s": TARGET_S[label], "meets_target": now["wall_s"] < TARGET_S[label]}
         floors = {}
-        for label in FLOORS:
-            _run([], None, label)  # warm-up, as above
-            floors[label] = _time([], None, repeat, label)
+        for label, (args, status) in FLOORS.items():
+            _run(args, None, status)  # warm-up, as above
+            floors[label] = _time(args, None, repeat, status)
     load_after = load_average()
     print(f"median of {repeat} fresh processes each (1 for the computed-panel design); before = commit {BEFORE}; "
           f"load average {load_before} -> {load_after} on {os.cpu_count()} cores")
